@@ -1,0 +1,83 @@
+"""Configurations built in code: tiny ones for tests, a mid-size one for benchmarks, and the released full size.
+
+Not part of the remote code (nothing here is copied next to the weights).
+"""
+
+from .configuration_videollm_mod import VideoLLMMoDConfig
+
+# Ids of the tiny vocabularies used in tests: 0 pad, 1 bos, 2 eos, then the stream tokens.
+TINY_IDS = {"pad": 0, "bos": 1, "eos": 2, "video": 10, "interval": 11, "response": 12}
+
+
+def tiny_config(
+    num_hidden_layers: int = 4,
+    hidden_size: int = 32,
+    vocab_size: int = 99,
+    image_size: int = 24,
+    **overrides,
+) -> VideoLLMMoDConfig:
+    """A VideoLLM-MoD small enough for CPU tests: Llama text, SigLIP vision (6x6 patches -> 10 tokens per frame)."""
+    text_config = {
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size + 5,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "pad_token_id": TINY_IDS["pad"],
+        "bos_token_id": TINY_IDS["bos"],
+        "eos_token_id": TINY_IDS["eos"],
+    }
+    vision_config = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size + 5,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": image_size // 6,
+    }
+    kwargs = {
+        "video_token_id": TINY_IDS["video"],
+        "frame_token_interval_id": TINY_IDS["interval"],
+        "stream_response_token_id": TINY_IDS["response"],
+        **overrides,
+    }
+    return VideoLLMMoDConfig(text_config=text_config, vision_config=vision_config, **kwargs)
+
+
+def benchmark_config(**overrides) -> VideoLLMMoDConfig:
+    """Mid-size model for CPU efficiency benchmarks: the paper's layout (10 tokens per frame, odd layers routed,
+    r = 0.2) on an 8-layer, 512-wide Llama; vision features are pre-computed, as in the original training."""
+    return tiny_config(num_hidden_layers=8, hidden_size=512, vocab_size=1024, **overrides)
+
+
+def full_size_config(**overrides) -> VideoLLMMoDConfig:
+    """The released layout: Llama-3-8B-Instruct + SigLIP-L/16-384, 10 tokens per frame, placeholder 128256."""
+    text_config = {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+        "bos_token_id": 128000,
+        "eos_token_id": 128009,
+    }
+    vision_config = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 384,
+        "patch_size": 16,
+    }
+    kwargs = {"video_token_id": 128256, "frame_token_interval_id": 11, "stream_response_token_id": 933, **overrides}
+    return VideoLLMMoDConfig(text_config=text_config, vision_config=vision_config, **kwargs)

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from modeling_videollm_mod.presets import TINY_IDS, tiny_config
+
+FRAME_TOKENS = 10
+
+
+def stream_ids(num_frames: int, prefix=(3, 4, 5), suffix=(6, 7), seed: int = 0) -> torch.LongTensor:
+    """(1, L) ids laid out as the processor does: text, frames joined by the interval token, text."""
+    g = torch.Generator().manual_seed(seed)
+    ids = list(prefix)
+    for f in range(num_frames):
+        ids += [TINY_IDS["video"]] * FRAME_TOKENS
+        ids += [TINY_IDS["interval"]] if f < num_frames - 1 else []
+    ids += list(suffix)
+    ids += torch.randint(13, 99, (3,), generator=g).tolist()
+    return torch.tensor([ids])
+
+
+def frame_features(num_frames: int, dim: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(num_frames, FRAME_TOKENS, dim, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config

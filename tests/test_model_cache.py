@@ -1,0 +1,132 @@
+"""Streaming with the cache equals one full-sequence forward; padding, generate and cropping."""
+
+import pytest
+import torch
+from conftest import FRAME_TOKENS, frame_features, stream_ids
+
+from modeling_videollm_mod import VideoLLMMoDCache, VideoLLMMoDForCausalLM
+from modeling_videollm_mod.presets import TINY_IDS, tiny_config
+
+
+def frame_chunks(ids: torch.Tensor):
+    """Split (1, L) ids into the pieces a stream feeds: text up to a frame, each frame, the rest one token at a time."""
+    video = (ids[0] == TINY_IDS["video"]).tolist()
+    cuts, i = [], 0
+    while i < len(video):
+        if video[i]:
+            cuts.append((i, i + FRAME_TOKENS))
+            i += FRAME_TOKENS
+        else:
+            j = i
+            while j < len(video) and not video[j] and j - i < 2:
+                j += 1
+            cuts.append((i, j))
+            i = j
+    return cuts
+
+
+@pytest.mark.parametrize("mod_layers", [[], None, [0, 1, 2, 3]], ids=["dense", "interleaved", "all-routed"])
+def test_frame_by_frame_with_cache_equals_full_forward(mod_layers):
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+    ids, features = stream_ids(4), frame_features(4)
+    with torch.no_grad():
+        full = model(input_ids=ids, frame_features=features).logits
+        cache, pieces, frame = None, [], 0
+        for start, stop in frame_chunks(ids):
+            chunk = ids[:, start:stop]
+            is_frame = bool((chunk == TINY_IDS["video"]).all())
+            out = model(
+                input_ids=chunk,
+                frame_features=features[frame : frame + 1] if is_frame else None,
+                cache=cache,
+                use_cache=True,
+            )
+            frame += is_frame
+            cache = out.cache
+            pieces.append(out.logits)
+    assert (torch.cat(pieces, 1) - full).abs().max() <= 1e-5
+    assert cache.get_seq_length() == ids.shape[1]
+    kept = int((ids != TINY_IDS["video"]).sum()) + 4 * 2
+    expected = [kept if i in model.config.mod_layers else ids.shape[1] for i in range(4)]
+    assert [layer.keys.shape[-2] for layer in cache.layers] == expected
+
+
+@pytest.mark.parametrize("mod_layers", [[], None])
+def test_left_padded_batch_equals_unpadded_rows(mod_layers):
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+    short, long = stream_ids(1, seed=1), stream_ids(2, seed=2)
+    pad = long.shape[1] - short.shape[1]
+    ids = torch.cat([torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1), long])
+    mask = torch.cat([torch.cat([torch.zeros(1, pad), torch.ones_like(short)], 1), torch.ones_like(long)]).long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    f_short, f_long = frame_features(1, seed=1), frame_features(2, seed=2)
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                      frame_features=torch.cat([f_short, f_long])).logits
+        a = model(input_ids=short, frame_features=f_short).logits
+        b = model(input_ids=long, frame_features=f_long).logits
+    assert (batch[0, pad:] - a[0]).abs().max() <= 1e-5
+    assert (batch[1] - b[0]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("mod_layers", [[], None])
+def test_generate_matches_greedy_loop_without_cache(mod_layers):
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+    ids, features = stream_ids(2), frame_features(2)
+    out = model.generate(input_ids=ids, frame_features=features, max_new_tokens=6, do_sample=False,
+                         return_dict_in_generate=True)
+    greedy = ids
+    with torch.no_grad():
+        for _ in range(6):
+            logits = model(input_ids=greedy, frame_features=features, use_cache=False).logits
+            greedy = torch.cat([greedy, logits[:, -1:].argmax(-1)], 1)
+            if greedy[0, -1] == TINY_IDS["eos"]:
+                break
+    assert torch.equal(out.sequences, greedy)
+    assert getattr(out.cache, "is_videollm_mod_cache", False)
+
+
+def test_generate_continues_a_stream_from_its_cache():
+    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+    ids, features = stream_ids(3), frame_features(3)
+    first = ids[:, :25]  # text, two frames, the interval token after each
+    with torch.no_grad():
+        cache = model(input_ids=first, frame_features=features[:2], use_cache=True).cache
+    out = model.generate(input_ids=ids, frame_features=features[2:], cache=cache, max_new_tokens=4, do_sample=False)
+    reference = model.generate(input_ids=ids, frame_features=features, max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, reference)
+
+
+def test_crop_goes_by_token_index_in_every_layer():
+    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+    ids, features = stream_ids(3), frame_features(3)
+    with torch.no_grad():
+        cache = model(input_ids=ids[:, :14], frame_features=features[:1], use_cache=True).cache
+        lengths = [layer.keys.shape[-2] for layer in cache.layers]
+        cache = model(input_ids=ids[:, 14:25], frame_features=features[1:2], cache=cache, use_cache=True).cache
+        cache.crop(14)
+    assert cache.get_seq_length() == 14
+    assert [layer.keys.shape[-2] for layer in cache.layers] == lengths == [14, 6, 14, 6]
+
+
+def test_evict_keeps_sink_and_recent_window_by_token_index():
+    cache = VideoLLMMoDCache(1)
+    layer = cache.layers[0]
+    keys = torch.arange(8.0).view(1, 1, 8, 1)
+    layer.update(keys, keys)
+    layer.tag(torch.tensor([[0, 1, 2, 4, 5, 7, 8, 9]]), torch.ones(1, 8, dtype=torch.bool))
+    cache.seen_tokens = 10
+    cache.evict(sink_tokens=2, window_tokens=3)
+    assert layer.token_index.tolist() == [[0, 1, 7, 8, 9]]
+    assert layer.keys.flatten().tolist() == [0.0, 1.0, 5.0, 6.0, 7.0]
+
+
+def test_foreign_nonempty_cache_is_rejected():
+    from transformers import DynamicCache
+
+    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+    with torch.no_grad():
+        cache = DynamicCache()
+        cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8), 0)
+        with pytest.raises(ValueError, match="cache must be a VideoLLMMoDCache"):
+            model(input_ids=stream_ids(1), frame_features=frame_features(1), cache=cache, use_cache=True)
