@@ -1,0 +1,164 @@
+"""Writing prepared datasets: parquet ``DatasetDict`` per config + dataset card, atomically; ``--push-to-hub``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+def conversation_features(extra: dict | None = None):
+    """Columns shared by every prepared dataset (``_stream.py`` explains the conversation fields) + ``extra`` ones."""
+    from datasets import Features, List, Value
+
+    return Features(
+        {
+            "video_uid": Value("string"),
+            **(extra or {}),
+            "video": Value("string"),
+            "fps": Value("float64"),
+            "duration": Value("float64"),
+            "start_frame": Value("int64"),
+            "stop_frame": Value("int64"),
+            "num_frames": Value("int64"),
+            "conversation": List(
+                {
+                    "role": Value("string"),
+                    "content": Value("string"),
+                    "time": Value("float64"),
+                    "learn": Value("int32"),
+                    "num_frames": Value("int32"),
+                }
+            ),
+        }
+    )
+
+
+def columns_doc(extra_rows: str = "") -> str:
+    """Markdown table of the columns (shared + ``extra_rows``) and where the system prompt goes."""
+    from ._stream import SYSTEM_PROMPT
+
+    table, note = _COLUMNS_DOC.split("\n\n")
+    return table + "\n" + extra_rows + "\n" + note.format(system_prompt=SYSTEM_PROMPT)
+
+
+_COLUMNS_DOC = """\
+| column | type | meaning |
+|---|---|---|
+| `video_uid` | string | video id in the source annotations |
+| `video` | string | video file, relative to the video root given to the script (`{video_uid}.mp4`); features are `{video_uid}.safetensors` |
+| `fps` | float | frame rate of the stream grid; frame `i` is at `i / fps` s |
+| `duration` | float | `(T - 1) / fps`, `T` = frames of the whole video at `fps` |
+| `start_frame`, `stop_frame` | int | frames `[start_frame, stop_frame)` of the video feed the stream messages, in order |
+| `num_frames` | int | `stop_frame - start_frame` = sum of the stream messages' `num_frames` |
+| `conversation` | list of {`role`, `content`, `time`, `learn`, `num_frames`} | `role` is `user`, `assistant` or `stream`; `time` is the snapped time (s) of the message, or of a stream's last frame; `learn` is 0/1 for text and, for a stream, how many of its first frames carry the stay-silent/speak decision label (VideoLLM-online's `learn=True` is all of them); `num_frames` is a stream's frame count (0 for text) |
+
+The system prompt is not part of `conversation`; the processor prepends it (VideoLLM-online live1+ default:
+"{system_prompt}").
+"""
+
+
+class SkipCounter:
+    """Counts skipped videos by reason; ``strict`` turns the first skip into an error."""
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.reasons: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def skip(self, reason: str, detail: str) -> None:
+        if self.strict:
+            raise RuntimeError(f"{reason}: {detail} (run without --strict to skip and count it)")
+        self.reasons[reason] += 1
+        self.examples.setdefault(reason, detail)
+        logger.warning("skipped (%s): %s", reason, detail)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        if not self.reasons:
+            return "skipped: none"
+        return "skipped: " + ", ".join(f"{n} {r} (e.g. {self.examples[r]})" for r, n in sorted(self.reasons.items()))
+
+
+def build_card(pretty_name: str, configs: dict[str, list[str]], body: str) -> str:
+    """Dataset card text: YAML header with ``configs:`` (one parquet folder per config) + markdown ``body``."""
+    header = {
+        "pretty_name": pretty_name,
+        "task_categories": ["video-text-to-text"],
+        "tags": ["video", "streaming", "videollm-online", "videollm-mod"],
+        "configs": [
+            {
+                "config_name": name,
+                "data_files": [{"split": split, "path": f"{name}/{split}-*"} for split in splits],
+                **({"default": True} if i == 0 else {}),
+            }
+            for i, (name, splits) in enumerate(configs.items())
+        ],
+    }
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
+
+
+def write_dataset(out_dir: str, configs: dict, card: str, overwrite: bool = False) -> str:
+    """Write ``{config: DatasetDict}`` as ``{config}/{split}-00000-of-00001.parquet`` + ``README.md`` under ``out_dir``.
+
+    Everything goes to a temporary folder next to ``out_dir`` that is renamed into place when complete, so an
+    interrupted run never leaves a folder that looks finished.
+    """
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    try:
+        for name, dataset_dict in configs.items():
+            os.makedirs(os.path.join(tmp, name))
+            for split, dataset in dataset_dict.items():
+                dataset.to_parquet(os.path.join(tmp, name, f"{split}-00000-of-00001.parquet"))
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+            os.replace(out_dir, os.path.join(old, "data"))
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def push_to_hub(folder: str, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+    """Upload a written dataset folder to the Hub dataset repo ``repo_id`` (created if needed); returns its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="dataset",
+        commit_message=f"Upload {os.path.basename(folder.rstrip('/'))} with videollm-mod data_scripts",
+    )
+    return str(url)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments every prepare script shares: output folder, overwrite, strictness, Hub upload."""
+    parser.add_argument("--output-dir", required=True, help="folder to write (parquet per config + README.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument("--strict", action="store_true", help="turn skipped videos (missing/undecodable) into errors")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
+    parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")

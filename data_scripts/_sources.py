@@ -1,0 +1,56 @@
+"""Where the frames of a video come from: the mp4 (probed with PyAV) or pre-computed features (safetensors)."""
+
+from __future__ import annotations
+
+import os
+
+from ._hub import SkipCounter
+from ._video import VideoDecodeError, probe_num_frames
+
+
+class VideoSource:
+    """Frame counts of videos at ``fps``: from ``{features_dir}/{uid}.safetensors`` if given, else ``{video_root}/{uid}{ext}``.
+
+    Missing or undecodable videos are skipped and counted in ``skips`` (``None`` is returned), as the original keeps
+    only videos it has frames for.
+    """
+
+    def __init__(self, video_root: str | None, fps: float, skips: SkipCounter, features_dir: str | None = None,
+                 ext: str = ".mp4"):  # fmt: skip
+        if video_root is None and features_dir is None:
+            raise ValueError("give a video root or a features folder")
+        self.video_root, self.features_dir, self.fps, self.skips, self.ext = video_root, features_dir, fps, skips, ext
+        self._cache: dict[str, int | None] = {}
+
+    def relative_path(self, video_uid: str) -> str:
+        return f"{video_uid}{self.ext}"
+
+    def num_frames(self, video_uid: str) -> int | None:
+        """Frames of the whole video at ``fps``, or ``None`` (skipped and counted) if it is missing or broken."""
+        if video_uid not in self._cache:
+            self._cache[video_uid] = self._count(video_uid)
+        return self._cache[video_uid]
+
+    def _count(self, video_uid: str) -> int | None:
+        if self.features_dir is not None:
+            path = os.path.join(self.features_dir, f"{video_uid}.safetensors")
+            if not os.path.isfile(path):
+                self.skips.skip("missing features", f"video {video_uid!r}: {path}")
+                return None
+            from safetensors import safe_open
+
+            try:
+                with safe_open(path, framework="np") as f:
+                    return int(f.get_slice("features").get_shape()[0])
+            except Exception as e:  # corrupt header or no "features" tensor
+                self.skips.skip("unreadable features", f"video {video_uid!r}: {path} ({e})")
+                return None
+        path = os.path.join(self.video_root, self.relative_path(video_uid))
+        if not os.path.isfile(path):
+            self.skips.skip("missing video", f"video {video_uid!r}: {path}")
+            return None
+        try:
+            return probe_num_frames(path, self.fps)
+        except VideoDecodeError as e:
+            self.skips.skip("undecodable video", f"video {video_uid!r}: {e}")
+            return None

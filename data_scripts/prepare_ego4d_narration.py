@@ -1,0 +1,271 @@
+"""Ego4D narration streams (raw and refined) -> parquet DatasetDict + dataset card.
+
+Reads the original annotation files (VideoLLM-online `data/ego4d/narration.py`):
+
+- raw: `all_narrations_redacted.json` -> `["videos"][video_uid]["narrations"] = [{time, text, _annotation_uid}]`,
+  split by the Ego4D benchmark files `{benchmark}_{val,test_unannotated}.json` (val/test videos; train = the rest);
+- refined: `refined_narration_stream_{split}.json` -> `{video_uid: {annotation_uid: [{time, text}]}}`.
+
+Texts are cleaned (tags `#C #c @c #O #o #Unsure #unsure #` removed, `.,\\n ` trimmed, `.` appended, first word
+capitalised, at least two words), sorted by time and grouped by narration pass (`_annotation_uid`); each pass is one
+stream with times snapped to `ceil(t * fps) / fps`. Configs `raw` and `refined`, splits `train` and `val`.
+
+Usage:
+
+    python -m data_scripts.prepare_ego4d_narration \
+        --annotation-dir datasets/ego4d/v2/annotations --video-root datasets/ego4d/v2/full_scale \
+        --output-dir data/ego4d_narration --variants raw refined --fps 2 [--push-to-hub user/ego4d-narration-stream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource
+from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
+
+logger = logging.getLogger(__name__)
+
+RAW_INSTRUCTION = (
+    "Please concisely narrate the video in real time. Use the tag 'C' to denote the camera wearer, and other letter "
+    "tags, such as 'X', to denote other individuals in the scene."
+)
+REFINED_INSTRUCTIONS = (
+    "Please concisely narrate the video in real time.",
+    "Help me to illustrate my view in short.",
+    "Please simply describe what do you see.",
+    "Continuously answer what you observed with simple text.",
+    "Do concise real-time narration.",
+    "Hey assistant, do you know the current video content? Reply me concisely.",
+    "Simply interpret the scene for me.",
+    "What can you tell me about? Be concise.",
+    "Use simple text to explain what is shown in front of me.",
+    "What is the action now? Please response in short.",
+)
+BENCHMARK_KEYS = {
+    "goalstep": "videos",
+    "fho_lta": "clips",
+    "nlq": "videos",
+    "moments": "videos",
+    "av": "videos",
+    "fho_oscc-pnr": "clips",
+    "fho_sta": "annotations",
+    "vq": "videos",
+}
+SPLITS = ("train", "val")
+_TAGS = ("#C", "#c", "@c", "#O", "#o", "#Unsure", "#unsure", "#")
+
+
+def clean_narration(text: str) -> str:
+    """VideoLLM-online cleaning: drop tags, trim ``.,\\n `` at both ends, add ``.``, capitalise, collapse spaces."""
+    for tag in _TAGS:
+        text = text.replace(tag, "")
+    words = (text.strip(".,\n ") + ".").split()
+    words[0] = words[0].capitalize()
+    return " ".join(words)
+
+
+def split_video_uids(annotation_dir: str, all_uids: set[str], benchmarks: list[str]) -> dict[str, set[str]]:
+    """train/val/test video ids: val/test are the videos of the benchmarks' val / test_unannotated files."""
+    listed = {"val": set(), "test": set()}
+    for benchmark in benchmarks:
+        key = BENCHMARK_KEYS[benchmark]
+        for split, suffix in (("val", "val"), ("test", "test_unannotated")):
+            path = os.path.join(annotation_dir, f"{benchmark}_{suffix}.json")
+            records = require(load_json(path), key, list, path)
+            for i, record in enumerate(records):
+                listed[split].add(require(record, "video_uid", str, path, prefix=f"{key}[{i}]."))
+    val = listed["val"] & all_uids
+    test = (listed["test"] - listed["val"]) & all_uids
+    return {"train": all_uids - val - test, "val": val, "test": test}
+
+
+def raw_narration_streams(path: str, video_uids: set[str]) -> dict[str, dict[str, list[dict]]]:
+    """``{video_uid: {annotation_uid: [{time, text}]}}`` of cleaned narrations, sorted by time, for ``video_uids``."""
+    videos = require(load_json(path), "videos", dict, path)
+    streams = {}
+    for video_uid in sorted(video_uids):
+        narrations = require(require(videos, video_uid, dict, path), "narrations", list, path, video_uid)
+        cleaned = []
+        for i, narration in enumerate(narrations):
+            fields = {
+                name: require(narration, name, kind, path, video_uid, prefix=f"narrations[{i}].")
+                for name, kind in (("time", float), ("text", str), ("_annotation_uid", str))
+            }
+            text = clean_narration(fields["text"])
+            if len(text.split(" ")) >= 2:  # at least "C verb."
+                cleaned.append(fields | {"text": text})
+        cleaned.sort(key=lambda n: n["time"])  # stable: equal times keep file order
+        passes: dict[str, list[dict]] = {}
+        for n in cleaned:
+            passes.setdefault(n["_annotation_uid"], []).append({"time": n["time"], "text": n["text"]})
+        streams[video_uid] = passes
+    return streams
+
+
+def refined_narration_streams(path: str) -> dict[str, dict[str, list[dict]]]:
+    """Read ``refined_narration_stream_{split}.json`` and check its records."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise AnnotationError(path, f"expected an object keyed by video_uid, got {type(data).__name__}")
+    for video_uid, passes in data.items():
+        if not isinstance(passes, dict):
+            raise AnnotationError(path, "expected {annotation_uid: [narrations]}", video_uid)
+        for annotation_uid, narrations in passes.items():
+            if not isinstance(narrations, list):
+                raise AnnotationError(path, "expected a list of narrations", video_uid, annotation_uid)
+            for i, narration in enumerate(narrations):
+                for name, kind in (("time", float), ("text", str)):
+                    require(narration, name, kind, path, video_uid, prefix=f"{annotation_uid}[{i}].")
+            passes[annotation_uid] = sorted(narrations, key=lambda n: n["time"])
+    return data
+
+
+def narration_conversation(narrations: list[dict], fps: float, total_frames: int, instruction: str):
+    """One narration pass -> ``(conversation, start_frame, stop_frame)`` or ``None`` if it yields nothing.
+
+    Each narration snaps to frame ``ceil(t * fps)`` (clipped to the video); consecutive duplicate texts are skipped;
+    a narration on the same frame as the previous one replaces its text. The first stream is the single frame of the
+    first narration, unlearned, followed by the user instruction (as `__getitem__` of the original does).
+    """
+    if not narrations:
+        return None
+    max_frame = total_frames - 1
+    start = ceil_frame(narrations[0]["time"], fps, 0, max_frame)
+    last, last_text, conversation = start - 1, None, []
+    for narration in narrations:
+        if last >= max_frame:
+            break
+        text = narration["text"]
+        if text == last_text:
+            continue
+        frame = ceil_frame(narration["time"], fps, 0, max_frame)
+        if frame == last:  # sorted and ceiled: the later narration is closer to this frame
+            conversation[-1]["content"] = text
+        else:
+            conversation += [stream(frame - last, frame, fps), message("assistant", text, frame / fps, learn=1)]
+        last, last_text = frame, text
+    if not conversation:
+        return None
+    conversation[0]["learn"] = 0
+    conversation.insert(1, message("user", instruction, start / fps))
+    return conversation, start, last + 1
+
+
+def build_rows(streams: dict, source: VideoSource, fps: float, instructions: tuple[str, ...], seed: int) -> list[dict]:
+    """Rows of the dataset (one per narration pass) for videos that have frames."""
+    rows = []
+    for video_uid, passes in streams.items():
+        total = source.num_frames(video_uid)
+        if total is None:
+            continue
+        for annotation_uid, narrations in passes.items():
+            instruction = random.Random(f"{seed}-{video_uid}-{annotation_uid}").choice(instructions)
+            built = narration_conversation(narrations, fps, total, instruction)
+            if built is None:
+                continue
+            conversation, start, stop = built
+            rows.append(
+                {
+                    "video_uid": video_uid,
+                    "annotation_uid": annotation_uid,
+                    "video": source.relative_path(video_uid),
+                    "fps": float(fps),
+                    "duration": (total - 1) / fps,
+                    "start_frame": start,
+                    "stop_frame": stop,
+                    "num_frames": stop - start,
+                    "conversation": conversation,
+                }
+            )
+    return rows
+
+
+CARD_BODY = """\
+# Ego4D narration streams (VideoLLM-online format)
+
+Streams of Ego4D narrations for real-time video narration, built by `python -m data_scripts.prepare_ego4d_narration`
+with the cleaning and timestamp rules of VideoLLM-online (`data/ego4d/narration.py`) at {fps} fps.
+
+- `raw`: narrations from `all_narrations_redacted.json`; instruction: "{raw_instruction}"
+- `refined`: the Llama-3-refined narrations (`refined_narration_stream_{{split}}.json`); instruction drawn (seeded) from
+  10 short variants.
+
+One row per narration pass (`annotation_uid`). Conversation: `stream` (1 frame, unlearned), `user` instruction, then
+alternating `assistant` narration and `stream` messages; narration times snapped with `ceil(t * fps) / fps`.
+
+## Columns
+
+{columns}
+## Splits
+
+val = videos of the Ego4D benchmark val files ({benchmarks}), test (not written) = their test_unannotated videos,
+train = all other narrated videos. Rows: {counts}.
+
+Videos are not included (Ego4D licence); point the processor at your `full_scale` folder or pre-computed features.
+"""
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
+    parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
+    parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")
+    parser.add_argument("--variants", nargs="+", default=["raw"], choices=["raw", "refined"])
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARK_KEYS), choices=list(BENCHMARK_KEYS),
+                        help="benchmark files defining the val/test videos (raw variant)")  # fmt: skip
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the refined instruction choice")
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.video_root is None and args.features_dir is None:
+        parser.error("give --video-root or --features-dir")
+
+    from datasets import Dataset, DatasetDict, Value
+
+    from ._hub import conversation_features
+
+    skips = SkipCounter(args.strict)
+    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    features = conversation_features({"annotation_uid": Value("string")})
+    configs, counts = {}, []
+    for variant in args.variants:
+        splits = {}
+        if variant == "raw":
+            path = os.path.join(args.annotation_dir, "all_narrations_redacted.json")
+            videos = require(load_json(path), "videos", dict, path)
+            uids = split_video_uids(args.annotation_dir, set(videos), args.benchmarks)
+            for split in SPLITS:
+                streams = raw_narration_streams(path, uids[split])
+                splits[split] = build_rows(streams, source, args.fps, (RAW_INSTRUCTION,), args.seed)
+        else:
+            for split in SPLITS:
+                streams = refined_narration_streams(os.path.join(args.annotation_dir, f"refined_narration_stream_{split}.json"))
+                splits[split] = build_rows(streams, source, args.fps, REFINED_INSTRUCTIONS, args.seed)
+        configs[variant] = DatasetDict({s: Dataset.from_list(rows, features=features) for s, rows in splits.items()})
+        counts += [f"{variant}/{s} {len(rows)}" for s, rows in splits.items()]
+    card = build_card(
+        "Ego4D narration streams",
+        {name: list(SPLITS) for name in configs},
+        CARD_BODY.format(
+            fps=args.fps,
+            raw_instruction=RAW_INSTRUCTION,
+            columns=columns_doc("| `annotation_uid` | string | Ego4D narration pass |\n"),
+            benchmarks=", ".join(args.benchmarks),
+            counts=", ".join(counts),
+        ),
+    )
+    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
+    print(f"wrote {out}: {', '.join(counts)}; {skips.summary()}")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return out, skips
+
+
+if __name__ == "__main__":
+    main()

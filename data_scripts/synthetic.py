@@ -1,0 +1,511 @@
+"""Synthetic stream generator: rendered shape videos + annotations in the original Ego4D and COIN schemas.
+
+A simple world of coloured shapes (circle, square, triangle in red, green, blue, yellow) on a textured, slowly
+drifting background. Shapes appear, move, change colour and disappear; every event is narrated with a small closed
+vocabulary ("#C C sees a red circle appear") at the time it becomes visible, so a tiny model can learn it from
+32x32 or 64x64 frames. Deterministic for a seed.
+
+Writes (the layout the VideoLLM-online loaders expect):
+
+    {out}/ego4d/v2/full_scale/{video_uid}.mp4
+    {out}/ego4d/v2/annotations/all_narrations_redacted.json              # {"videos": {uid: {"narrations": [...]}}}
+    {out}/ego4d/v2/annotations/refined_narration_stream_{train,val}.json  # {uid: {annotation_uid: [{time, text}]}}
+    {out}/ego4d/v2/annotations/{benchmark}_{val,test_unannotated}.json    # split lists (goalstep, nlq, ...)
+    {out}/ego4d/v2/annotations/goalstep_livechat_trainval_filtered_21k.json  # [{video_uid, conversation}]
+    {out}/coin/coin.json                                                  # {"database": {uid: {class, subset, ...}}}
+    {out}/coin/videos/{video_uid}.mp4
+    {out}/synthetic_events.json                                           # ground-truth events, for checks
+
+Usage:
+
+    python -m data_scripts.synthetic --output-dir data/synthetic --num-videos 8 --seconds 20 --resolution 64 \
+        --fps 8 --num-coin-videos 8 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._video import write_video
+
+logger = logging.getLogger(__name__)
+
+SHAPES = ("circle", "square", "triangle")
+COLORS = {"red": (225, 35, 35), "green": (35, 200, 60), "blue": (40, 70, 235), "yellow": (240, 220, 30)}
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+# Ego4D benchmark files that define the narration val/test splits, with the key that lists their videos.
+EGO4D_BENCHMARK_KEYS = {
+    "goalstep": "videos",
+    "fho_lta": "clips",
+    "nlq": "videos",
+    "moments": "videos",
+    "av": "videos",
+    "fho_oscc-pnr": "clips",
+    "fho_sta": "annotations",
+    "vq": "videos",
+}
+# COIN-style tasks: CamelCase class -> ordered steps (kind, argument). The main object of a task is its first placed.
+COIN_TASKS = {
+    "PaintCircle": [("place", "red circle"), ("paint", "blue"), ("remove", None)],
+    "SlideSquare": [("place", "green square"), ("slide", "right"), ("slide", "down"), ("remove", None)],
+    "PaintTVScreen": [("place", "blue square"), ("paint", "yellow"), ("slide", "left"), ("remove", None)],
+    "MoveTriangle": [("place", "green triangle"), ("slide", "up"), ("slide", "left"), ("paint", "red"), ("remove", None)],
+    "BuildTrafficLight": [("place", "red circle"), ("place", "yellow circle"), ("place", "green circle")],
+}
+
+
+@dataclass
+class Event:
+    """One change in the world over ``[start, end]`` seconds (``start == end``: instantaneous)."""
+
+    kind: str  # appear | move | recolor | disappear
+    obj: int
+    start: float
+    end: float
+    shape: str
+    color: str  # colour before the event
+    new_color: str | None = None
+    direction: str | None = None
+    position: tuple[float, float] | None = None  # appear: centre, as fractions of the frame
+    narration_time: float = 0.0
+
+    @property
+    def narration(self) -> str:
+        """Ego4D-style narration (before cleaning)."""
+        return "#C C sees " + self._phrase()
+
+    @property
+    def refined(self) -> str:
+        return "You see " + self._phrase() + "."
+
+    @property
+    def chat(self) -> str:
+        """Live-chat assistant reply."""
+        verb = {"appear": "appears", "disappear": "disappears"}
+        subject = f"{'A' if self.kind == 'appear' else 'The'} {self.color} {self.shape}"
+        if self.kind == "move":
+            return f"{subject} moves {self.direction}."
+        if self.kind == "recolor":
+            return f"{subject} turns {self.new_color}."
+        return f"{subject} {verb[self.kind]}."
+
+    def _phrase(self) -> str:
+        article = "a" if self.kind == "appear" else "the"
+        tail = {"appear": "appear", "disappear": "disappear", "move": f"move {self.direction}"}
+        return f"{article} {self.color} {self.shape} " + tail.get(self.kind, f"turn {self.new_color}")
+
+
+@dataclass
+class Video:
+    video_uid: str
+    seconds: float
+    events: list[Event] = field(default_factory=list)
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+class Renderer:
+    """Renders a ``Video`` at ``resolution`` px: textured drifting background + shapes driven by the events."""
+
+    def __init__(self, resolution: int, difficulty: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.resolution = resolution
+        self.difficulty = difficulty
+        self.radius = 0.14 * resolution
+        self.rng = rng
+        # low-frequency grey texture, tiled twice so a drifting window never leaves it
+        coarse = rng.uniform(95, 140, size=(8, 8))
+        reps = -(-2 * resolution // 8)
+        texture = np.kron(coarse, np.ones((reps, reps)))[: 2 * resolution, : 2 * resolution]
+        texture = texture + rng.normal(0, 4, size=texture.shape)
+        self.texture = np.clip(texture, 0, 255)[..., None].repeat(3, axis=2)
+        self.drift = 0.0 if difficulty == 0 else 1.0 + difficulty  # px per second
+        self.yy, self.xx = np.mgrid[0:resolution, 0:resolution].astype(np.float32) + 0.5
+
+    def frame(self, video: Video, t: float) -> np.ndarray:
+        r = self.resolution
+        offset = int(self.drift * t) % r
+        image = self.texture[offset : offset + r, offset : offset + r].copy()
+        for state in object_states(video.events, t):
+            if state["scale"] <= 0:
+                continue
+            mask = self._mask(state["shape"], state["x"] * r, state["y"] * r, self.radius * state["scale"])
+            image[mask] = state["rgb"]
+        if self.difficulty >= 2:
+            image = image + self.rng.normal(0, 5, size=image.shape)
+        return np.clip(image, 0, 255).astype(np.uint8)
+
+    def _mask(self, shape: str, cx: float, cy: float, radius: float) -> np.ndarray:
+        dx, dy = self.xx - cx, self.yy - cy
+        if shape == "circle":
+            return dx * dx + dy * dy <= radius * radius
+        if shape == "square":
+            return (np.abs(dx) <= 0.85 * radius) & (np.abs(dy) <= 0.85 * radius)
+        # triangle pointing up: apex at cy - radius, base at cy + 0.8 radius
+        height = 1.8 * radius
+        return (dy >= -radius) & (dy <= 0.8 * radius) & (np.abs(dx) <= (dy + radius) / height * radius * 1.1)
+
+
+def _progress(t: float, start: float, end: float) -> float:
+    if end <= start:
+        return 1.0 if t >= start else 0.0
+    return float(np.clip((t - start) / (end - start), 0.0, 1.0))
+
+
+def object_states(events: list[Event], t: float) -> list[dict]:
+    """State of every object at time ``t``: shape, centre (fractions), visible scale and RGB colour."""
+    states: dict[int, dict] = {}
+    for e in sorted(events, key=lambda e: e.start):
+        p = _progress(t, e.start, e.end)
+        if e.kind == "appear":
+            x, y = e.position
+            states[e.obj] = {"shape": e.shape, "x": x, "y": y, "scale": p, "rgb": np.array(COLORS[e.color], float)}
+            continue
+        s = states[e.obj]
+        if e.kind == "move":
+            dx, dy = DIRECTIONS[e.direction]
+            s["x"] += dx * MOVE_DISTANCE * p
+            s["y"] += dy * MOVE_DISTANCE * p
+        elif e.kind == "recolor":
+            s["rgb"] = (1 - p) * s["rgb"] + p * np.array(COLORS[e.new_color], float)
+        elif e.kind == "disappear":
+            s["scale"] *= 1 - p
+    return list(states.values())
+
+
+MOVE_DISTANCE = 0.25  # fraction of the frame a move covers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# event scripts
+
+
+def _free_position(rng: random.Random, present: dict[int, dict]) -> tuple[float, float]:
+    """A centre whose four moved positions stay inside the frame and that keeps clear of the present shapes."""
+    best = None
+    for _ in range(50):
+        x, y = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
+        gap = min((abs(x - o["x"]) + abs(y - o["y"]) for o in present.values()), default=1.0)
+        if best is None or gap > best[0]:
+            best = (gap, (round(x, 3), round(y, 3)))
+        if gap > 0.35:
+            break
+    return best[1]
+
+
+def ego_video_events(rng: random.Random, seconds: float, difficulty: int, event_interval: float) -> list[Event]:
+    """Random event sequence: at most ``1 + difficulty`` shapes at once, each (colour, shape) unique on screen."""
+    max_objects = 1 + difficulty
+    move_seconds = 1.0
+    events: list[Event] = []
+    present: dict[int, dict] = {}
+    next_obj = 0
+    t = rng.uniform(0.5, 1.5)
+    while t < seconds - move_seconds - 0.25:
+        options = []
+        if len(present) < max_objects:
+            options += ["appear"] * (3 if not present else 1)
+        if present:
+            options += ["move", "move", "recolor", "disappear"]
+        kind = rng.choice(options)
+        t = round(t, 2)
+        taken = {(o["color"], o["shape"]) for o in present.values()}
+        if kind == "appear":
+            free = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in taken]
+            color, shape = rng.choice(free)
+            obj, next_obj = next_obj, next_obj + 1
+            position = _free_position(rng, present)
+            present[obj] = {"color": color, "shape": shape, "x": position[0], "y": position[1]}
+            events.append(Event("appear", obj, t, t, shape, color, position=position, narration_time=t))
+        else:
+            obj = rng.choice(sorted(present))
+            o = present[obj]
+            if kind == "move":
+                # a direction that keeps the shape inside [0.15, 0.85]
+                valid = [
+                    d
+                    for d, (dx, dy) in DIRECTIONS.items()
+                    if 0.15 <= o["x"] + dx * MOVE_DISTANCE <= 0.85 and 0.15 <= o["y"] + dy * MOVE_DISTANCE <= 0.85
+                ]
+                direction = rng.choice(valid)
+                dx, dy = DIRECTIONS[direction]
+                o["x"] += dx * MOVE_DISTANCE
+                o["y"] += dy * MOVE_DISTANCE
+                end = round(t + move_seconds, 2)
+                # narrated half-way, when the shape has visibly moved by half the distance
+                events.append(
+                    Event("move", obj, t, end, o["shape"], o["color"], direction=direction, narration_time=(t + end) / 2)
+                )
+            elif kind == "recolor":
+                free = [c for c in COLORS if c != o["color"] and (c, o["shape"]) not in taken]
+                if not free:
+                    continue
+                new = rng.choice(free)
+                events.append(Event("recolor", obj, t, t, o["shape"], o["color"], new_color=new, narration_time=t))
+                o["color"] = new
+            else:
+                events.append(Event("disappear", obj, t, t, o["shape"], o["color"], narration_time=t))
+                del present[obj]
+        t += max(event_interval * rng.uniform(0.7, 1.3), move_seconds + 0.25)
+    return events
+
+
+def coin_video_events(rng: random.Random, task: str) -> tuple[list[Event], list[dict], float]:
+    """Events of one COIN-style task video, its step annotations ``[{segment, label}]`` and its length in seconds."""
+    events: list[Event] = []
+    steps: list[dict] = []
+    objects: dict[int, dict] = {}
+    t = round(rng.uniform(0.5, 2.0), 1)
+    for kind, arg in COIN_TASKS[task]:
+        start, end = t, round(t + rng.uniform(1.0, 2.5), 1)
+        main = objects.get(0)
+        if kind == "place":
+            color, shape = arg.split()
+            obj = len(objects)
+            position = (0.5, 0.25 + 0.25 * obj) if task == "BuildTrafficLight" else (0.5, 0.5)
+            objects[obj] = {"color": color, "shape": shape}
+            events.append(Event("appear", obj, start, end, shape, color, position=position, narration_time=start))
+            label = f"place a {color} {shape}"
+        elif kind == "paint":
+            events.append(Event("recolor", 0, start, end, main["shape"], main["color"], new_color=arg))
+            main["color"] = arg
+            label = f"paint the {main['shape']} {arg}"
+        elif kind == "slide":
+            events.append(Event("move", 0, start, end, main["shape"], main["color"], direction=arg))
+            label = f"slide the {main['shape']} {arg}"
+        else:
+            events.append(Event("disappear", 0, start, end, main["shape"], main["color"]))
+            label = f"remove the {main['shape']}"
+        steps.append({"id": str(len(steps)), "segment": [start, end], "label": label})
+        t = round(end + rng.uniform(0.0, 0.8), 1)
+    return events, steps, round(t + 1.0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# annotations in the original schemas
+
+
+def _noisy_narration(rng: random.Random, text: str, difficulty: int) -> str:
+    """Raw Ego4D texts carry tags and stray punctuation that the original cleaning removes."""
+    if difficulty == 0:
+        return text
+    return rng.choice([text, text + ".", text.replace("#C C", "#c C") + " ", text + " #unsure", "#C " + text[3:] + " ,"])
+
+
+def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
+    """A GoalStep-style live chat: a request before the first event, replies at events, one mid-stream question."""
+    if not video.events:
+        return []
+    first = video.events[0].narration_time
+    conversation = [
+        {"role": "user", "content": "Tell me whenever something changes in the scene.", "time": round(first / 2, 2)}
+    ]
+    ask_after = rng.randrange(len(video.events))
+    for i, event in enumerate(video.events):
+        conversation.append({"role": "assistant", "content": event.chat, "time": round(event.narration_time, 2)})
+        if i == ask_after and i + 1 < len(video.events):
+            t = round((event.narration_time + video.events[i + 1].narration_time) / 2, 2)
+            visible = [s for s in object_states(video.events, t) if s["scale"] >= 1]
+            names = [_color_name(s["rgb"]) + " " + s["shape"] for s in visible]
+            answer = "I see " + (" and ".join(f"a {n}" for n in names) if names else "nothing") + "."
+            conversation.append({"role": "user", "content": "What do you see now?", "time": t})
+            conversation.append({"role": "assistant", "content": answer, "time": t})
+    return conversation
+
+
+def _color_name(rgb: np.ndarray) -> str:
+    return min(COLORS, key=lambda c: float(np.abs(np.array(COLORS[c]) - rgb).sum()))
+
+
+def generate_dataset(
+    output_dir: str,
+    num_videos: int = 8,
+    seconds: float = 20.0,
+    fps: float = 8.0,
+    resolution: int = 64,
+    seed: int = 0,
+    num_coin_videos: int = 8,
+    difficulty: int = 1,
+    event_interval: float = 2.0,
+    val_fraction: float = 0.25,
+    test_fraction: float = 0.25,
+    overwrite: bool = False,
+) -> dict[str, str]:
+    """Render ``num_videos`` Ego4D-style and ``num_coin_videos`` COIN-style videos with annotations under ``output_dir``.
+
+    Args:
+        output_dir: folder to create (written to a temporary name first, renamed when complete).
+        num_videos: Ego4D-style videos (narrations, refined narrations, live chat).
+        seconds: length of each Ego4D-style video; COIN-style videos last as long as their task's steps.
+        fps: frame rate of the rendered mp4s (a multiple of the training fps keeps event frames on its grid).
+        resolution: square frame size in pixels.
+        seed: everything (events, textures, splits, ids) derives from it.
+        num_coin_videos: COIN-style task videos (cycling through ``COIN_TASKS``).
+        difficulty: 0 (one shape, still background, clean texts) to 2 (three shapes, drift, pixel noise, noisy texts).
+        event_interval: mean seconds between Ego4D-style events.
+        val_fraction, test_fraction: Ego4D videos put in the val / test benchmark lists; COIN ``testing`` fraction
+            is ``test_fraction``.
+    Returns:
+        paths: ``ego4d_root``, ``ego4d_annotations``, ``ego4d_videos``, ``coin_root``, ``coin_json``, ``coin_videos``.
+    """
+    if difficulty not in (0, 1, 2):
+        raise ValueError(f"difficulty must be 0, 1 or 2, got {difficulty}")
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    try:
+        _generate(tmp, num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
+                  val_fraction, test_fraction)  # fmt: skip
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dataset_paths(output_dir)
+
+
+def dataset_paths(output_dir: str) -> dict[str, str]:
+    """Where ``generate_dataset`` puts things."""
+    ego4d = os.path.join(output_dir, "ego4d", "v2")
+    coin = os.path.join(output_dir, "coin")
+    return {
+        "ego4d_root": ego4d,
+        "ego4d_annotations": os.path.join(ego4d, "annotations"),
+        "ego4d_videos": os.path.join(ego4d, "full_scale"),
+        "coin_root": coin,
+        "coin_json": os.path.join(coin, "coin.json"),
+        "coin_videos": os.path.join(coin, "videos"),
+        "events": os.path.join(output_dir, "synthetic_events.json"),
+    }
+
+
+def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
+              val_fraction, test_fraction):  # fmt: skip
+    paths = dataset_paths(out)
+    for key in ("ego4d_annotations", "ego4d_videos", "coin_videos"):
+        os.makedirs(paths[key])
+    rng = random.Random(seed)
+    all_events: dict[str, list[dict]] = {}
+
+    def render(video: Video, path: str) -> None:
+        renderer = Renderer(resolution, difficulty, video.seed)
+        n = max(1, round(video.seconds * fps))
+        write_video(path, np.stack([renderer.frame(video, i / fps) for i in range(n)]), fps)
+        all_events[video.video_uid] = [asdict(e) for e in video.events]
+
+    # Ego4D-style videos: narrations, refined narrations, live chat, benchmark split lists
+    videos = []
+    for _ in range(num_videos):
+        video = Video(str(uuid.UUID(int=rng.getrandbits(128))), seconds, seed=rng.getrandbits(32))
+        video.events = ego_video_events(random.Random(video.seed), seconds, difficulty, event_interval)
+        render(video, os.path.join(paths["ego4d_videos"], f"{video.video_uid}.mp4"))
+        videos.append(video)
+    order = list(range(num_videos))
+    rng.shuffle(order)
+    num_val = round(val_fraction * num_videos) if num_videos > 1 else 0
+    num_test = round(test_fraction * num_videos) if num_videos > 2 else 0
+    val = {videos[i].video_uid for i in order[:num_val]}
+    test = {videos[i].video_uid for i in order[num_val : num_val + num_test]}
+
+    narrations, refined = {}, {"train": {}, "val": {}}
+    for video in videos:
+        annotation_uid = str(uuid.UUID(int=rng.getrandbits(128)))
+        text_rng = random.Random(video.seed + 1)
+        records = [
+            {"time": round(e.narration_time, 3), "text": _noisy_narration(text_rng, e.narration, difficulty),
+             "_annotation_uid": annotation_uid}
+            for e in video.events
+        ]  # fmt: skip
+        if difficulty >= 1 and video.events:  # a one-word narration the cleaning drops
+            records.insert(len(records) // 2, {"time": records[-1]["time"], "text": "#C C", "_annotation_uid": annotation_uid})
+        narrations[video.video_uid] = {"narrations": records}
+        split = "val" if video.video_uid in val else ("train" if video.video_uid not in test else None)
+        if split is not None:
+            refined[split][video.video_uid] = {
+                annotation_uid: [{"time": round(e.narration_time, 3), "text": e.refined} for e in video.events]
+            }
+    annotations = paths["ego4d_annotations"]
+    _dump({"videos": narrations}, os.path.join(annotations, "all_narrations_redacted.json"))
+    for split, streams in refined.items():
+        _dump(streams, os.path.join(annotations, f"refined_narration_stream_{split}.json"))
+    for benchmark, key in EGO4D_BENCHMARK_KEYS.items():
+        for split, uids in (("val", val), ("test_unannotated", test)):
+            listed = sorted(uids) if benchmark in ("goalstep", "nlq") else []
+            _dump({key: [{"video_uid": uid} for uid in listed]}, os.path.join(annotations, f"{benchmark}_{split}.json"))
+    chats = [
+        {"video_uid": v.video_uid, "conversation": livechat_conversation(random.Random(v.seed + 2), v)}
+        for v in videos
+        if v.video_uid not in test
+    ]
+    _dump(chats, os.path.join(annotations, "goalstep_livechat_trainval_filtered_21k.json"))
+
+    # COIN-style task videos
+    database = {}
+    tasks = sorted(COIN_TASKS)
+    for i in range(num_coin_videos):
+        video_seed = rng.getrandbits(32)
+        task = tasks[i % len(tasks)]
+        events, steps, length = coin_video_events(random.Random(video_seed), task)
+        video_uid = f"syn{i:05d}{video_seed % 1000:03d}"
+        render(Video(video_uid, length, events, video_seed), os.path.join(paths["coin_videos"], f"{video_uid}.mp4"))
+        database[video_uid] = {
+            "recipe_type": tasks.index(task),
+            "class": task,
+            "subset": "testing" if i >= num_coin_videos - round(test_fraction * num_coin_videos) else "training",
+            "start": steps[0]["segment"][0],
+            "end": steps[-1]["segment"][1],
+            "video_url": f"synthetic://{video_uid}",
+            "annotation": steps,
+        }
+    _dump({"database": database}, paths["coin_json"])
+    _dump(all_events, paths["events"])
+
+
+def _dump(obj, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+
+
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--num-videos", type=int, default=8, help="Ego4D-style videos")
+    parser.add_argument("--num-coin-videos", type=int, default=8, help="COIN-style task videos")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each Ego4D-style video")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
+    parser.add_argument("--resolution", type=int, default=64, help="square frame size in pixels")
+    parser.add_argument("--difficulty", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument("--event-interval", type=float, default=2.0, help="mean seconds between events")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = generate_dataset(
+        args.output_dir, num_videos=args.num_videos, seconds=args.seconds, fps=args.fps, resolution=args.resolution,
+        seed=args.seed, num_coin_videos=args.num_coin_videos, difficulty=args.difficulty,
+        event_interval=args.event_interval, overwrite=args.overwrite,
+    )  # fmt: skip
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
