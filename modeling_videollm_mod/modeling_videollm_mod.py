@@ -119,7 +119,9 @@ class FrameLayout:
             token_valid = torch.ones(batch, length, dtype=torch.bool, device=device)
         else:
             if attention_mask.dim() != 2:
-                raise ValueError(f"attention_mask must be 2-D (batch, length); got shape {tuple(attention_mask.shape)}")
+                raise ValueError(
+                    f"attention_mask must be 2-D (batch, length); got shape {tuple(attention_mask.shape)}"
+                )
             token_valid = attention_mask[:, -length:].bool()
         return cls(video_mask, frame_slots, token_index, token_valid, kept_length, sum(counts) // frame_num_tokens)
 
@@ -149,7 +151,9 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         **kwargs,
     ) -> torch.Tensor:
         if not self.routed or layout.num_frames == 0:
-            return self.dense_forward(hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs)
+            return self.dense_forward(
+                hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs
+            )
 
         batch, _, hidden = hidden_states.shape
         scores = self.router(hidden_states).squeeze(-1) if self.selection == "router" else None  # (B, L)
@@ -160,7 +164,10 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         gather_idx = order.unsqueeze(-1).expand(-1, -1, hidden)  # (B, Lk, D)
         sub_states = hidden_states.gather(1, gather_idx)  # (B, Lk, D)
         sub_positions = position_ids.expand(batch, -1).gather(1, order)  # (B, Lk)
-        cos, sin = (e.expand(batch, -1, -1).gather(1, order.unsqueeze(-1).expand(-1, -1, e.shape[-1])) for e in position_embeddings)
+        cos, sin = (
+            e.expand(batch, -1, -1).gather(1, order.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
+            for e in position_embeddings
+        )
 
         q_index = layout.token_index.gather(1, order)
         q_valid = layout.token_valid.gather(1, order) & is_kept
@@ -289,7 +296,9 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         frames, num_patches, dim = patches.shape
         side = int(num_patches**0.5)
         grid = patches.transpose(1, 2).reshape(frames, dim, side, side)  # (T, Dv, g, g)
-        pooled = F.adaptive_avg_pool2d(grid, self.config.frame_token_pooled).flatten(2).transpose(1, 2)  # (T, hp*wp, Dv)
+        pooled = (
+            F.adaptive_avg_pool2d(grid, self.config.frame_token_pooled).flatten(2).transpose(1, 2)
+        )  # (T, hp*wp, Dv)
         return torch.cat([vision.pooler_output[:, None], pooled], dim=1)  # (T, F, Dv)
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -357,10 +366,14 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
 
         if use_cache is None:
             use_cache = self.config.text_config.use_cache and not self.training
-        if use_cache and (cache is None or (not getattr(cache, "is_videollm_mod_cache", False) and not cache.get_seq_length())):
+        if use_cache and (
+            cache is None or (not getattr(cache, "is_videollm_mod_cache", False) and not cache.get_seq_length())
+        ):
             cache = VideoLLMMoDCache(len(self.layers))  # generate() offers an empty DynamicCache: take ours instead
         if cache is not None and not getattr(cache, "is_videollm_mod_cache", False):
-            raise ValueError(f"cache must be a VideoLLMMoDCache (routed layers cache subsets); got {type(cache).__name__}")
+            raise ValueError(
+                f"cache must be a VideoLLMMoDCache (routed layers cache subsets); got {type(cache).__name__}"
+            )
         past_length = cache.get_seq_length() if cache is not None else 0
         length = inputs_embeds.shape[1]
         if position_ids is None:
@@ -394,7 +407,10 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
     def __init__(self, config: VideoLLMMoDConfig):
         super().__init__(config)
         # save_pretrained writes the auto_map entry of the saved class only; name the backbone for AutoModel too.
-        config.auto_map = {"AutoModel": "modeling_videollm_mod.VideoLLMMoDModel", **(getattr(config, "auto_map", None) or {})}
+        config.auto_map = {
+            "AutoModel": "modeling_videollm_mod.VideoLLMMoDModel",
+            **(getattr(config, "auto_map", None) or {}),
+        }
         self.model = VideoLLMMoDModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
@@ -451,7 +467,9 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
         if self.config.suppress_video_token_logit and self.config.video_token_id < logits.shape[-1]:
-            logits = logits.index_fill(-1, torch.tensor([self.config.video_token_id], device=logits.device), torch.finfo(logits.dtype).min)
+            logits = logits.index_fill(
+                -1, torch.tensor([self.config.video_token_id], device=logits.device), torch.finfo(logits.dtype).min
+            )
 
         loss = None
         if labels is not None:

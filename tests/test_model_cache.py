@@ -61,8 +61,9 @@ def test_left_padded_batch_equals_unpadded_rows(mod_layers):
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     f_short, f_long = frame_features(1, seed=1), frame_features(2, seed=2)
     with torch.no_grad():
-        batch = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                      frame_features=torch.cat([f_short, f_long])).logits
+        batch = model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, frame_features=torch.cat([f_short, f_long])
+        ).logits
         a = model(input_ids=short, frame_features=f_short).logits
         b = model(input_ids=long, frame_features=f_long).logits
     assert (batch[0, pad:] - a[0]).abs().max() <= 1e-5
@@ -73,8 +74,9 @@ def test_left_padded_batch_equals_unpadded_rows(mod_layers):
 def test_generate_matches_greedy_loop_without_cache(mod_layers):
     model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
     ids, features = stream_ids(2), frame_features(2)
-    out = model.generate(input_ids=ids, frame_features=features, max_new_tokens=6, do_sample=False,
-                         return_dict_in_generate=True)
+    out = model.generate(
+        input_ids=ids, frame_features=features, max_new_tokens=6, do_sample=False, return_dict_in_generate=True
+    )
     greedy = ids
     with torch.no_grad():
         for _ in range(6):

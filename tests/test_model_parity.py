@@ -12,7 +12,9 @@ from modeling_videollm_mod.presets import full_size_config, tiny_config
 def test_dense_language_part_equals_stock_llama():
     model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=[], suppress_video_token_logit=False)).eval()
     llama = LlamaForCausalLM(model.config.text_config).eval()
-    language_weights = {k: v for k, v in model.state_dict().items() if not k.startswith(("model.vision", "model.conn"))}
+    language_weights = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("model.vision", "model.conn"))
+    }
     missing, unexpected = llama.load_state_dict(language_weights, strict=True)
     ids = torch.randint(13, 99, (2, 17))
     with torch.no_grad():
@@ -24,8 +26,12 @@ def test_keep_all_without_scaling_equals_dense_model():
     dense = VideoLLMMoDForCausalLM(tiny_config(mod_layers=[])).eval()
     full_keep = VideoLLMMoDForCausalLM(tiny_config(mod_keep_ratio=1.0, mod_router_scaling=False)).eval()
     missing, unexpected = full_keep.load_state_dict(dense.state_dict(), strict=False)
-    assert sorted(missing) == ["model.layers.1.router.bias", "model.layers.1.router.weight",
-                               "model.layers.3.router.bias", "model.layers.3.router.weight"]
+    assert sorted(missing) == [
+        "model.layers.1.router.bias",
+        "model.layers.1.router.weight",
+        "model.layers.3.router.bias",
+        "model.layers.3.router.weight",
+    ]
     assert unexpected == []
     ids, features = stream_ids(3), frame_features(3)
     with torch.no_grad():
