@@ -41,6 +41,13 @@ def conversation_features(extra: dict | None = None):
     )
 
 
+def rows_to_dataset(rows: list[dict], features):
+    """``Dataset`` of ``rows`` with ``features`` (column-wise, so an empty split keeps its schema)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+
 def columns_doc(extra_rows: str = "") -> str:
     """Markdown table of the columns (shared + ``extra_rows``) and where the system prompt goes."""
     from ._stream import SYSTEM_PROMPT

@@ -226,9 +226,9 @@ def main(argv: list[str] | None = None):
     if args.video_root is None and args.features_dir is None:
         parser.error("give --video-root or --features-dir")
 
-    from datasets import Dataset, DatasetDict, Value
+    from datasets import DatasetDict, Value
 
-    from ._hub import conversation_features
+    from ._hub import conversation_features, rows_to_dataset
 
     skips = SkipCounter(args.strict)
     source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
@@ -247,11 +247,12 @@ def main(argv: list[str] | None = None):
             for split in SPLITS:
                 streams = refined_narration_streams(os.path.join(args.annotation_dir, f"refined_narration_stream_{split}.json"))
                 splits[split] = build_rows(streams, source, args.fps, REFINED_INSTRUCTIONS, args.seed)
-        configs[variant] = DatasetDict({s: Dataset.from_list(rows, features=features) for s, rows in splits.items()})
+        # an empty split cannot be loaded back from parquet: leave it out (the card lists what is there)
+        configs[variant] = DatasetDict({s: rows_to_dataset(rows, features) for s, rows in splits.items() if rows})
         counts += [f"{variant}/{s} {len(rows)}" for s, rows in splits.items()]
     card = build_card(
         "Ego4D narration streams",
-        {name: list(SPLITS) for name in configs},
+        {name: list(d) for name, d in configs.items()},
         CARD_BODY.format(
             fps=args.fps,
             raw_instruction=RAW_INSTRUCTION,

@@ -1,0 +1,277 @@
+"""Pre-compute frame features: each video at the target fps through a frozen vision tower -> safetensors per video.
+
+Features are `[T, frame_num_tokens, D]` (key "features"): per frame the SigLIP pooled output followed by the patch grid
+average-pooled to `hp x wp` (row-major), as VideoLLM-online live1+ (`1 + 3*3 = 10` tokens). Frames are resized so
+the longer side is the vision resolution, padded black and centred to a square, scaled x/255 and normalised with
+mean = std = 0.5. Each file is written to a temporary name and renamed, so a rerun skips finished videos and never
+sees a half-written one. Videos that are missing or cannot be decoded are skipped and counted (`--strict` raises).
+
+Usage:
+
+    python -m data_scripts.precompute_features --model path/to/videollm-mod-checkpoint \
+        --video-root datasets/coin/videos --output-dir datasets/coin/features_2fps --fps 2 --num-workers 2
+
+`--model` is a VideoLLM-MoD checkpoint folder (`AutoModelForCausalLM`, remote code; its `model.vision_tower`,
+`config.frame_token_pooled` and `config.vision_config.image_size` are used) or a `SiglipVisionModel` folder
+(then give `--frame-token-pooled`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._hub import SkipCounter
+from ._video import VideoDecodeError, decode_frames
+
+logger = logging.getLogger(__name__)
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the encoder: small and isolated so the model's own `get_video_features` can replace it
+
+
+def resize_and_pad(frames: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``uint8 [T, H, W, 3]`` -> ``float [T, 3, S, S]`` in [0, 255]: longer side to ``S`` (bicubic), black pad centred."""
+    t, h, w, _ = frames.shape
+    scale = resolution / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    x = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 255)
+    top, left = (resolution - new_h) // 2, (resolution - new_w) // 2
+    return F.pad(x, (left, resolution - new_w - left, top, resolution - new_h - top), value=0.0)  # [T, 3, S, S]
+
+
+class SiglipFrameEncoder:
+    """``encode(frames uint8 [T, H, W, 3]) -> [T, 1 + hp * wp, D]``: pooled output, then the pooled patch grid."""
+
+    def __init__(self, vision_tower: torch.nn.Module, resolution: int, pooled: tuple[int, int], batch_size: int = 64):
+        self.vision_tower = vision_tower.eval().requires_grad_(False)
+        self.resolution, self.pooled, self.batch_size = resolution, tuple(pooled), batch_size
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._encode(chunk) for chunk in frames.split(self.batch_size)])
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        pixels = (resize_and_pad(frames, self.resolution) / 255 - 0.5) / 0.5  # [T, 3, S, S] in [-1, 1]
+        param = next(self.vision_tower.parameters())
+        out = self.vision_tower(pixel_values=pixels.to(param.device, param.dtype))
+        patches = out.last_hidden_state  # [T, N, D], N = grid * grid
+        t, n, d = patches.shape
+        grid = int(round(n**0.5))
+        patches = patches.transpose(1, 2).reshape(t, d, grid, grid)  # [T, D, g, g]
+        pooled = F.adaptive_avg_pool2d(patches, self.pooled).flatten(2).transpose(1, 2)  # [T, hp*wp, D] row-major
+        return torch.cat([out.pooler_output[:, None], pooled], dim=1).float().cpu()  # [T, 1 + hp*wp, D]
+
+
+def load_encoder(model_path: str, frame_token_pooled: tuple[int, int] | None = None, batch_size: int = 64):
+    """Frozen encoder from a VideoLLM-MoD checkpoint folder or a ``SiglipVisionModel`` folder."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
+    if config.model_type in ("siglip_vision_model", "siglip"):
+        from transformers import SiglipVisionModel
+
+        if frame_token_pooled is None:
+            raise ValueError(f"{model_path} is a bare vision model: give --frame-token-pooled HP WP")
+        tower = SiglipVisionModel.from_pretrained(model_path)
+        return SiglipFrameEncoder(tower, tower.config.image_size, frame_token_pooled, batch_size)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True)
+    pooled = frame_token_pooled or tuple(config.frame_token_pooled)
+    return SiglipFrameEncoder(model.model.vision_tower, config.vision_config.image_size, pooled, batch_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run: resumable, atomic writes, several workers
+
+
+@dataclass
+class RunStats:
+    encoded: int = 0  # videos encoded in this run
+    skipped_done: int = 0  # already finished before the run
+    frames: int = 0  # frames encoded in this run
+    seconds: float = 0.0  # wall time of the encoding phase (workers ready -> last video written)
+    failed: dict | None = None  # video path -> reason (missing / undecodable)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def output_path(output_dir: str, video_path: str) -> str:
+    return os.path.join(output_dir, os.path.splitext(os.path.basename(video_path))[0] + ".safetensors")
+
+
+def encode_video(encoder: Encoder, video_path: str, output_dir: str, fps: float, dtype: torch.dtype) -> int:
+    """Decode at ``fps``, encode, write ``{video_uid}.safetensors`` via a temporary name; returns the frame count."""
+    from safetensors.torch import save_file
+
+    frames = torch.from_numpy(decode_frames(video_path, fps))  # [T, H, W, 3] uint8
+    features = encoder(frames).to(dtype).contiguous()  # [T, frame_num_tokens, D]
+    final = output_path(output_dir, video_path)
+    tmp = f"{final}.tmp-{os.getpid()}"
+    save_file({"features": features}, tmp, metadata={"fps": str(fps), "source": os.path.basename(video_path)})
+    os.replace(tmp, final)
+    return features.shape[0]
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(encoder_factory, threads: int, barrier) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["encoder"] = encoder_factory()
+    if barrier is not None:
+        barrier.wait()
+
+
+def _work(args: tuple[str, str, float, str]) -> tuple[str, int, str | None]:
+    video_path, output_dir, fps, dtype = args
+    try:
+        return video_path, encode_video(_WORKER["encoder"], video_path, output_dir, fps, getattr(torch, dtype)), None
+    except VideoDecodeError as e:
+        return video_path, 0, str(e)
+
+
+def precompute_features(
+    video_paths: list[str],
+    output_dir: str,
+    encoder_factory: Callable[[], Encoder],
+    fps: float = 2.0,
+    num_workers: int = 1,
+    threads_per_worker: int = 1,
+    dtype: str = "bfloat16",
+    strict: bool = False,
+    progress: bool = True,
+) -> RunStats:
+    """Encode every video not yet done into ``output_dir``; ``encoder_factory`` (picklable) builds the encoder.
+
+    With ``num_workers > 1`` the videos are spread over a pool of spawned processes, each with its own encoder and
+    ``threads_per_worker`` torch threads. Stale temporary files from an interrupted run are removed first.
+    """
+    from tqdm.auto import tqdm
+
+    os.makedirs(output_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(output_dir, "*.safetensors.tmp-*")):
+        os.remove(stale)
+    todo = [p for p in video_paths if not os.path.exists(output_path(output_dir, p))]
+    stats = RunStats(skipped_done=len(video_paths) - len(todo), failed={})
+    skips = SkipCounter(strict)
+    bar = tqdm(total=len(todo), desc="features", unit="video", disable=not progress)
+    jobs = [(p, output_dir, fps, dtype) for p in todo]
+
+    def record(result) -> None:
+        path, n, error = result
+        if error is not None:
+            stats.failed[path] = error
+            skips.skip("missing or undecodable video", error)
+        else:
+            stats.encoded += 1
+            stats.frames += n
+        bar.update(1)
+
+    if num_workers <= 1:
+        torch_threads = torch.get_num_threads()
+        _init_worker(encoder_factory, threads_per_worker, None)
+        start = time.perf_counter()
+        try:
+            for job in jobs:
+                record(_work(job))
+        finally:
+            torch.set_num_threads(torch_threads)
+            _WORKER.clear()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        barrier = ctx.Barrier(num_workers + 1)
+        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(encoder_factory, threads_per_worker, barrier)) as pool:
+            barrier.wait(timeout=600)  # time the encoding, not the workers' start-up
+            start = time.perf_counter()
+            for result in pool.imap_unordered(_work, jobs, chunksize=1):
+                record(result)
+    stats.seconds = time.perf_counter() - start
+    bar.close()
+    logger.info("encoded %d videos (%d frames), %d already done; %s", stats.encoded, stats.frames,
+                stats.skipped_done, skips.summary())  # fmt: skip
+    return stats
+
+
+@dataclass
+class RandomSiglipFactory:
+    """Picklable factory of a randomly initialised ``SiglipVisionModel`` encoder (tests and benchmarks; no download)."""
+
+    hidden_size: int = 32
+    num_hidden_layers: int = 1
+    image_size: int = 32
+    patch_size: int = 8
+    pooled: tuple[int, int] = (3, 3)
+    seed: int = 0
+
+    def __call__(self) -> SiglipFrameEncoder:
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        torch.manual_seed(self.seed)
+        config = SiglipVisionConfig(
+            hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers, num_attention_heads=2,
+            intermediate_size=2 * self.hidden_size, image_size=self.image_size, patch_size=self.patch_size,
+        )  # fmt: skip
+        return SiglipFrameEncoder(SiglipVisionModel(config), self.image_size, self.pooled)
+
+
+@dataclass
+class _ModelFactory:
+    """Picklable encoder factory for spawned workers."""
+
+    model_path: str
+    frame_token_pooled: tuple[int, int] | None
+    batch_size: int
+
+    def __call__(self) -> Encoder:
+        return load_encoder(self.model_path, self.frame_token_pooled, self.batch_size)
+
+
+def main(argv: list[str] | None = None) -> RunStats:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint folder or SiglipVisionModel folder")
+    parser.add_argument("--video-root", required=True, help="folder searched (recursively) for *.mp4")
+    parser.add_argument("--output-dir", required=True, help="where {video_uid}.safetensors go")
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=None, metavar=("HP", "WP"))
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--threads-per-worker", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64, help="frames per vision-tower forward")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--strict", action="store_true", help="raise on a missing or undecodable video")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    videos = sorted(glob.glob(os.path.join(args.video_root, "**", "*.mp4"), recursive=True))
+    pooled = tuple(args.frame_token_pooled) if args.frame_token_pooled else None
+    stats = precompute_features(
+        videos, args.output_dir, _ModelFactory(args.model, pooled, args.batch_size), fps=args.fps,
+        num_workers=args.num_workers, threads_per_worker=args.threads_per_worker, dtype=args.dtype, strict=args.strict,
+    )  # fmt: skip
+    print(
+        f"encoded {stats.encoded} videos ({stats.frames} frames, {stats.frames_per_second:.1f} frames/s), "
+        f"{stats.skipped_done} already done, {len(stats.failed)} skipped (missing or undecodable)"
+    )
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""COIN benchmarks (step, next, task, procedure, taskprocedure) -> parquet DatasetDict + dataset card.
+
+Reads the official `COIN.json` (`{"database": {video_id: {class, subset, start, end, annotation: [{segment, label}]}}}`)
+and builds the five VideoLLM-online benchmarks (`data/coin/benchmarks.py`), each `user -> stream -> assistant`:
+
+- `step`: the stream is one step's segment, the answer that step;
+- `next`: the stream is step i, the answer step i+1;
+- `task`: the stream is the annotated span, the answer the task;
+- `procedure`: the stream is step i, the answer the next (up to 5) steps as a numbered list;
+- `taskprocedure`: as `procedure`, the question prefixed with "To {task}, ".
+
+Times snap to `ceil(t * fps) / fps`; a segment covers frames `[ceil(s * fps), ceil(e * fps)]`. Splits: `train`
+(subset "training") and `test` (subset "testing"). Videos without frames are skipped and counted.
+
+Usage:
+
+    python -m data_scripts.prepare_coin --coin-json datasets/coin/coin.json --video-root datasets/coin/videos \
+        --output-dir data/coin --fps 2 [--push-to-hub user/coin-benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource
+from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS = ("step", "next", "task", "procedure", "taskprocedure")
+SPLITS = {"train": "train", "test": "test"}  # split -> substring of COIN's `subset` ("training" / "testing")
+MAX_NUM_STEPS = 5
+_SUFFIX = "Format your answer concisely. No extra text output."
+_LIST_SUFFIX = "Format your answer concisely, listing each action on a new line with a number prefix. No extra text output."
+STEP_QUERY = f"What is the action in the video? {_SUFFIX}"
+NEXT_QUERY = f"What is the next action for the video? {_SUFFIX}"
+TASK_QUERY = f"What is the overall activity in the video? {_SUFFIX}"
+# Two COIN step labels the original rewrites.
+STEP_FIXES = {
+    "process (crop, fold) paper": "crop and fold paper",
+    "try to press gun head, spray residual old grease": "try to press gun head to spray residual old grease",
+}
+_TASK_FIXES = ((" t v", " TV"), (" c d", " CD"), ("s i m", "SIM"), ("n b a", "NBA"), ("s s d", "SSD"), ("r j45", "RJ45"))
+
+
+def clean_task(name: str) -> str:
+    """COIN class to words: ``PutOnHair`` -> ``put on hair``, keeping acronyms (``ChangeTVChannel`` -> ``change TV channel``)."""
+    words = "".join(" " + c.lower() if c.isupper() else c for c in name)
+    for old, new in _TASK_FIXES:
+        words = words.replace(old, new)
+    return words.strip()
+
+
+def clean_step(label: str) -> str:
+    return STEP_FIXES.get(label, label)
+
+
+def procedure_query(num_steps: int, task: str | None = None) -> str:
+    """The procedure question (``task`` given: taskprocedure); one remaining step falls back to the next-step one."""
+    if num_steps == 1:
+        query = NEXT_QUERY
+    else:
+        query = f"What is the next {num_steps} actions for the video? {_LIST_SUFFIX}"
+    return query if task is None else f"To {task}, {query[0].lower()}{query[1:]}"
+
+
+def answer(text: str) -> str:
+    return text.capitalize() + "."
+
+
+def read_coin(path: str) -> dict[str, dict]:
+    """Load and check COIN.json; returns ``{video_id: {task, subset, start, end, steps: [{start, end, text}]}}``."""
+    database = require(load_json(path), "database", dict, path)
+    videos = {}
+    for video_id, record in database.items():
+        task = require(record, "class", str, path, video_id)
+        subset = require(record, "subset", str, path, video_id)
+        start, end = require(record, "start", float, path, video_id), require(record, "end", float, path, video_id)
+        steps = []
+        for i, step in enumerate(require(record, "annotation", list, path, video_id)):
+            segment = require(step, "segment", list, path, video_id, prefix=f"annotation[{i}].")
+            label = require(step, "label", str, path, video_id, prefix=f"annotation[{i}].")
+            if len(segment) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in segment):
+                raise AnnotationError(path, f"expected [start, end] seconds, got {segment!r}", video_id,
+                                      f"annotation[{i}].segment")  # fmt: skip
+            if segment[0] > segment[1]:
+                raise AnnotationError(path, f"segment starts after it ends: {segment!r}", video_id,
+                                      f"annotation[{i}].segment")  # fmt: skip
+            steps.append({"start": segment[0], "end": segment[1], "text": clean_step(label)})
+        videos[video_id] = {"task": clean_task(task), "subset": subset, "start": start, "end": end, "steps": steps}
+    return videos
+
+
+def _sample(query: str, first: int, last: int, response: str, fps: float) -> tuple[list[dict], int, int]:
+    conversation = [
+        message("user", query, first / fps),
+        stream(last - first + 1, last, fps),
+        message("assistant", response, last / fps, learn=1),
+    ]
+    return conversation, first, last + 1
+
+
+def benchmark_samples(benchmark: str, video: dict, fps: float, total_frames: int) -> list[dict]:
+    """The samples of one video for ``benchmark``: ``{conversation, start_frame, stop_frame, label}``.
+
+    ``label`` lists the lower-cased answers the COIN accuracy compares with (one per answered step).
+    """
+    max_frame = total_frames - 1
+
+    def frames(start: float, end: float) -> tuple[int, int]:
+        return ceil_frame(start, fps, 0, max_frame), ceil_frame(end, fps, 0, max_frame)
+
+    steps, task = video["steps"], video["task"]
+    samples = []
+    if benchmark == "task":
+        first, last = frames(video["start"], video["end"])
+        samples.append((_sample(TASK_QUERY, first, last, answer(task), fps), [task.lower()]))
+    elif benchmark == "step":
+        for step in steps:
+            first, last = frames(step["start"], step["end"])
+            samples.append((_sample(STEP_QUERY, first, last, answer(step["text"]), fps), [step["text"].lower()]))
+    elif benchmark == "next":
+        for step, nxt in zip(steps, steps[1:]):
+            first, last = frames(step["start"], step["end"])
+            samples.append((_sample(NEXT_QUERY, first, last, answer(nxt["text"]), fps), [nxt["text"].lower()]))
+    elif benchmark in ("procedure", "taskprocedure"):
+        for i, step in enumerate(steps[:-1]):
+            first, last = frames(step["start"], step["end"])
+            following = steps[i + 1 : i + 1 + MAX_NUM_STEPS]
+            query = procedure_query(len(following), task if benchmark == "taskprocedure" else None)
+            if len(following) == 1:
+                response = answer(following[0]["text"])
+            else:
+                response = "\n".join(f"{k + 1}. {answer(s['text'])}" for k, s in enumerate(following))
+            samples.append((_sample(query, first, last, response, fps), [s["text"].lower() for s in following]))
+    else:
+        raise ValueError(f"unknown COIN benchmark {benchmark!r}; expected one of {BENCHMARKS}")
+    return [
+        {"conversation": conv, "start_frame": start, "stop_frame": stop, "label": label}
+        for (conv, start, stop), label in samples
+    ]
+
+
+def build_rows(videos: dict, benchmark: str, split: str, source: VideoSource, fps: float) -> list[dict]:
+    rows = []
+    for video_id, video in videos.items():
+        if SPLITS[split] not in video["subset"].lower():
+            continue
+        total = source.num_frames(video_id)
+        if total is None:
+            continue
+        for sample in benchmark_samples(benchmark, video, fps, total):
+            rows.append(
+                {
+                    "video_uid": video_id,
+                    "task": video["task"],
+                    "video": source.relative_path(video_id),
+                    "fps": float(fps),
+                    "duration": (total - 1) / fps,
+                    "num_frames": sample["stop_frame"] - sample["start_frame"],
+                    **sample,
+                }
+            )
+    return rows
+
+
+CARD_BODY = """\
+# COIN benchmarks (VideoLLM-online format)
+
+The five COIN benchmarks of VideoLLM-online (`data/coin/benchmarks.py`) at {fps} fps, built by
+`python -m data_scripts.prepare_coin`: `step`, `next`, `task`, `procedure`, `taskprocedure` (configs), each with
+`train` and `test` splits. Each row is `user` question -> `stream` (the step's or task's frames) -> `assistant` answer.
+Task names are COIN classes in words (`ChangeTVChannel` -> `change TV channel`); answers are capitalised with a final
+period; procedure answers list the next (up to {max_steps}) steps as `1. X.\\n2. Y.`.
+
+At evaluation drop the assistant turn and generate; the accuracy compares the generated text (lower-cased, trailing
+period stripped, per line after the last `. ` for procedures) with `label`, exactly or by the Levenshtein-nearest
+category.
+
+## Columns
+
+{columns}
+## Rows
+
+{counts}. {skips}.
+"""
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--coin-json", required=True, help="the official COIN.json")
+    parser.add_argument("--video-root", default=None, help="folder of {video_id}.mp4 (frame counts by PyAV)")
+    parser.add_argument("--features-dir", default=None, help="folder of {video_id}.safetensors (instead of videos)")
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument("--fps", type=float, default=2.0)
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.video_root is None and args.features_dir is None:
+        parser.error("give --video-root or --features-dir")
+
+    from datasets import DatasetDict, List, Value
+
+    from ._hub import conversation_features, rows_to_dataset
+
+    skips = SkipCounter(args.strict)
+    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    videos = read_coin(args.coin_json)
+    features = conversation_features({"task": Value("string")})
+    features["label"] = List(Value("string"))
+    configs, counts = {}, []
+    for benchmark in args.benchmarks:
+        splits = {split: build_rows(videos, benchmark, split, source, args.fps) for split in SPLITS}
+        # an empty split cannot be loaded back from parquet: leave it out (the card lists what is there)
+        configs[benchmark] = DatasetDict({s: rows_to_dataset(r, features) for s, r in splits.items() if r})
+        counts += [f"{benchmark}/{s} {len(r)}" for s, r in splits.items()]
+    extra = "| `task` | string | the video's task, in words |\n| `label` | list of string | lower-cased answer step(s) / task |\n"
+    body = CARD_BODY.format(fps=args.fps, max_steps=MAX_NUM_STEPS, columns=columns_doc(extra), counts=", ".join(counts),
+                            skips=skips.summary())  # fmt: skip
+    card = build_card("COIN benchmarks", {b: list(d) for b, d in configs.items()}, body)
+    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
+    print(f"wrote {out}: {', '.join(counts)}; {skips.summary()}")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return out, skips
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Ego4D GoalStep live-chat dialogues -> parquet DatasetDict + dataset card.
+
+Reads `goalstep_livechat_trainval_filtered_21k.json`, a list of `{video_uid, conversation: [{role, content, time}]}`,
+and builds streams as VideoLLM-online does (`data/ego4d/livechat.py`): the first message must be a user message
+with `0 < time <= duration`; 0-20 random "waiting" frames go before it (all but the last learned); user times snap to
+`floor(t * fps) / fps`, assistant times to `ceil(t * fps) / fps`; an assistant reply at the same time as a user
+message follows it directly; streams between messages are learned.
+
+Usage:
+
+    python -m data_scripts.prepare_ego4d_goalstep_livechat \
+        --annotation-file datasets/ego4d/v2/annotations/goalstep_livechat_trainval_filtered_21k.json \
+        --video-root datasets/ego4d/v2/full_scale --output-dir data/ego4d_goalstep_livechat --fps 2 \
+        [--push-to-hub user/ego4d-goalstep-livechat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource
+from ._stream import AnnotationError, ceil_frame, floor_frame, load_json, message, require, stream
+
+logger = logging.getLogger(__name__)
+
+MAX_WAITING_FRAMES = 20
+
+
+def read_livechat(path: str) -> list[dict]:
+    """Load and check the live-chat file; a malformed record raises ``AnnotationError`` naming video and field."""
+    records = load_json(path)
+    if not isinstance(records, list):
+        raise AnnotationError(path, f"expected a list of {{video_uid, conversation}}, got {type(records).__name__}")
+    for i, record in enumerate(records):
+        video_uid = require(record, "video_uid", str, path, prefix=f"[{i}].")
+        conversation = require(record, "conversation", list, path, video_uid)
+        for j, m in enumerate(conversation):
+            role = require(m, "role", str, path, video_uid, prefix=f"conversation[{j}].")
+            if role not in ("user", "assistant"):
+                raise AnnotationError(path, f"expected 'user' or 'assistant', got {role!r}", video_uid,
+                                      f"conversation[{j}].role")  # fmt: skip
+            require(m, "content", str, path, video_uid, prefix=f"conversation[{j}].")
+            require(m, "time", float, path, video_uid, prefix=f"conversation[{j}].")
+    return records
+
+
+def livechat_conversation(messages: list[dict], fps: float, total_frames: int, rng: random.Random):
+    """One dialogue -> ``(conversation, start_frame, stop_frame)``, or ``None`` if its first message is not usable.
+
+    Follows the original rules, on integer frames: a message later than the video, earlier than the previous one,
+    or a user message at the previous message's exact time ends the dialogue; an assistant message at the previous
+    message's exact time follows a user message on its frame or replaces the previous reply; an assistant message
+    that snaps onto the previous message's frame (but not its exact time) is dropped.
+    """
+    max_frame = total_frames - 1
+    duration = max_frame / fps
+    if not messages:
+        return None
+    first = messages[0]
+    if not (first["role"] == "user" and 0 < first["time"] <= duration and first["content"]):
+        return None
+    frame = floor_frame(first["time"], fps, 0, max_frame)
+    waiting = rng.randint(0, min(MAX_WAITING_FRAMES, frame))
+    conversation = [stream(waiting, frame, fps, learn=waiting - 1)] if waiting else []
+    conversation.append(message("user", first["content"], frame / fps))
+    start = frame - waiting + 1
+    last_time, last_frame, last_role = first["time"], frame, "user"  # the last *text* message
+    for m in messages[1:]:
+        role, content, time = m["role"], m["content"], m["time"]
+        if time > duration or time < last_time:
+            break
+        if time == last_time:
+            if role == "user":
+                break
+            if last_role == "user":
+                conversation.append(message("assistant", content, last_frame / fps, learn=1))
+                last_role = "assistant"
+            else:
+                conversation[-1]["content"] = content
+            continue
+        if role == "user":
+            frame = floor_frame(time, fps, last_frame, max_frame)
+            if frame > last_frame:
+                conversation.append(stream(frame - last_frame, frame, fps))
+            conversation.append(message("user", content, frame / fps))
+        else:
+            frame = ceil_frame(time, fps, last_frame, max_frame)
+            if frame == last_frame:
+                continue
+            conversation += [stream(frame - last_frame, frame, fps), message("assistant", content, frame / fps, learn=1)]
+        last_time, last_frame, last_role = time, frame, role
+    return conversation, start, last_frame + 1
+
+
+def build_rows(records: list[dict], source: VideoSource, fps: float, seed: int) -> tuple[list[dict], int]:
+    """Rows for dialogues whose video has frames; also returns how many dialogues the rules filtered out."""
+    rows, filtered = [], 0
+    for i, record in enumerate(records):
+        video_uid = record["video_uid"]
+        total = source.num_frames(video_uid)
+        if total is None:
+            continue
+        built = livechat_conversation(record["conversation"], fps, total, random.Random(f"{seed}-{i}-{video_uid}"))
+        if built is None or built[2] <= built[1]:  # unusable first message, or no frame at all
+            filtered += 1
+            continue
+        conversation, start, stop = built
+        rows.append(
+            {
+                "video_uid": video_uid,
+                "video": source.relative_path(video_uid),
+                "fps": float(fps),
+                "duration": (total - 1) / fps,
+                "start_frame": start,
+                "stop_frame": stop,
+                "num_frames": stop - start,
+                "conversation": conversation,
+            }
+        )
+    return rows, filtered
+
+
+CARD_BODY = """\
+# Ego4D GoalStep live-chat streams (VideoLLM-online format)
+
+Generated user/assistant dialogues over Ego4D GoalStep videos, as streams at {fps} fps, built by
+`python -m data_scripts.prepare_ego4d_goalstep_livechat` with the rules of VideoLLM-online
+(`data/ego4d/livechat.py`): random 0-{max_waiting} waiting frames before the first user message (seeded), user times
+snapped with `floor(t * fps) / fps`, assistant times with `ceil(t * fps) / fps`.
+
+## Columns
+
+{columns}
+## Splits
+
+`train` (the original `trainval` file; the original has no held-out split): {count} rows; {filtered} dialogues
+dropped by the rules (first message not a user message within the video, or no frame).
+"""
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
+    parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
+    parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")
+    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames")
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.video_root is None and args.features_dir is None:
+        parser.error("give --video-root or --features-dir")
+
+    from datasets import DatasetDict
+
+    from ._hub import conversation_features, rows_to_dataset
+
+    skips = SkipCounter(args.strict)
+    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    rows, filtered = build_rows(read_livechat(args.annotation_file), source, args.fps, args.seed)
+    configs = {"default": DatasetDict({"train": rows_to_dataset(rows, conversation_features())})}
+    body = CARD_BODY.format(fps=args.fps, max_waiting=MAX_WAITING_FRAMES, columns=columns_doc(), count=len(rows),
+                            filtered=filtered)  # fmt: skip
+    card = build_card("Ego4D GoalStep live-chat streams", {"default": ["train"]}, body)
+    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
+    print(f"wrote {out}: train {len(rows)} rows, {filtered} dialogues filtered; {skips.summary()}")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return out, skips
+
+
+if __name__ == "__main__":
+    main()
