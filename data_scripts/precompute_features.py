@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -200,7 +199,9 @@ def precompute_features(
 
         ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
         barrier = ctx.Barrier(num_workers + 1)
-        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(encoder_factory, threads_per_worker, barrier)) as pool:
+        with ctx.Pool(
+            num_workers, initializer=_init_worker, initargs=(encoder_factory, threads_per_worker, barrier)
+        ) as pool:
             barrier.wait(timeout=600)  # time the encoding, not the workers' start-up
             start = time.perf_counter()
             for result in pool.imap_unordered(_work, jobs, chunksize=1):
@@ -247,7 +248,9 @@ class _ModelFactory:
 
 
 def main(argv: list[str] | None = None) -> RunStats:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint folder or SiglipVisionModel folder")
     parser.add_argument("--video-root", required=True, help="folder searched (recursively) for *.mp4")
     parser.add_argument("--output-dir", required=True, help="where {video_uid}.safetensors go")

@@ -33,7 +33,9 @@ BENCHMARKS = ("step", "next", "task", "procedure", "taskprocedure")
 SPLITS = {"train": "train", "test": "test"}  # split -> substring of COIN's `subset` ("training" / "testing")
 MAX_NUM_STEPS = 5
 _SUFFIX = "Format your answer concisely. No extra text output."
-_LIST_SUFFIX = "Format your answer concisely, listing each action on a new line with a number prefix. No extra text output."
+_LIST_SUFFIX = (
+    "Format your answer concisely, listing each action on a new line with a number prefix. No extra text output."
+)
 STEP_QUERY = f"What is the action in the video? {_SUFFIX}"
 NEXT_QUERY = f"What is the next action for the video? {_SUFFIX}"
 TASK_QUERY = f"What is the overall activity in the video? {_SUFFIX}"
@@ -42,7 +44,14 @@ STEP_FIXES = {
     "process (crop, fold) paper": "crop and fold paper",
     "try to press gun head, spray residual old grease": "try to press gun head to spray residual old grease",
 }
-_TASK_FIXES = ((" t v", " TV"), (" c d", " CD"), ("s i m", "SIM"), ("n b a", "NBA"), ("s s d", "SSD"), ("r j45", "RJ45"))
+_TASK_FIXES = (
+    (" t v", " TV"),
+    (" c d", " CD"),
+    ("s i m", "SIM"),
+    ("n b a", "NBA"),
+    ("s s d", "SSD"),
+    ("r j45", "RJ45"),
+)
 
 
 def clean_task(name: str) -> str:
@@ -122,7 +131,7 @@ def benchmark_samples(benchmark: str, video: dict, fps: float, total_frames: int
             first, last = frames(step["start"], step["end"])
             samples.append((_sample(STEP_QUERY, first, last, answer(step["text"]), fps), [step["text"].lower()]))
     elif benchmark == "next":
-        for step, nxt in zip(steps, steps[1:]):
+        for step, nxt in zip(steps[:-1], steps[1:], strict=True):
             first, last = frames(step["start"], step["end"])
             samples.append((_sample(NEXT_QUERY, first, last, answer(nxt["text"]), fps), [nxt["text"].lower()]))
     elif benchmark in ("procedure", "taskprocedure"):
@@ -189,7 +198,9 @@ category.
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--coin-json", required=True, help="the official COIN.json")
     parser.add_argument("--video-root", default=None, help="folder of {video_id}.mp4 (frame counts by PyAV)")
     parser.add_argument("--features-dir", default=None, help="folder of {video_id}.safetensors (instead of videos)")

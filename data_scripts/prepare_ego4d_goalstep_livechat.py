@@ -90,7 +90,10 @@ def livechat_conversation(messages: list[dict], fps: float, total_frames: int, r
             frame = ceil_frame(time, fps, last_frame, max_frame)
             if frame == last_frame:
                 continue
-            conversation += [stream(frame - last_frame, frame, fps), message("assistant", content, frame / fps, learn=1)]
+            conversation += [
+                stream(frame - last_frame, frame, fps),
+                message("assistant", content, frame / fps, learn=1),
+            ]
         last_time, last_frame, last_role = time, frame, role
     return conversation, start, last_frame + 1
 
@@ -142,7 +145,9 @@ dropped by the rules (first message not a user message within the video, or no f
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
     parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
     parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")

@@ -211,7 +211,9 @@ Videos are not included (Ego4D licence); point the processor at your `full_scale
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
     parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
     parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")
@@ -245,7 +247,9 @@ def main(argv: list[str] | None = None):
                 splits[split] = build_rows(streams, source, args.fps, (RAW_INSTRUCTION,), args.seed)
         else:
             for split in SPLITS:
-                streams = refined_narration_streams(os.path.join(args.annotation_dir, f"refined_narration_stream_{split}.json"))
+                streams = refined_narration_streams(
+                    os.path.join(args.annotation_dir, f"refined_narration_stream_{split}.json")
+                )
                 splits[split] = build_rows(streams, source, args.fps, REFINED_INSTRUCTIONS, args.seed)
         # an empty split cannot be loaded back from parquet: leave it out (the card lists what is there)
         configs[variant] = DatasetDict({s: rows_to_dataset(rows, features) for s, rows in splits.items() if rows})

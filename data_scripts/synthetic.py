@@ -59,7 +59,13 @@ COIN_TASKS = {
     "PaintCircle": [("place", "red circle"), ("paint", "blue"), ("remove", None)],
     "SlideSquare": [("place", "green square"), ("slide", "right"), ("slide", "down"), ("remove", None)],
     "PaintTVScreen": [("place", "blue square"), ("paint", "yellow"), ("slide", "left"), ("remove", None)],
-    "MoveTriangle": [("place", "green triangle"), ("slide", "up"), ("slide", "left"), ("paint", "red"), ("remove", None)],
+    "MoveTriangle": [
+        ("place", "green triangle"),
+        ("slide", "up"),
+        ("slide", "left"),
+        ("paint", "red"),
+        ("remove", None),
+    ],
     "BuildTrafficLight": [("place", "red circle"), ("place", "yellow circle"), ("place", "green circle")],
 }
 
@@ -247,7 +253,9 @@ def ego_video_events(rng: random.Random, seconds: float, difficulty: int, event_
                 end = round(t + move_seconds, 2)
                 # narrated half-way, when the shape has visibly moved by half the distance
                 events.append(
-                    Event("move", obj, t, end, o["shape"], o["color"], direction=direction, narration_time=(t + end) / 2)
+                    Event(
+                        "move", obj, t, end, o["shape"], o["color"], direction=direction, narration_time=(t + end) / 2
+                    )
                 )
             elif kind == "recolor":
                 free = [c for c in COLORS if c != o["color"] and (c, o["shape"]) not in taken]
@@ -302,7 +310,9 @@ def _noisy_narration(rng: random.Random, text: str, difficulty: int) -> str:
     """Raw Ego4D texts carry tags and stray punctuation that the original cleaning removes."""
     if difficulty == 0:
         return text
-    return rng.choice([text, text + ".", text.replace("#C C", "#c C") + " ", text + " #unsure", "#C " + text[3:] + " ,"])
+    return rng.choice(
+        [text, text + ".", text.replace("#C C", "#c C") + " ", text + " #unsure", "#C " + text[3:] + " ,"]
+    )
 
 
 def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
@@ -434,7 +444,9 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
             for e in video.events
         ]  # fmt: skip
         if difficulty >= 1 and video.events:  # a one-word narration the cleaning drops
-            records.insert(len(records) // 2, {"time": records[-1]["time"], "text": "#C C", "_annotation_uid": annotation_uid})
+            records.insert(
+                len(records) // 2, {"time": records[-1]["time"], "text": "#C C", "_annotation_uid": annotation_uid}
+            )
         narrations[video.video_uid] = {"narrations": records}
         split = "val" if video.video_uid in val else ("train" if video.video_uid not in test else None)
         if split is not None:
@@ -448,7 +460,9 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
     for benchmark, key in EGO4D_BENCHMARK_KEYS.items():
         for split, uids in (("val", val), ("test_unannotated", test)):
             listed = sorted(uids) if benchmark in ("goalstep", "nlq") else []
-            _dump({key: [{"video_uid": uid} for uid in listed]}, os.path.join(annotations, f"{benchmark}_{split}.json"))
+            _dump(
+                {key: [{"video_uid": uid} for uid in listed]}, os.path.join(annotations, f"{benchmark}_{split}.json")
+            )
     chats = [
         {"video_uid": v.video_uid, "conversation": livechat_conversation(random.Random(v.seed + 2), v)}
         for v in videos
@@ -459,6 +473,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
     # COIN-style task videos
     database = {}
     tasks = sorted(COIN_TASKS)
+    num_coin_test = max(1, round(test_fraction * num_coin_videos)) if num_coin_videos > 1 else 0
     for i in range(num_coin_videos):
         video_seed = rng.getrandbits(32)
         task = tasks[i % len(tasks)]
@@ -468,7 +483,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
         database[video_uid] = {
             "recipe_type": tasks.index(task),
             "class": task,
-            "subset": "testing" if i >= num_coin_videos - round(test_fraction * num_coin_videos) else "training",
+            "subset": "testing" if i >= num_coin_videos - num_coin_test else "training",
             "start": steps[0]["segment"][0],
             "end": steps[-1]["segment"][1],
             "video_url": f"synthetic://{video_uid}",
@@ -484,7 +499,9 @@ def _dump(obj, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--num-videos", type=int, default=8, help="Ego4D-style videos")
     parser.add_argument("--num-coin-videos", type=int, default=8, help="COIN-style task videos")

@@ -178,7 +178,10 @@ def test_prepare_narration_round_trips_through_load_dataset(tmp_path, features_d
                                   "--benchmarks", "goalstep", "--output-dir", out])  # fmt: skip
     dataset = load_dataset(out, "raw")
     rows = sorted(dataset["train"], key=lambda r: r["annotation_uid"])
-    assert [(r["annotation_uid"], r["start_frame"], r["stop_frame"]) for r in rows] == [("pass-1", 1, 7), ("pass-2", 1, 2)]
+    assert [(r["annotation_uid"], r["start_frame"], r["stop_frame"]) for r in rows] == [
+        ("pass-1", 1, 7),
+        ("pass-2", 1, 2),
+    ]
     assert [m["content"] for m in rows[0]["conversation"] if m["role"] == "assistant"] == [
         "C picks a knife.",
         "C cuts the onion.",
@@ -204,7 +207,9 @@ def test_malformed_narration_time_names_file_video_and_field(tmp_path, features_
     data = json.load(open(annotations / "all_narrations_redacted.json"))
     data["videos"]["video-a"]["narrations"][2]["time"] = "soon"
     (annotations / "all_narrations_redacted.json").write_text(json.dumps(data))
-    with pytest.raises(AnnotationError, match=r"video 'video-a', field 'narrations\[2\]\.time'.*expected int or float"):
+    with pytest.raises(
+        AnnotationError, match=r"video 'video-a', field 'narrations\[2\]\.time'.*expected int or float"
+    ):
         prepare_ego4d_narration.main(["--annotation-dir", str(annotations), "--features-dir", features_dir,
                                       "--benchmarks", "goalstep", "--output-dir", str(tmp_path / "out")])  # fmt: skip
 
