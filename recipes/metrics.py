@@ -1,0 +1,287 @@
+"""Streaming and COIN metrics of VideoLLM-online (`LiveMixin.stream_evaluate`, `COINBenchmark.compute_metrics`).
+
+Streaming metrics are computed per sample (batch size 1), teacher-forced, from one forward over the whole sequence,
+per dialogue turn (a turn ends after each eos), then averaged over turns and over samples:
+
+- LM-PPL: `exp(mean CE)` over the turn's labelled text positions (`]\\n`, `Assistant`, `:`, the reply, eos).
+- LM-Correctness: the fraction of those positions predicted right (argmax) before the first error.
+- TimeDiff: how many frames too early (> 0) or too late (< 0) the model replies, in seconds (`|frame_diff| / fps`);
+  a late reply is found by feeding up to `min(#frames of the next turn, #frames of this turn - 1)` future frames after
+  the turn's last frame ("late-response probing").
+- Fluency: the fraction of the turn's decision + text tokens predicted right in a row.
+
+A frame "fires" (the model speaks) when the interval token is not the argmax after its last placeholder, or when its
+probability is below `threshold` (the original had this threshold as a parameter but always used 0).
+
+Labels follow the HF convention (aligned with `input_ids`, shifted here): the target of the prediction made at
+position `t` is `labels[t + 1]`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-turn pieces (pure functions on tensors, tested by hand)
+
+
+def frame_fires(stream_probs: torch.Tensor, interval_id: int, threshold: float = 0.0) -> torch.Tensor:
+    """(N,) bool: whether each decision position fires a reply.
+
+    Args:
+        stream_probs: (N, V) softmax after the last placeholder of each frame.
+        interval_id: the "stay silent" token.
+        threshold: a frame also fires when P(interval) < threshold (0 disables this, as in the original evaluation).
+    """
+    fires = stream_probs.argmax(-1) != interval_id
+    if threshold > 0:
+        fires = fires | (stream_probs[:, interval_id] < threshold)
+    return fires
+
+
+def early_frame_diff(fires: torch.Tensor) -> int | None:
+    """Frames too early of the first firing among a turn's decisions (the last one is the ground-truth reply frame):
+    `N - first - 1` (0 = on time); `None` if no decision fires (a late reply)."""
+    fired = fires.nonzero()
+    if len(fired) == 0:
+        return None
+    return int(len(fires) - fired[0, 0] - 1)
+
+
+def late_frame_diff(probe_fires: torch.Tensor) -> int:
+    """`-(index + 1)` of the first firing among the appended future frames, or `-len(probe_fires)` if none fires."""
+    fired = probe_fires.nonzero()
+    return -int(fired[0, 0] + 1) if len(fired) else -len(probe_fires)
+
+
+def lm_turn_metrics(lm_logits: torch.Tensor, lm_targets: torch.Tensor) -> tuple[float, int]:
+    """`(perplexity, correct_prefix)`: `exp(mean CE)` and the number of targets predicted right before the first
+    error (all of them if none is wrong). lm_logits (N, V), lm_targets (N,)."""
+    ppl = math.exp(F.cross_entropy(lm_logits.float(), lm_targets).item())
+    wrong = (lm_logits.argmax(-1) != lm_targets).nonzero()
+    correct_prefix = int(wrong[0, 0]) if len(wrong) else len(lm_targets)
+    return ppl, correct_prefix
+
+
+def fluency(frame_diff: int, num_stream: int, num_lm: int, lm_correct_prefix: int) -> float:
+    """Proportion of consecutive right predictions over a turn's decision and text tokens.
+
+    On time: (decisions + correct text prefix) / total; early by d frames: (decisions - d) / total; late: (decisions
+    - 1) / total (every silent decision was right but the reply frame).
+    """
+    total = num_stream + num_lm
+    if frame_diff == 0:
+        return (num_stream + lm_correct_prefix) / total
+    if frame_diff > 0:
+        return (num_stream - frame_diff) / total
+    return (num_stream - 1) / total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one sample through a model
+
+
+@dataclass
+class StreamMetrics:
+    """Per-sample means over turns (a sample without any turn of a kind gets the original's neutral value)."""
+
+    lm_ppl: float
+    frame_diff: float
+    fluency: float
+    lm_correctness: float
+    num_turns: int
+
+
+def _mean(values: list[float], empty: float) -> float:
+    return sum(values) / len(values) if values else empty
+
+
+@torch.no_grad()
+def stream_evaluate(
+    model,
+    input_ids: torch.LongTensor,
+    labels: torch.LongTensor,
+    frame_features: torch.Tensor | None = None,
+    pixel_values_videos: torch.Tensor | None = None,
+    threshold: float = 0.0,
+) -> StreamMetrics:
+    """VideoLLM-online's `stream_evaluate` for one sample with a [`VideoLLMMoDForCausalLM`].
+
+    Args:
+        input_ids, labels: (1, L); labels aligned with `input_ids` (-100 = no loss). Decisions are the labels right
+            after the last placeholder of each learned frame.
+        frame_features / pixel_values_videos: (T, ...) the sample's frames in sequence order (exactly one of them).
+        threshold: P(interval) below which a frame fires (0: argmax only, the original's evaluation).
+    """
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"stream_evaluate takes one sample at a time; got a batch of {input_ids.shape[0]}")
+    if (frame_features is None) == (pixel_values_videos is None):
+        raise ValueError("pass exactly one of frame_features or pixel_values_videos")
+    config = model.config
+    frames = frame_features if frame_features is not None else pixel_values_videos
+    frame_key = "frame_features" if frame_features is not None else "pixel_values_videos"
+    video_id, interval_id, eos_id = (
+        config.video_token_id,
+        config.frame_token_interval_id,
+        config.text_config.eos_token_id,
+    )
+    eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
+    frame_tokens = config.frame_num_tokens
+
+    ids = input_ids[0]
+    # targets[t] = what the prediction at position t should be (the original's pre-shifted labels)
+    targets = torch.cat([labels[0, 1:], labels.new_full((1,), IGNORE_INDEX)])
+    outputs = model(input_ids=input_ids, **{frame_key: frames}, use_cache=True)
+    logits, cache = outputs.logits[0].float(), outputs.cache
+
+    is_eos = torch.isin(ids, torch.tensor(sorted(eos_ids), device=ids.device))
+    # Turns end after each eos; tokens after the last eos belong to no turn (as in the original).
+    stops = (is_eos.nonzero()[:, 0] + 1).tolist()
+    starts = [0] + stops[:-1]
+    frames_before = torch.cumsum(ids == video_id, 0) // frame_tokens  # frames completed up to and including t
+
+    lm_ppls, frame_diffs, fluencies, correctness = [], [], [], []
+    for turn, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+        turn_ids, turn_targets = ids[start:stop], targets[start:stop]
+        learn = turn_targets != IGNORE_INDEX
+        if not learn.any():
+            continue
+        stream_mask = (turn_ids == video_id) & learn
+        lm_mask = learn & ~stream_mask
+        turn_logits = logits[start:stop]
+        turn_frames = int((turn_ids == video_id).sum()) // frame_tokens
+
+        if lm_mask.any():
+            ppl, lm_correct = lm_turn_metrics(turn_logits[lm_mask], turn_targets[lm_mask])
+            num_lm = int(lm_mask.sum())
+            lm_ppls.append(ppl)
+            correctness.append(lm_correct / num_lm)
+
+        if stream_mask.any():
+            fires = frame_fires(turn_logits[stream_mask].softmax(-1), interval_id, threshold)
+            frame_diff = early_frame_diff(fires)
+            if frame_diff is None:
+                frame_diff = 0
+                if turn < len(starts) - 1:
+                    next_ids = ids[starts[turn + 1] : stops[turn + 1]]
+                    num_probe = min(int((next_ids == video_id).sum()) // frame_tokens, turn_frames - 1)
+                    if num_probe > 0:
+                        cut = start + int(stream_mask.nonzero()[-1, 0]) + 1
+                        first = int(frames_before[cut - 1])
+                        probe_fires = _probe_future_frames(
+                            model, cache, cut, frames[first : first + num_probe], frame_key, threshold
+                        )
+                        frame_diff = late_frame_diff(probe_fires)
+            frame_diffs.append(abs(frame_diff))
+
+            if lm_mask.any():
+                fluencies.append(fluency(frame_diff, int(stream_mask.sum()), num_lm, lm_correct))
+
+    return StreamMetrics(
+        lm_ppl=_mean(lm_ppls, 1.0),
+        frame_diff=_mean(frame_diffs, 0.0),
+        fluency=_mean(fluencies, 1.0),
+        lm_correctness=_mean(correctness, 1.0),
+        num_turns=len(lm_ppls),
+    )
+
+
+def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, threshold: float) -> torch.Tensor:
+    """Feed `[interval, placeholders...]` per future frame after the first `cut` tokens (the reply never happened);
+    return whether each appended frame fires."""
+    config = model.config
+    probe_cache = copy.deepcopy(cache)
+    probe_cache.crop(cut)
+    num = len(future_frames)
+    pattern = [config.frame_token_interval_id] + [config.video_token_id] * config.frame_num_tokens
+    probe_ids = torch.tensor([pattern * num], device=future_frames.device)
+    logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **{frame_key: future_frames}).logits[0]
+    last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern), device=logits.device)
+    return frame_fires(logits[last].float().softmax(-1), config.frame_token_interval_id, threshold)
+
+
+def aggregate_stream_metrics(samples: Sequence[StreamMetrics], fps: float) -> dict[str, float]:
+    """Mean over samples: `lm_ppl`, `time_diff` (seconds), `fluency`, `lm_correctness`."""
+    if not samples:
+        raise ValueError("no samples to aggregate")
+    n = len(samples)
+    return {
+        "lm_ppl": sum(s.lm_ppl for s in samples) / n,
+        "time_diff": sum(s.frame_diff for s in samples) / n / fps,
+        "fluency": sum(s.fluency for s in samples) / n,
+        "lm_correctness": sum(s.lm_correctness for s in samples) / n,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# COIN accuracies
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute; cost 1). Written here to avoid a C dependency for short labels."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def fuzzy_match(text: str, categories: Sequence[str]) -> str:
+    """The category nearest to `text` by edit distance (ties: the alphabetically first, as `min` over pairs)."""
+    return min((levenshtein(text, c), c) for c in categories)[1]
+
+
+def coin_accuracy(predictions: Sequence[str], labels: Sequence[str], categories: Sequence[str]) -> float:
+    """Step / Next / Task accuracy in percent: a prediction (lower-cased, trailing '.' stripped) is right if it equals
+    the label or if its nearest category is the label."""
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"need as many predictions as labels (> 0); got {len(predictions)} and {len(labels)}")
+    correct = 0
+    for prediction, label in zip(predictions, labels, strict=True):
+        prediction = prediction.lower().rstrip(".")
+        correct += prediction == label or fuzzy_match(prediction, categories) == label
+    return 100.0 * correct / len(labels)
+
+
+def coin_procedure_accuracy(
+    predictions: Sequence[str], labels: Sequence[Sequence[str]], categories: Sequence[str]
+) -> float:
+    """Procedure / Task-procedure accuracy in percent, step by step: each prediction line keeps the text after its
+    last ". " (the "k. " prefix) and is zipped with the label steps (missing lines are not counted, as in the
+    original); a step is right if it equals the label or its nearest category does."""
+    correct = total = 0
+    for prediction, label_steps in zip(predictions, labels, strict=True):
+        for line, label in zip(prediction.split("\n"), label_steps, strict=False):
+            step = line.split(". ")[-1]
+            correct += step == label or fuzzy_match(step, categories) == label
+            total += 1
+    if total == 0:
+        raise ValueError("no step to score")
+    return 100.0 * correct / total
+
+
+__all__ = [
+    "StreamMetrics",
+    "aggregate_stream_metrics",
+    "coin_accuracy",
+    "coin_procedure_accuracy",
+    "early_frame_diff",
+    "fluency",
+    "frame_fires",
+    "fuzzy_match",
+    "late_frame_diff",
+    "levenshtein",
+    "lm_turn_metrics",
+    "stream_evaluate",
+]
