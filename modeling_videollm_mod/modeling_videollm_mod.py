@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, LlamaConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
@@ -249,9 +249,21 @@ class VideoLLMMoDPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _can_record_outputs = {"hidden_states": VideoLLMMoDDecoderLayer, "attentions": LlamaAttention}
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers guards remote `_init_weights` that write parameters in place; ours is the library's own (it
+        # uses `transformers.initialization`), and under that guard the SigLIP tower would initialise differently
+        # from a fresh `__init__` than when weights are missing from a checkpoint.
+        return False
+
 
 class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
     """Backbone: vision tower, connector and the Llama decoder stack (stock Llama weight names)."""
+
+    # The decoder stack keeps LlamaModel's module names, so Llama's parallel plans apply as they are (routing works
+    # along the token axis and the router is a replicated Linear(hidden, 1)).
+    _tp_plan = LlamaConfig.base_model_tp_plan
+    _pp_plan = LlamaConfig.base_model_pp_plan
 
     def __init__(self, config: VideoLLMMoDConfig):
         super().__init__(config)
@@ -363,6 +375,9 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
             raise ValueError("specify at most one of pixel_values_videos or frame_features")
         video_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
         inputs_embeds = self.embed(input_ids, inputs_embeds, video_mask, pixel_values_videos, frame_features)
+        if pixel_values_videos is None and frame_features is None:
+            # Without frames, placeholder ids are ordinary tokens (as in transformers' VLMs): nothing to route.
+            video_mask = torch.zeros_like(video_mask)
 
         if use_cache is None:
             use_cache = self.config.text_config.use_cache and not self.training
@@ -403,6 +418,8 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
     """VideoLLM-MoD with a language-modelling head; the loss weights the per-frame decision by `stream_loss_weight`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: VideoLLMMoDConfig):
         super().__init__(config)
@@ -452,6 +469,7 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
             Other arguments: see [`VideoLLMMoDModel.forward`].
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        shift_labels = kwargs.pop("shift_labels", None)  # pre-shifted targets (sequence/context parallelism)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -472,9 +490,9 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
             )
 
         loss = None
-        if labels is not None:
+        if labels is not None or shift_labels is not None:
             video_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds)
-            loss = self.stream_loss(logits, labels, video_mask, num_items_in_batch)
+            loss = self.stream_loss(logits, video_mask, labels, shift_labels, num_items_in_batch)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -486,16 +504,22 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
     def stream_loss(
         self,
         logits: torch.Tensor,
-        labels: torch.LongTensor,
         video_mask: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token cross-entropy; predictions made at placeholder positions (the per-frame decision) are weighted
-        by `stream_loss_weight`; the sum is divided by the number of labelled tokens (VideoLLM-online)."""
-        logits = logits[:, -labels.shape[1] :][:, :-1].float()  # (B, L-1, V)
-        targets = labels[:, 1:].to(logits.device)  # (B, L-1)
+        by `stream_loss_weight`; the sum is divided by the number of labelled tokens (VideoLLM-online).
+
+        `labels` (B, L) are aligned with the inputs and shifted here; `shift_labels` (B, L) are already the target
+        of each position (-100 at the end) and take precedence."""
+        if shift_labels is None:
+            shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)
+        targets = shift_labels.to(logits.device)  # (B, L): the token each position predicts
+        logits = logits[:, -targets.shape[1] :].float()  # (B, L, V)
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
-        weights = torch.where(video_mask[:, :-1], self.config.stream_loss_weight, 1.0).flatten()
+        weights = torch.where(video_mask[:, -targets.shape[1] :], self.config.stream_loss_weight, 1.0).flatten()
         denominator = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum().clamp(min=1)
         return (nll * weights).sum() / denominator
 

@@ -14,6 +14,7 @@ def tiny_config(
     hidden_size: int = 32,
     vocab_size: int = 99,
     image_size: int = 24,
+    intermediate_size: int | None = None,
     **overrides,
 ) -> VideoLLMMoDConfig:
     """A VideoLLM-MoD small enough for CPU tests: Llama text, SigLIP vision (6x6 patches -> 10 tokens per frame)."""
@@ -21,7 +22,7 @@ def tiny_config(
         "model_type": "llama",
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size + 5,
+        "intermediate_size": intermediate_size or 2 * hidden_size + 5,
         "num_hidden_layers": num_hidden_layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
@@ -50,8 +51,9 @@ def tiny_config(
 
 def benchmark_config(**overrides) -> VideoLLMMoDConfig:
     """Mid-size model for CPU efficiency benchmarks: the paper's layout (10 tokens per frame, odd layers routed,
-    r = 0.2) on an 8-layer, 512-wide Llama; vision features are pre-computed, as in the original training."""
-    return tiny_config(num_hidden_layers=8, hidden_size=512, vocab_size=1024, **overrides)
+    r = 0.2) on an 8-layer, 512-wide Llama with Llama-3's MLP ratio (3.5); frame features are pre-computed, as in
+    the original training."""
+    return tiny_config(num_hidden_layers=8, hidden_size=512, intermediate_size=1792, vocab_size=1024, **overrides)
 
 
 def full_size_config(**overrides) -> VideoLLMMoDConfig:

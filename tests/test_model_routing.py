@@ -115,9 +115,10 @@ def test_placeholder_count_mismatch_names_both_numbers():
         model(input_ids=stream_ids(2), frame_features=frame_features(3))
 
 
-def test_partial_frame_in_a_row_is_rejected():
+def test_rows_must_hold_whole_frames():
     model = VideoLLMMoDForCausalLM(tiny_config()).eval()
-    ids = stream_ids(1)[:, :-5]  # fine: still one whole frame
-    ids[0, 3] = TINY_IDS["video"] + 1  # 9 placeholders left
-    with pytest.raises(ValueError, match=r"whole frames of 10 placeholder tokens; got \[9\]"):
-        model(input_ids=ids)
+    ids = torch.cat([stream_ids(1), stream_ids(1)])
+    ids[0, 3] = TINY_IDS["video"] + 3  # row 0 loses a placeholder ...
+    ids[1, 2] = TINY_IDS["video"]  # ... that row 1 gains: the total still matches 2 frames
+    with pytest.raises(ValueError, match=r"whole frames of 10 placeholder tokens; got \[9, 11\]"):
+        model(input_ids=ids, frame_features=frame_features(2))
