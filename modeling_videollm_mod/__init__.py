@@ -4,20 +4,38 @@ Importing the package also registers the model with the Auto classes, so a saved
 `AutoModelForCausalLM.from_pretrained(folder)` in-process; elsewhere `trust_remote_code=True` loads the copied code.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoProcessor
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
+from .processing_videollm_mod import (
+    VideoDecodingError,
+    VideoLLMMoDFrameProcessor,
+    VideoLLMMoDProcessor,
+    iter_video_frames,
+    load_video,
+)
+from .streaming_videollm_mod import StreamContextLimitError, StreamEvent, VideoLLMMoDStreamSession
 
 AutoConfig.register(VideoLLMMoDConfig.model_type, VideoLLMMoDConfig, exist_ok=True)
 AutoModel.register(VideoLLMMoDConfig, VideoLLMMoDModel, exist_ok=True)
 AutoModelForCausalLM.register(VideoLLMMoDConfig, VideoLLMMoDForCausalLM, exist_ok=True)
+AutoImageProcessor.register(VideoLLMMoDConfig, VideoLLMMoDFrameProcessor, exist_ok=True)
+AutoProcessor.register(VideoLLMMoDConfig, VideoLLMMoDProcessor, exist_ok=True)
 
 __all__ = [
+    "StreamContextLimitError",
+    "StreamEvent",
+    "VideoDecodingError",
     "VideoLLMMoDCache",
     "VideoLLMMoDConfig",
     "VideoLLMMoDForCausalLM",
+    "VideoLLMMoDFrameProcessor",
     "VideoLLMMoDModel",
     "VideoLLMMoDPreTrainedModel",
+    "VideoLLMMoDProcessor",
+    "VideoLLMMoDStreamSession",
+    "iter_video_frames",
+    "load_video",
 ]

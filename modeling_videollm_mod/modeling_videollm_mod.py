@@ -24,6 +24,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
+from .streaming_videollm_mod import VideoLLMMoDStreamingMixin
 
 
 class VideoLLMMoDConnector(nn.Module):
@@ -414,7 +415,7 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
 
 
-class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin):
+class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin, VideoLLMMoDStreamingMixin):
     """VideoLLM-MoD with a language-modelling head; the loss weights the per-frame decision by `stream_loss_weight`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
