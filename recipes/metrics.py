@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,7 @@ def stream_evaluate(
     frame_features: torch.Tensor | None = None,
     pixel_values_videos: torch.Tensor | None = None,
     threshold: float = 0.0,
+    fire_policy: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StreamMetrics:
     """VideoLLM-online's `stream_evaluate` for one sample with a [`VideoLLMMoDForCausalLM`].
 
@@ -121,6 +123,8 @@ def stream_evaluate(
             after the last placeholder of each learned frame.
         frame_features / pixel_values_videos: (T, ...) the sample's frames in sequence order (exactly one of them).
         threshold: P(interval) below which a frame fires (0: argmax only, the original's evaluation).
+        fire_policy: replaces the model's decisions, `(N, V) probabilities -> (N,) bool fires`, for timing
+            baselines (never speak, speak at random); the text metrics stay the model's.
     """
     if input_ids.shape[0] != 1:
         raise ValueError(f"stream_evaluate takes one sample at a time; got a batch of {input_ids.shape[0]}")
@@ -129,11 +133,9 @@ def stream_evaluate(
     config = model.config
     frames = frame_features if frame_features is not None else pixel_values_videos
     frame_key = "frame_features" if frame_features is not None else "pixel_values_videos"
-    video_id, interval_id, eos_id = (
-        config.video_token_id,
-        config.frame_token_interval_id,
-        config.text_config.eos_token_id,
-    )
+    if fire_policy is None:
+        fire_policy = partial(frame_fires, interval_id=config.frame_token_interval_id, threshold=threshold)
+    video_id, eos_id = config.video_token_id, config.text_config.eos_token_id
     eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
     frame_tokens = config.frame_num_tokens
 
@@ -167,7 +169,7 @@ def stream_evaluate(
             correctness.append(lm_correct / num_lm)
 
         if stream_mask.any():
-            fires = frame_fires(turn_logits[stream_mask].softmax(-1), interval_id, threshold)
+            fires = fire_policy(turn_logits[stream_mask].softmax(-1))
             frame_diff = early_frame_diff(fires)
             if frame_diff is None:
                 frame_diff = 0
@@ -178,7 +180,7 @@ def stream_evaluate(
                         cut = start + int(stream_mask.nonzero()[-1, 0]) + 1
                         first = int(frames_before[cut - 1])
                         probe_fires = _probe_future_frames(
-                            model, cache, cut, frames[first : first + num_probe], frame_key, threshold
+                            model, cache, cut, frames[first : first + num_probe], frame_key, fire_policy
                         )
                         frame_diff = late_frame_diff(probe_fires)
             frame_diffs.append(abs(frame_diff))
@@ -195,7 +197,7 @@ def stream_evaluate(
     )
 
 
-def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, threshold: float) -> torch.Tensor:
+def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, fire_policy) -> torch.Tensor:
     """Feed `[interval, placeholders...]` per future frame after the first `cut` tokens (the reply never happened);
     return whether each appended frame fires."""
     config = model.config
@@ -206,7 +208,7 @@ def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, 
     probe_ids = torch.tensor([pattern * num], device=future_frames.device)
     logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **{frame_key: future_frames}).logits[0]
     last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern), device=logits.device)
-    return frame_fires(logits[last].float().softmax(-1), config.frame_token_interval_id, threshold)
+    return fire_policy(logits[last].float().softmax(-1))
 
 
 def aggregate_stream_metrics(samples: Sequence[StreamMetrics], fps: float) -> dict[str, float]:

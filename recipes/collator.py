@@ -1,0 +1,79 @@
+"""Training collator: prepared dataset rows -> a right-padded batch of VideoLLM-MoD inputs.
+
+Each row (`conversation`, `video`, `fps`, `start_frame`, `stop_frame`, ...; see `data_scripts`) goes through the
+processor's `prepare_row`, which owns the text format, labels and frame preprocessing. Frames come from pre-computed
+features (`{features_dir}/{video_uid}.safetensors`, key `features`, as the original training) or from the videos
+under `video_root` (decoded with PyAV; decoded videos can be kept in memory for small datasets).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+class VideoLLMMoDCollator:
+    """Collate prepared rows for `SFTTrainer` (`remove_unused_columns=False`, `skip_prepare_dataset`).
+
+    Args:
+        processor: a `VideoLLMMoDProcessor`.
+        video_root: folder the rows' `video` paths are relative to (raw frames -> `pixel_values_videos`).
+        features_dir: folder of pre-computed `{video_uid}.safetensors` (-> `frame_features`); wins over videos.
+        cache_videos: keep decoded videos in memory (small datasets, many epochs).
+    Returns (per call):
+        `input_ids`, `attention_mask`, `labels` (B, L) right-padded, and `frame_features` (ΣT, F, D) or
+        `pixel_values_videos` (ΣT, 3, S, S) with the frames of all rows in batch order.
+    """
+
+    def __init__(self, processor, video_root: str | None = None, features_dir: str | None = None, cache_videos=False):
+        if video_root is None and features_dir is None:
+            raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
+        self.processor = processor
+        self.video_root = video_root
+        self.features_dir = features_dir
+        self.cache_videos = cache_videos
+        self._videos: dict[str, torch.Tensor] = {}
+
+    def frames_of(self, row: dict) -> dict:
+        """Keyword arguments of `prepare_row` holding the whole video's frames or features."""
+        if self.features_dir is not None:
+            from safetensors.torch import load_file
+
+            path = os.path.join(self.features_dir, f"{row['video_uid']}.safetensors")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"row {row['video_uid']!r}: no pre-computed features at {path}")
+            return {"frame_features": load_file(path)["features"].float()}
+        path = os.path.join(self.video_root, row["video"])
+        if path not in self._videos:
+            from modeling_videollm_mod.processing_videollm_mod import load_video
+
+            frames = torch.from_numpy(load_video(path, fps=row.get("fps") or 2.0)[0])
+            if not self.cache_videos:
+                return {"frames": frames}
+            self._videos[path] = frames
+        return {"frames": self._videos[path]}
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        items = [self.processor.prepare_row(row, **self.frames_of(row)) for row in rows]
+        length = max(len(item["input_ids"]) for item in items)
+        pad_id = self.processor.tokenizer.pad_token_id or 0
+        batch = {
+            "input_ids": torch.full((len(items), length), pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros(len(items), length, dtype=torch.long),
+            "labels": torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long),
+        }
+        for i, item in enumerate(items):
+            n = len(item["input_ids"])
+            batch["input_ids"][i, :n] = item["input_ids"]
+            batch["attention_mask"][i, :n] = 1
+            batch["labels"][i, :n] = item["labels"]
+        for key in ("frame_features", "pixel_values_videos"):
+            if any(key in item for item in items):
+                batch[key] = torch.cat([item[key] for item in items if key in item])
+        return batch
+
+
+__all__ = ["VideoLLMMoDCollator"]

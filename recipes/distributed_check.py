@@ -1,0 +1,109 @@
+"""Check that data-parallel training gives the loss curve of one process with the same global batch.
+
+    python -m recipes.distributed_check --output one.json --per-device-batch-size 4
+    accelerate launch --cpu --num_processes 2 -m recipes.distributed_check --output two.json --per-device-batch-size 2
+    python -m recipes.distributed_check --compare one.json two.json
+
+Trains a tiny VideoLLM-MoD (pre-computed features, MoD on the odd layers) with the recipe's trainer on a small
+deterministic stream dataset for a few steps and writes the logged losses (main process only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+
+import torch
+
+TEXTS = ["C sees a red circle appear.", "C sees the red circle move left.", "C sees the blue square disappear."]
+
+
+def tiny_rows(num_rows: int, seed: int = 0) -> list[dict]:
+    """Narration-like rows: an unlearned first frame, the instruction, then (stream, narration) pairs."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(num_rows):
+        conversation = [
+            {"role": "stream", "content": "", "time": 0.0, "learn": 0, "num_frames": 1},
+            {"role": "user", "content": "Narrate.", "time": 0.0, "learn": 0, "num_frames": 0},
+        ]
+        frames = 1
+        for _ in range(rng.randint(1, 3)):
+            n = rng.randint(1, 4)
+            frames += n
+            conversation.append({"role": "stream", "content": "", "time": 0.0, "learn": n, "num_frames": n})
+            conversation.append({"role": "assistant", "content": rng.choice(TEXTS), "time": 0.0, "learn": 1, "num_frames": 0})  # fmt: skip
+        rows.append(
+            {"video_uid": f"v{i}", "video": f"v{i}.mp4", "fps": 2.0, "start_frame": 0, "stop_frame": frames,
+             "num_frames": frames, "conversation": conversation}
+        )  # fmt: skip
+    return rows
+
+
+def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, **config_overrides):
+    """(model, processor, dataset) for recipe tests: tiny config, BPE tokenizer, features written to `features_dir`."""
+    from datasets import Dataset
+    from safetensors.torch import save_file
+
+    from modeling_videollm_mod import VideoLLMMoDForCausalLM
+    from modeling_videollm_mod.presets import tiny_config
+    from modeling_videollm_mod.processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+    from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+
+    tokenizer = build_stream_tokenizer([*TEXTS, "Narrate."], vocab_size=120)
+    config = tiny_config(vocab_size=len(tokenizer), **stream_token_ids(tokenizer), **config_overrides)
+    processor = VideoLLMMoDProcessor(
+        image_processor=VideoLLMMoDFrameProcessor(size=config.vision_config.image_size),
+        tokenizer=tokenizer,
+        frame_num_tokens=config.frame_num_tokens,
+        system_prompt="",
+    )
+    rows = tiny_rows(num_rows, seed)
+    generator = torch.Generator().manual_seed(seed)
+    for row in rows:
+        features = torch.randn(row["num_frames"], config.frame_num_tokens, config.vision_config.hidden_size, generator=generator)  # fmt: skip
+        save_file({"features": features}, os.path.join(features_dir, f"{row['video_uid']}.safetensors"))
+    torch.manual_seed(seed)
+    model = VideoLLMMoDForCausalLM(config)
+    return model, processor, Dataset.from_list(rows)
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output")
+    parser.add_argument("--per-device-batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--compare", nargs=2, metavar=("ONE", "TWO"))
+    parser.add_argument("--rtol", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    if args.compare:
+        one, two = (json.load(open(path))["losses"] for path in args.compare)
+        diff = max(abs(a - b) / abs(a) for a, b in zip(one, two, strict=True))
+        print(f"losses one process: {one}\nlosses two processes: {two}\nmax relative difference: {diff:.2e}")
+        return 0 if diff <= args.rtol else 1
+
+    from trl import SFTConfig
+
+    from recipes.sft import VideoSFTScriptArguments, build_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, processor, dataset = tiny_setup(tmp)
+        training_args = SFTConfig(
+            output_dir=os.path.join(tmp, "out"), max_steps=args.steps, per_device_train_batch_size=args.per_device_batch_size,
+            learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
+            activation_checkpointing=False, seed=0, data_seed=0,
+        )  # fmt: skip
+        trainer = build_trainer(model, processor, dataset, training_args, VideoSFTScriptArguments(features_dir=tmp))
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        if trainer.is_world_process_zero() and args.output:
+            with open(args.output, "w") as f:
+                json.dump({"losses": losses, "world_size": trainer.accelerator.num_processes}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

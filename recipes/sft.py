@@ -1,0 +1,171 @@
+"""Supervised fine-tuning of VideoLLM-MoD with TRL's `SFTTrainer` on prepared stream datasets.
+
+    videollm-mod train recipes/configs/paper_lora.yaml                      # one process
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m recipes.sft --config recipes/configs/paper_lora.yaml
+
+Arguments come from three dataclasses (TRL's `TrlParser`, YAML via `--config`, any field overridable on the command
+line): `VideoSFTScriptArguments` below (data, frames, what trains), TRL's `SFTConfig` (optimiser, schedule, output)
+and TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_*`).
+
+The dataset is a prepared `DatasetDict` (`data_scripts`): rows with `conversation` and the video's frame range. The
+collator renders them with the model's processor; TRL does no preparation (`skip_prepare_dataset`) and keeps every
+column (`remove_unused_columns=False`). With LoRA, the adapters go on the language model's linears only (a regex, so
+the vision tower's `q_proj`/`v_proj` are left alone) and `lora_modules_to_save` (connector, routers) train fully.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from .collator import VideoLLMMoDCollator
+
+logger = logging.getLogger(__name__)
+
+# All linears of the language model (not the vision tower, not lm_head, which PEFT rejects as a LoRA target here).
+LLM_LINEARS = r"model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+
+
+@dataclass
+class VideoSFTScriptArguments(ScriptArguments):
+    """Data and trainable parts of the VideoLLM-MoD recipe (`dataset_name` is a prepared dataset folder or Hub id)."""
+
+    video_root: str | None = field(default=None, metadata={"help": "folder the rows' `video` paths are relative to"})
+    features_dir: str | None = field(
+        default=None, metadata={"help": "folder of pre-computed {video_uid}.safetensors; used instead of videos"}
+    )
+    cache_videos: bool = field(default=False, metadata={"help": "keep decoded videos in memory (small datasets)"})
+    train_vision_tower: bool = field(
+        default=False, metadata={"help": "full fine-tuning: train the vision tower too (ignored with LoRA)"}
+    )
+    stream_loss_weight: float | None = field(
+        default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
+    )
+
+
+class VideoLLMMoDSFTTrainer(SFTTrainer):
+    """`SFTTrainer` that keeps the model's own loss when `stream_loss_weight != 1`.
+
+    TRL computes the loss through its fused LM head (backbone + `lm_head`), which bypasses the model's forward and so
+    the weighting of the per-frame decisions; with a weight other than 1 the model's forward computes the loss (the
+    entropy / token-accuracy logs are then not recorded).
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weight = self.accelerator.unwrap_model(model).config.stream_loss_weight
+        if weight == 1.0:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages, the count spans all ranks
+        return (loss, outputs) if return_outputs else loss
+
+
+def load_model_and_processor(model_args: ModelConfig, dtype: torch.dtype | None = None):
+    """`AutoModelForCausalLM` + `AutoProcessor` from a VideoLLM-MoD folder or Hub repo (remote code)."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    kwargs = {"trust_remote_code": True, "revision": model_args.model_revision}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if dtype is not None or model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = dtype or getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+    return model, processor
+
+
+def prepare_training_args(training_args: SFTConfig) -> SFTConfig:
+    """Settings the recipe needs whatever the config says: our collator sees the raw rows."""
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    training_args.max_length = None  # truncating would cut frames' placeholders off their features
+    return training_args
+
+
+def build_trainer(
+    model,
+    processor,
+    train_dataset,
+    training_args: SFTConfig,
+    script_args: VideoSFTScriptArguments,
+    peft_config=None,
+    eval_dataset=None,
+    callbacks=None,
+) -> VideoLLMMoDSFTTrainer:
+    """The recipe's trainer: project collator, frozen vision tower unless asked, LoRA restricted to the LLM."""
+    if script_args.stream_loss_weight is not None:
+        model.config.stream_loss_weight = script_args.stream_loss_weight
+    processor.check_model_config(model.config)
+    if peft_config is None and not script_args.train_vision_tower:
+        model.model.vision_tower.requires_grad_(False)
+    collator = VideoLLMMoDCollator(
+        processor,
+        video_root=script_args.video_root,
+        features_dir=script_args.features_dir,
+        cache_videos=script_args.cache_videos,
+    )
+    return VideoLLMMoDSFTTrainer(
+        model=model,
+        args=prepare_training_args(training_args),
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def load_prepared_dataset(name_or_path: str, config: str | None = None):
+    """`load_dataset` of a prepared dataset; a local folder is always re-read (the datasets cache can hand back
+    another folder's rows when file names and sizes match)."""
+    import os
+
+    from datasets import load_dataset
+
+    local = os.path.isdir(name_or_path)
+    if not local:
+        return load_dataset(name_or_path, config)
+    return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((VideoSFTScriptArguments, SFTConfig, ModelConfig))
+
+
+def main(argv: list[str] | None = None):
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if model_args.model_name_or_path is None:
+        raise ValueError("model_name_or_path is required (a VideoLLM-MoD folder or Hub repo)")
+    if script_args.dataset_name is None:
+        raise ValueError("dataset_name is required (a prepared dataset folder or Hub id, see data_scripts)")
+    model, processor = load_model_and_processor(model_args)
+    dataset = load_prepared_dataset(script_args.dataset_name, script_args.dataset_config)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and peft_config.target_modules is None:
+        peft_config.target_modules = LLM_LINEARS
+    eval_dataset = None
+    if training_args.eval_strategy != "no" and script_args.dataset_test_split in dataset:
+        eval_dataset = dataset[script_args.dataset_test_split]
+    trainer = build_trainer(
+        model,
+        processor,
+        dataset[script_args.dataset_train_split],
+        training_args,
+        script_args,
+        peft_config=peft_config,
+        eval_dataset=eval_dataset,
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
