@@ -43,8 +43,9 @@ def tiny_rows(num_rows: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, **config_overrides):
-    """(model, processor, dataset) for recipe tests: tiny config, BPE tokenizer, features written to `features_dir`."""
+def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, videos: bool = False, **config_overrides):
+    """(model, processor, dataset) for recipe tests: tiny config, BPE tokenizer, and per row pre-computed features
+    (`{uid}.safetensors`) or, with `videos`, a random 2-fps video (`{uid}.mp4`) written to `features_dir`."""
     from datasets import Dataset
     from safetensors.torch import save_file
 
@@ -64,6 +65,13 @@ def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, **config_ov
     rows = tiny_rows(num_rows, seed)
     generator = torch.Generator().manual_seed(seed)
     for row in rows:
+        if videos:
+            from data_scripts._video import write_video
+
+            size = config.vision_config.image_size
+            pixels = torch.randint(0, 256, (row["num_frames"], size, size, 3), generator=generator, dtype=torch.uint8)
+            write_video(os.path.join(features_dir, row["video"]), pixels.numpy(), fps=2.0)
+            continue
         features = torch.randn(row["num_frames"], config.frame_num_tokens, config.vision_config.hidden_size, generator=generator)  # fmt: skip
         save_file({"features": features}, os.path.join(features_dir, f"{row['video_uid']}.safetensors"))
     torch.manual_seed(seed)
