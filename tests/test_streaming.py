@@ -54,7 +54,6 @@ def teacher_forced(model, session, frame_features):
         return model(input_ids=ids, frame_features=frame_features).logits[0], ids[0]
 
 
-@pytest.mark.parametrize("name", list(MOD_LAYERS))
 def write_video(path, frames: np.ndarray, fps: int) -> None:
     import av
 
@@ -69,6 +68,7 @@ def write_video(path, frames: np.ndarray, fps: int) -> None:
             container.mux(packet)
 
 
+@pytest.mark.parametrize("name", list(MOD_LAYERS))
 def test_session_decisions_equal_teacher_forced_forward(processor, name):
     model = make_model(processor, MOD_LAYERS[name])
     frames = features(10)
