@@ -278,15 +278,23 @@ class VideoLLMMoDProcessor(ProcessorMixin):
     # ---------------------------------------------------------------- ids of the stream tokens
     @property
     def video_token_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids(self.video_token)
+        return self.single_token_id(self.video_token)
 
     @property
     def frame_token_interval_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids(self.frame_token_interval)
+        return self.single_token_id(self.frame_token_interval)
 
     @property
     def stream_response_token_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids(self.stream_response_token)
+        return self.single_token_id(self.stream_response_token)
+
+    def single_token_id(self, text: str) -> int:
+        """The id of `text`, which must encode to exactly one token. Encoding, not `convert_tokens_to_ids`: a
+        byte-level vocabulary stores `]\n` as `]Ċ` (Llama-3's 933), so a lookup by the plain string would miss."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the stream token {text!r} must be a single token; the tokenizer gives {ids}")
+        return ids[0]
 
     def check_model_config(self, config) -> None:
         """Raise a ValueError naming the field if the processor and a model config disagree on the stream tokens."""

@@ -203,3 +203,24 @@ def test_save_load_round_trip_through_autoprocessor_in_fresh_process(processor, 
     assert result["class"].startswith("transformers_modules.") and result["class"].endswith(".VideoLLMMoDProcessor")
     assert result["out"].keys() == expected.keys()
     assert all(torch.equal(result["out"][key], expected[key]) for key in expected)
+
+
+def test_stream_token_ids_found_in_a_byte_level_vocabulary():
+    """Llama-3 stores `]\\n` as the merged entry `]Ċ` (933): the id must come from encoding, not a string lookup."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    from modeling_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(vocab_size=300, special_tokens=["<v>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(["a]\nb ]\n, x"] * 50, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    processor = VideoLLMMoDProcessor(image_processor=VideoLLMMoDFrameProcessor(), tokenizer=tokenizer)
+    merged = tokenizer.convert_tokens_to_ids("]Ċ")
+    assert tokenizer.convert_tokens_to_ids("]\n") is None
+    assert (processor.stream_response_token_id, processor.video_token_id) == (merged, 0)
+    assert processor.frame_token_interval_id == tokenizer.convert_tokens_to_ids(",")
