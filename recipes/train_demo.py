@@ -78,54 +78,6 @@ def conversation_texts(dataset) -> list[str]:
     return sorted({m["content"] for row in dataset for m in row["conversation"] if m["content"]})
 
 
-@torch.no_grad()
-def evaluate_streams(model, processor, dataset, video_root: str, threshold: float = 0.0, seed: int = 0) -> dict:
-    """Held-out metrics of the model and of the two timing baselines (same text predictions)."""
-    from recipes.collator import VideoLLMMoDCollator
-    from recipes.metrics import aggregate_stream_metrics, stream_evaluate
-
-    model.eval()
-    collator = VideoLLMMoDCollator(processor, video_root=video_root)
-    interval = model.config.frame_token_interval_id
-    generator = torch.Generator().manual_seed(seed)
-    rate = speak_rate(dataset)
-    policies = {
-        "model": None,
-        "never_speak": lambda probs: torch.zeros(len(probs), dtype=torch.bool),
-        "random_same_rate": lambda probs: torch.rand(len(probs), generator=generator) < rate,
-    }
-    results = {name: [] for name in policies}
-    for row in dataset:
-        batch = collator([row])
-        for name, policy in policies.items():
-            results[name].append(
-                stream_evaluate(
-                    model,
-                    batch["input_ids"],
-                    batch["labels"],
-                    pixel_values_videos=batch["pixel_values_videos"],
-                    threshold=threshold,
-                    fire_policy=policy,
-                )
-            )
-    fps = dataset[0]["fps"]
-    out = {name: aggregate_stream_metrics(samples, fps) for name, samples in results.items()}
-    out["speak_rate"] = rate
-    out["interval_id"] = interval
-    return out
-
-
-def speak_rate(dataset) -> float:
-    """Fraction of learned frames at which the ground truth speaks."""
-    replies = frames = 0
-    for row in dataset:
-        for m in row["conversation"]:
-            if m["role"] == "stream":
-                frames += m["learn"]
-            replies += m["role"] == "assistant" and m["learn"]
-    return replies / max(frames, 1)
-
-
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default="runs/demo")
@@ -144,6 +96,7 @@ def main(argv: list[str] | None = None):
 
     from trl import SFTConfig
 
+    from recipes.evaluate import evaluate_streams, speak_rate
     from recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
 
     os.makedirs(args.work_dir, exist_ok=True)
@@ -183,8 +136,11 @@ def main(argv: list[str] | None = None):
         "val_rows": len(dataset["val"]),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "final_train_loss": trainer.state.log_history[-2].get("loss") if len(trainer.state.log_history) > 1 else None,
-        "threshold_0": evaluate_streams(model, processor, dataset["val"], video_root, threshold=0.0),
-        "threshold_0.725": evaluate_streams(model, processor, dataset["val"], video_root, threshold=0.725),
+        "speak_rate": speak_rate(dataset["val"]),
+        "threshold_0": evaluate_streams(model, processor, dataset["val"], video_root, threshold=0.0, baselines=True),
+        "threshold_0.725": evaluate_streams(
+            model, processor, dataset["val"], video_root, threshold=0.725, baselines=True
+        ),
         "command": "python -m recipes.train_demo " + " ".join(argv if argv is not None else []),
     }
     with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as f:

@@ -1,0 +1,532 @@
+"""VideoLLM-MoD: a streaming video LLM whose routed decoder layers process only the top-k vision tokens of each frame.
+
+Frames -> SigLIP (pooled token + hp x wp pooled patch grid) -> MLP connector -> placeholders of a Llama decoder. In a
+routed layer (Mixture-of-Depths, "LayerExpert") each frame keeps its k highest-scoring vision tokens; text and
+interval tokens always run. Kept tokens run through the unmodified Llama layer at their original positions; the
+others pass through unchanged and are absent from that layer's keys, values and cache.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, LlamaConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+)
+from transformers.utils import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
+
+from .cache_videollm_mod import VideoLLMMoDCache
+from .configuration_videollm_mod import VideoLLMMoDConfig
+from .streaming_videollm_mod import VideoLLMMoDStreamingMixin
+
+
+class VideoLLMMoDConnector(nn.Module):
+    """Vision features -> language embeddings: Linear -> exact GELU -> Linear, with biases (VideoLLM-online)."""
+
+    def __init__(self, config: VideoLLMMoDConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size, hidden, bias=True)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden, hidden, bias=True)
+
+    def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(frame_features)))
+
+
+def attention_mask_from_tags(
+    q_index: torch.Tensor,
+    kv_index: torch.Tensor,
+    kv_valid: torch.Tensor,
+    dtype: torch.dtype,
+    implementation: str,
+) -> torch.Tensor:
+    """Causal mask by token index, for queries and keys that may be any ordered subset of the sequence.
+
+    Args:
+        q_index: (B, Q) sequence index of each query.
+        kv_index, kv_valid: (B, K) sequence index of each key, and whether it is a real (non-padding) token.
+    Returns:
+        (B, 1, Q, K): bool for SDPA (True = attend), additive float for eager.
+    """
+    allowed = (kv_index[:, None, :] <= q_index[:, :, None]) & kv_valid[:, None, :]  # (B, Q, K)
+    # A padding query may see no key at all; SDPA would give NaN rows that later leak through 0 * NaN, so let such
+    # rows see every key (their outputs are never used).
+    allowed = allowed | ~allowed.any(-1, keepdim=True)
+    allowed = allowed[:, None]  # (B, 1, Q, K)
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+@dataclass
+class FrameLayout:
+    """Where the frames sit in a batch of token sequences: computed once per forward, shared by every layer.
+
+    Attributes:
+        video_mask: (B, L) bool, True at placeholder (vision) tokens.
+        frame_slots: (B, Nf, F) long, sequence index of each token of each frame; `L` (a dummy column) for the
+            missing frames of rows that hold fewer than `Nf` frames.
+        token_index: (B, L) long, index of each token in the whole sequence (past tokens included).
+        token_valid: (B, L) bool, False at padding.
+        kept_length: tokens per row that a routed layer processes (the most over the batch).
+        num_frames: frames in the batch.
+    """
+
+    video_mask: torch.Tensor
+    frame_slots: torch.Tensor
+    token_index: torch.Tensor
+    token_valid: torch.Tensor
+    kept_length: int
+    num_frames: int
+    dense_mask: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        video_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_length: int,
+        frame_num_tokens: int,
+        keep_per_frame: int,
+    ) -> "FrameLayout":
+        batch, length = video_mask.shape
+        device = video_mask.device
+        # One host sync per forward (not per layer): tensor shapes below depend on these counts.
+        counts = video_mask.sum(-1).tolist()
+        uneven = [c for c in counts if c % frame_num_tokens]
+        if uneven:
+            raise ValueError(
+                f"each row must hold whole frames of {frame_num_tokens} placeholder tokens; "
+                f"got {counts} placeholders per row"
+            )
+        max_frames = max(counts) // frame_num_tokens
+        kept_length = max(length - c + keep_per_frame * (c // frame_num_tokens) for c in counts)
+
+        # Vision tokens first, each row in sequence order: (B, L) -> the first Nf * F are the frames' tokens.
+        order = torch.argsort((~video_mask).to(torch.int8), dim=-1, stable=True)[:, : max_frames * frame_num_tokens]
+        present = torch.arange(order.shape[1], device=device) < video_mask.sum(-1, keepdim=True)
+        frame_slots = order.masked_fill(~present, length).view(batch, max_frames, frame_num_tokens)  # (B, Nf, F)
+
+        token_index = (torch.arange(length, device=device) + past_length).expand(batch, -1)
+        if attention_mask is None:
+            token_valid = torch.ones(batch, length, dtype=torch.bool, device=device)
+        else:
+            if attention_mask.dim() != 2:
+                raise ValueError(
+                    f"attention_mask must be 2-D (batch, length); got shape {tuple(attention_mask.shape)}"
+                )
+            token_valid = attention_mask[:, -length:].bool()
+        return cls(video_mask, frame_slots, token_index, token_valid, kept_length, sum(counts) // frame_num_tokens)
+
+
+class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
+    """A stock Llama decoder layer; in a routed layer, plus one visible routing step:
+    score -> top-k per frame -> gather -> layer -> weighted scatter."""
+
+    def __init__(self, config: VideoLLMMoDConfig, layer_idx: int):
+        super().__init__(config.text_config, layer_idx)
+        self.layer_idx = layer_idx
+        self.routed = layer_idx in config.mod_layers
+        self.selection = config.mod_selection
+        self.keep_per_frame = config.mod_keep_per_frame
+        self.router_scaling = config.mod_router_scaling
+        if self.routed and self.selection == "router":
+            self.router = nn.Linear(config.text_config.hidden_size, 1, bias=True)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        layout: FrameLayout,
+        position_ids: torch.LongTensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        cache: VideoLLMMoDCache | None = None,
+        use_cache: bool | None = False,
+        **kwargs,
+    ) -> torch.Tensor:
+        if not self.routed or layout.num_frames == 0:
+            return self.dense_forward(
+                hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs
+            )
+
+        batch, _, hidden = hidden_states.shape
+        scores = self.router(hidden_states).squeeze(-1) if self.selection == "router" else None  # (B, L)
+        kept = self.select(scores, layout)  # (B, L)
+        # Kept tokens first, in sequence order; rows that keep fewer tokens are padded with skipped ones.
+        order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[:, : layout.kept_length]  # (B, Lk)
+        is_kept = kept.gather(1, order)  # (B, Lk)
+        gather_idx = order.unsqueeze(-1).expand(-1, -1, hidden)  # (B, Lk, D)
+        sub_states = hidden_states.gather(1, gather_idx)  # (B, Lk, D)
+        sub_positions = position_ids.expand(batch, -1).gather(1, order)  # (B, Lk)
+        cos, sin = (
+            e.expand(batch, -1, -1).gather(1, order.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
+            for e in position_embeddings
+        )
+
+        q_index = layout.token_index.gather(1, order)
+        q_valid = layout.token_valid.gather(1, order) & is_kept
+        kv_index, kv_valid = self.tag_cache(cache, use_cache, q_index, q_valid)
+        mask = attention_mask_from_tags(
+            q_index, kv_index, kv_valid, sub_states.dtype, self.self_attn.config._attn_implementation
+        )
+        out = super().forward(
+            sub_states,
+            attention_mask=mask,
+            position_ids=sub_positions,
+            cache=cache,
+            use_cache=use_cache,
+            position_embeddings=(cos, sin),
+            **kwargs,
+        )
+        if scores is not None and self.router_scaling:
+            # MoD-style x + w * f(x), w = 2 sigmoid(score): the router's only gradient path, and 1 for a fresh router.
+            gate = torch.where(layout.video_mask.gather(1, order), 2 * torch.sigmoid(scores.gather(1, order)), 1.0)
+            out = sub_states + gate.unsqueeze(-1).to(out.dtype) * (out - sub_states)
+        out = torch.where(is_kept.unsqueeze(-1), out, sub_states)  # padding entries stay as they were
+        return hidden_states.scatter(1, gather_idx, out)
+
+    def dense_forward(self, hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs):
+        kv_index, kv_valid = self.tag_cache(cache, use_cache, layout.token_index, layout.token_valid)
+        # Dense layers cache every token, so they share one mask; a routed layer's cache holds a subset of its own.
+        mask = None if self.routed else layout.dense_mask
+        if mask is None:
+            mask = attention_mask_from_tags(
+                layout.token_index, kv_index, kv_valid, hidden_states.dtype, self.self_attn.config._attn_implementation
+            )
+            if not self.routed:
+                layout.dense_mask = mask
+        return super().forward(
+            hidden_states,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+
+    def tag_cache(self, cache, use_cache, q_index, q_valid):
+        """Record which tokens this layer caches; return the tags of every key it attends to (past + new)."""
+        if cache is None or not use_cache:
+            return q_index, q_valid
+        return cache.layers[self.layer_idx].tag(q_index, q_valid)
+
+    def select(self, scores: torch.Tensor | None, layout: FrameLayout) -> torch.Tensor:
+        """(B, L) bool: every non-vision token, plus the top-k vision tokens of each frame."""
+        slots = layout.frame_slots  # (B, Nf, F)
+        batch, num_slots, frame_tokens = slots.shape
+        k = self.keep_per_frame
+        if self.selection == "router":
+            padded = F.pad(scores.detach(), (0, 1))  # column L is the dummy slot of missing frames
+            frame_scores = padded.gather(1, slots.flatten(1)).view_as(slots).float()
+            top = frame_scores.topk(k, dim=-1).indices  # (B, Nf, k)
+        elif self.selection == "random":
+            top = torch.rand(slots.shape, device=slots.device).topk(k, dim=-1).indices
+        else:  # uniform: k evenly spaced tokens, the centres of k equal parts of the frame
+            centres = (torch.arange(k, device=slots.device) * 2 + 1) * frame_tokens // (2 * k)
+            top = centres.expand(batch, num_slots, -1)
+        chosen = slots.gather(2, top).flatten(1)  # (B, Nf * k)
+        kept = F.pad(~layout.video_mask, (0, 1)).scatter(1, chosen, True)
+        return kept[:, :-1]
+
+
+class VideoLLMMoDPreTrainedModel(PreTrainedModel):
+    config: VideoLLMMoDConfig
+    base_model_prefix = "model"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VideoLLMMoDDecoderLayer", "SiglipEncoderLayer"]
+    _skip_keys_device_placement = ["cache"]
+    # Routed layers need an explicit mask over the kept subset: SDPA and eager take one, the flash kernels do not.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _can_record_outputs = {"hidden_states": VideoLLMMoDDecoderLayer, "attentions": LlamaAttention}
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers guards remote `_init_weights` that write parameters in place; ours is the library's own (it
+        # uses `transformers.initialization`), and under that guard the SigLIP tower would initialise differently
+        # from a fresh `__init__` than when weights are missing from a checkpoint.
+        return False
+
+
+class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
+    """Backbone: vision tower, connector and the Llama decoder stack (stock Llama weight names)."""
+
+    # The decoder stack keeps LlamaModel's module names, so Llama's parallel plans apply as they are (routing works
+    # along the token axis and the router is a replicated Linear(hidden, 1)).
+    _tp_plan = LlamaConfig.base_model_tp_plan
+    _pp_plan = LlamaConfig.base_model_pp_plan
+
+    def __init__(self, config: VideoLLMMoDConfig):
+        super().__init__(config)
+        # The decoder layers are not a PreTrainedModel of their own, so the attention implementation chosen for the
+        # whole model does not reach `text_config` by itself.
+        if config.text_config._attn_implementation is None:
+            config.text_config._attn_implementation_internal = config._attn_implementation
+        text = config.text_config
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.connector = VideoLLMMoDConnector(config)
+        self.embed_tokens = nn.Embedding(text.vocab_size, text.hidden_size, text.pad_token_id)
+        self.layers = nn.ModuleList(
+            [VideoLLMMoDDecoderLayer(config, layer_idx) for layer_idx in range(text.num_hidden_layers)]
+        )
+        self.norm = LlamaRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=text)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.embed_tokens = value
+
+    @can_return_tuple
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """Encode frames with the vision tower.
+
+        Args:
+            pixel_values_videos: (T, 3, H, W) normalised frames, all videos of the batch in sequence order.
+        Returns:
+            The vision tower's output, with `pooler_output` replaced by the frame embeddings (T, F, hidden_size).
+        """
+        vision = self.vision_tower(pixel_values_videos.to(self.vision_tower.dtype), return_dict=True, **kwargs)
+        vision.pooler_output = self.connector(self.pool_frame_tokens(vision))
+        return vision
+
+    def pool_frame_tokens(self, vision: BaseModelOutputWithPooling) -> torch.Tensor:
+        """(T, F, vision_hidden): the pooled token, then the patch grid average-pooled to hp x wp, row-major."""
+        patches = vision.last_hidden_state  # (T, N, Dv), N = g * g
+        frames, num_patches, dim = patches.shape
+        side = int(num_patches**0.5)
+        grid = patches.transpose(1, 2).reshape(frames, dim, side, side)  # (T, Dv, g, g)
+        pooled = (
+            F.adaptive_avg_pool2d(grid, self.config.frame_token_pooled).flatten(2).transpose(1, 2)
+        )  # (T, hp*wp, Dv)
+        return torch.cat([vision.pooler_output[:, None], pooled], dim=1)  # (T, F, Dv)
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the placeholder positions, from `input_ids` or by comparison with the placeholder embedding."""
+        if input_ids is not None:
+            return input_ids == self.config.video_token_id
+        if self.config.video_token_id >= self.embed_tokens.num_embeddings:
+            raise ValueError(
+                f"video_token_id={self.config.video_token_id} has no embedding row "
+                f"(vocabulary of {self.embed_tokens.num_embeddings}): pass input_ids to locate placeholders"
+            )
+        placeholder = self.embed_tokens(torch.tensor(self.config.video_token_id, device=inputs_embeds.device))
+        return (inputs_embeds == placeholder).all(-1)
+
+    def embed(self, input_ids, inputs_embeds, video_mask, pixel_values_videos, frame_features) -> torch.Tensor:
+        """Text embeddings with the frames' embeddings scattered over the placeholders."""
+        has_frames = pixel_values_videos is not None or frame_features is not None
+        if inputs_embeds is None:
+            # The placeholder may lie outside the vocabulary (converted checkpoints): embed it as id 0, then overwrite.
+            inputs_embeds = self.embed_tokens(input_ids.masked_fill(video_mask, 0) if has_frames else input_ids)
+        if not has_frames:
+            return inputs_embeds
+        if pixel_values_videos is not None:
+            video_embeds = self.get_video_features(pixel_values_videos).pooler_output
+        else:
+            video_embeds = self.connector(frame_features.to(self.connector.linear_1.weight.dtype))
+        frames, frame_tokens = video_embeds.shape[:2]
+        num_placeholders = int(video_mask.sum())
+        if num_placeholders != frames * frame_tokens:
+            raise ValueError(
+                f"the input holds {num_placeholders} placeholder tokens but {frames} frames x {frame_tokens} tokens "
+                f"per frame = {frames * frame_tokens} frame embeddings were given"
+            )
+        video_embeds = video_embeds.to(inputs_embeds.dtype).flatten(0, 1)
+        return inputs_embeds.masked_scatter(video_mask.unsqueeze(-1), video_embeds)
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: VideoLLMMoDCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        frame_features: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            input_ids: (B, L) token ids, each frame expanded to `frame_num_tokens` placeholders.
+            attention_mask: (B, past + L) 1 for real tokens, 0 for padding.
+            position_ids: (B, L); by default they continue from the tokens already in `cache`.
+            cache: a [`VideoLLMMoDCache`] (an empty `DynamicCache` is replaced by one).
+            pixel_values_videos: (T, 3, H, W) the frames of the placeholders of this call, in sequence order.
+            frame_features: (T, frame_num_tokens, vision_hidden_size) pre-computed frame features instead of pixels.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("specify exactly one of input_ids or inputs_embeds")
+        if pixel_values_videos is not None and frame_features is not None:
+            raise ValueError("specify at most one of pixel_values_videos or frame_features")
+        video_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
+        inputs_embeds = self.embed(input_ids, inputs_embeds, video_mask, pixel_values_videos, frame_features)
+        if pixel_values_videos is None and frame_features is None:
+            # Without frames, placeholder ids are ordinary tokens (as in transformers' VLMs): nothing to route.
+            video_mask = torch.zeros_like(video_mask)
+
+        if use_cache is None:
+            use_cache = self.config.text_config.use_cache and not self.training
+        if use_cache and (
+            cache is None or (not getattr(cache, "is_videollm_mod_cache", False) and not cache.get_seq_length())
+        ):
+            cache = VideoLLMMoDCache(len(self.layers))  # generate() offers an empty DynamicCache: take ours instead
+        if cache is not None and not getattr(cache, "is_videollm_mod_cache", False):
+            raise ValueError(
+                f"cache must be a VideoLLMMoDCache (routed layers cache subsets); got {type(cache).__name__}"
+            )
+        past_length = cache.get_seq_length() if cache is not None else 0
+        length = inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = (torch.arange(length, device=inputs_embeds.device) + past_length).unsqueeze(0)
+
+        layout = FrameLayout.build(
+            video_mask, attention_mask, past_length, self.config.frame_num_tokens, self.config.mod_keep_per_frame
+        )
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
+        hidden_states = inputs_embeds
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                layout=layout,
+                position_ids=position_ids,
+                position_embeddings=position_embeddings,
+                cache=cache,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        if cache is not None and use_cache:
+            cache.seen_tokens += length
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
+
+
+class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin, VideoLLMMoDStreamingMixin):
+    """VideoLLM-MoD with a language-modelling head; the loss weights the per-frame decision by `stream_loss_weight`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: VideoLLMMoDConfig):
+        super().__init__(config)
+        # save_pretrained writes the auto_map entry of the saved class only; name the backbone for AutoModel too.
+        config.auto_map = {
+            "AutoModel": "modeling_videollm_mod.VideoLLMMoDModel",
+            **(getattr(config, "auto_map", None) or {}),
+        }
+        self.model = VideoLLMMoDModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module):
+        self.lm_head = new_embeddings
+
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_video_features(pixel_values_videos, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and inputs.get("use_cache", True):
+            # Like `pixel_values_videos`, which generate() drops itself: the frames belong to the prefill only.
+            inputs.pop("frame_features", None)
+        return inputs
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: VideoLLMMoDCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        frame_features: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            labels: (B, L) targets aligned with `input_ids` (shifted inside), -100 where no loss is taken.
+            Other arguments: see [`VideoLLMMoDModel.forward`].
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        shift_labels = kwargs.pop("shift_labels", None)  # pre-shifted targets (sequence/context parallelism)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            pixel_values_videos=pixel_values_videos,
+            frame_features=frame_features,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        if self.config.suppress_video_token_logit and self.config.video_token_id < logits.shape[-1]:
+            logits = logits.index_fill(
+                -1, torch.tensor([self.config.video_token_id], device=logits.device), torch.finfo(logits.dtype).min
+            )
+
+        loss = None
+        if labels is not None or shift_labels is not None:
+            video_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds)
+            loss = self.stream_loss(logits, video_mask, labels, shift_labels, num_items_in_batch)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def stream_loss(
+        self,
+        logits: torch.Tensor,
+        video_mask: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy; predictions made at placeholder positions (the per-frame decision) are weighted
+        by `stream_loss_weight`; the sum is divided by the number of labelled tokens (VideoLLM-online).
+
+        `labels` (B, L) are aligned with the inputs and shifted here; `shift_labels` (B, L) are already the target
+        of each position (-100 at the end) and take precedence."""
+        if shift_labels is None:
+            shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)
+        targets = shift_labels.to(logits.device)  # (B, L): the token each position predicts
+        logits = logits[:, -targets.shape[1] :].float()  # (B, L, V)
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+        weights = torch.where(video_mask[:, -targets.shape[1] :], self.config.stream_loss_weight, 1.0).flatten()
+        denominator = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum().clamp(min=1)
+        return (nll * weights).sum() / denominator
+
+
+VideoLLMMoDConfig.register_for_auto_class()
+VideoLLMMoDModel.register_for_auto_class("AutoModel")
+VideoLLMMoDForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["VideoLLMMoDForCausalLM", "VideoLLMMoDModel", "VideoLLMMoDPreTrainedModel"]

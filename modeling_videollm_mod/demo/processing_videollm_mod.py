@@ -1,0 +1,533 @@
+"""Processor of VideoLLM-MoD: the VideoLLM-online "live1+" stream text format, placeholder expansion, labels, frames.
+
+Text format (kept character for character; converted checkpoints depend on it):
+
+    <bos>{system}\\n                         system (prepended with `system_prompt` when the conversation has none)
+    \\n[<v>*F,<v>*F,...,<v>*F]                a stream of frames, F = frame_num_tokens placeholders each
+    \\nUser: {text}                           user turn
+    \\nAssistant: {text}<eos>                 assistant turn
+    suffixes: `\\n[` (stream prompt), `]\\nAssistant:` (stream generation prompt), `\\nAssistant:` (generation)
+
+Labels are aligned with `input_ids` (the model shifts them): a stream learns its first `learn` frames, the label of
+frame i sitting on the token that follows its last placeholder (`,` = stay silent, or `]\\n` = speak for the stream's
+last frame); a learned assistant turn labels `Assistant: {text}<eos>`. Everything else is -100.
+
+Messages are dicts `{"role": "system" | "user" | "assistant" | "stream", "content": str, "learn": int | bool,
+"num_frames": int, "time": float}` (the prepared datasets' schema; `time` is not used for the text).
+
+Training entry points:
+
+    processor(conversation, videos=None, frame_features=None, *, add_generation_prompt=False,
+              add_stream_prompt=False, add_stream_generation_prompt=False, return_labels=None,
+              return_tensors="pt") -> BatchFeature
+        One conversation (list of messages) or a batch (list of lists), left-padded. Keys: `input_ids`,
+        `attention_mask`, `labels` (when a message learns or `return_labels=True`), `pixel_values_videos`
+        (ΣT, 3, S, S) for `videos` or `frame_features` (ΣT, F, D) passed through.
+
+    processor.prepare_row(row, frames=None, frame_features=None, video_root=None) -> dict[str, torch.Tensor]
+        One prepared dataset row (`conversation`, and `video`, `fps`, `start_frame`, `stop_frame`, `num_frames`)
+        -> unpadded 1-D `input_ids`, `labels` and the row's `pixel_values_videos` or `frame_features`. `frames` /
+        `frame_features` may hold the whole video (sliced to `[start_frame, stop_frame)`) or just the row's frames;
+        with neither, the frames are decoded from `video_root/row["video"]` at `row["fps"]`.
+
+Video decoding uses PyAV (imported when needed): `load_video(path, fps=2.0)` -> (uint8 (T, H, W, 3), timestamps);
+frame i is the last source frame shown at time i / fps, for i / fps < duration.
+"""
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_processing_utils import BaseImageProcessor
+
+SYSTEM_PROMPT = (
+    "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "
+    "the list of video frames received by the assistant."
+)
+
+# The live1+ template in Jinja, for `processor.apply_chat_template(messages, tokenize=False)`: one `<v>` per frame,
+# which the processor expands to `frame_num_tokens` placeholders (the Python renderer below is the one that tokenises
+# and must give the same text; a test pins that).
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ bos_token + message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ (']' if add_stream_query_prompt else '') + '\\nUser: ' "
+    "+ message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ '\\nAssistant: ' + message['content'] + eos_token }}"
+    "{%- elif message['role'] == 'stream' and message['num_frames'] > 0 -%}"
+    "{{ '\\n[' + (['<v>'] * message['num_frames']) | join(',') + ']' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_stream_prompt -%}{{ '\\n[' }}"
+    "{%- elif add_stream_generation_prompt -%}{{ ']\\nAssistant:' }}"
+    "{%- elif add_generation_prompt -%}{{ '\\nAssistant:' }}"
+    "{%- endif -%}"
+)
+
+_TIME_EPS = 1e-6
+
+
+class VideoDecodingError(ValueError):
+    """A video file that is missing, empty, truncated or not a video; the message names the file."""
+
+
+def _open_video(path: str | os.PathLike):
+    import av
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoDecodingError(f"{path}: video file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodingError(f"{path}: video file is empty (0 bytes)")
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoDecodingError(f"{path}: not a readable video (truncated or not a video file: {e})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodingError(f"{path}: the file has no video stream")
+    return container
+
+
+def video_num_frames(path: str | os.PathLike, fps: float = 2.0) -> int | None:
+    """Frames `iter_video_frames(path, fps)` will yield, from the container header (None when it has no duration)."""
+    container = _open_video(path)
+    try:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        else:
+            return None
+    finally:
+        container.close()
+    return max(1, math.ceil(duration * fps - _TIME_EPS))
+
+
+def iter_video_frames(path: str | os.PathLike, fps: float = 2.0) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode a video resampled to `fps`, frame by frame: yields `(i / fps, uint8 (H, W, 3) RGB)` where frame i is
+    the last source frame shown at time i / fps (what `ffmpeg -r fps` outputs), for i / fps before the end."""
+    if not fps > 0:
+        raise ValueError(f"fps={fps} must be positive")
+    container = _open_video(path)
+    name = os.fspath(path)
+    try:
+        stream = container.streams.video[0]
+        end = None
+        if stream.duration is not None and stream.time_base is not None:
+            end = float(stream.duration * stream.time_base)
+        index, previous, last_time = 0, None, None
+        try:
+            for frame in container.decode(video=0):
+                # every grid time before this frame's timestamp shows the previous source frame
+                while previous is not None and index / fps < frame.time - _TIME_EPS:
+                    yield index / fps, previous
+                    index += 1
+                previous, last_time = frame.to_ndarray(format="rgb24"), frame.time
+        except Exception as e:  # PyAV raises FFmpegError subclasses on corrupt data
+            raise VideoDecodingError(f"{name}: cannot decode video (truncated or corrupt: {e})") from None
+        if previous is None:
+            raise VideoDecodingError(f"{name}: no decodable video frame (empty or truncated video)")
+        # the last source frame stays on screen until the end of the video
+        if end is None:
+            rate = float(stream.average_rate) if stream.average_rate else fps
+            end = last_time + 1 / rate
+        while index == 0 or index / fps < end - _TIME_EPS:
+            yield index / fps, previous
+            index += 1
+    finally:
+        container.close()
+
+
+def load_video(path: str | os.PathLike, fps: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a whole video at `fps`.
+
+    Returns:
+        frames: uint8 (T, H, W, 3) RGB; timestamps: float64 (T,) seconds, `i / fps`.
+    """
+    times, frames = zip(*iter_video_frames(path, fps), strict=True)
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+class VideoLLMMoDFrameProcessor(BaseImageProcessor):
+    r"""
+    Frames -> vision tower input, as VideoLLM-online prepares them: shrink the longer side to `size` (bicubic, the
+    other side even, aspect kept), pad to `size x size` with black centred, scale to [0, 1] and normalise (SigLIP:
+    mean = std = 0.5). Torch ops only (no torchvision, no Pillow at run time).
+
+    Args:
+        size (`int`, defaults to 384): side of the square frame (the vision tower's `image_size`).
+        image_mean, image_std (`list[float]`, default `[0.5] * 3`): normalisation.
+        fps (`float`, defaults to 2.0): frame rate at which videos are decoded (the training grid).
+    """
+
+    model_input_names = ["pixel_values_videos"]
+
+    def __init__(
+        self,
+        size: int = 384,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        fps: float = 2.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.fps = float(fps)
+
+    def __call__(self, videos, **kwargs) -> BatchFeature:
+        return self.preprocess(videos, **kwargs)
+
+    def to_frames(self, video) -> torch.Tensor:
+        """One video (or one frame) as uint8/float (T, 3, H, W); accepts THWC/TCHW/HWC/CHW arrays or tensors, or a
+        list of frames."""
+        if isinstance(video, (list, tuple)):
+            frames = [self.to_frames(frame) for frame in video]
+            shapes = {tuple(f.shape[1:]) for f in frames}
+            if len(shapes) > 1:
+                raise ValueError(f"frames of one video must share a shape; got {sorted(shapes)}")
+            return torch.cat(frames) if frames else torch.empty(0, 3, self.size, self.size)
+        frames = torch.as_tensor(np.asarray(video)) if not isinstance(video, torch.Tensor) else video
+        if frames.dim() == 3:
+            frames = frames[None]
+        if frames.dim() != 4 or (frames.shape[-1] != 3 and frames.shape[1] != 3):
+            raise ValueError(
+                f"a frame must be RGB with shape (H, W, 3) or (3, H, W) (a video: (T, H, W, 3) or (T, 3, H, W)); "
+                f"got shape {tuple(frames.shape)}"
+            )
+        if frames.shape[-1] == 3 and frames.shape[1] != 3:
+            frames = frames.permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
+        return frames
+
+    def preprocess(self, videos, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        """
+        Args:
+            videos: one video or a list of videos (each (T, H, W, 3) / (T, 3, H, W) uint8, or a list of frames).
+        Returns:
+            `BatchFeature` with `pixel_values_videos`: float32 (ΣT, 3, size, size), videos concatenated in order.
+        """
+        if isinstance(videos, (list, tuple)) and videos and self._is_video(videos[0]):
+            frames = torch.cat([self.to_frames(v) for v in videos])
+        else:
+            frames = self.to_frames(videos)
+        return BatchFeature({"pixel_values_videos": self.transform(frames)}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _is_video(item) -> bool:
+        return isinstance(item, (list, tuple)) or np.ndim(item) == 4
+
+    def transform(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) uint8 (0..255) -> (T, 3, size, size) normalised float32."""
+        frames = frames.float()
+        height, width = frames.shape[-2:]
+        scale = self.size / max(height, width)
+        # the longer side becomes `size`; the other keeps the aspect, rounded to an even size (ffmpeg's scale=-2)
+        new_h = self.size if height >= width else max(2, round(height * scale / 2) * 2)
+        new_w = self.size if width > height else max(2, round(width * scale / 2) * 2)
+        if (new_h, new_w) != (height, width) and frames.shape[0]:
+            frames = F.interpolate(frames, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+            frames = frames.clamp(0, 255)
+        top, left = (self.size - new_h) // 2, (self.size - new_w) // 2
+        frames = F.pad(frames, (left, self.size - new_w - left, top, self.size - new_h - top), value=0.0)
+        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        return (frames / 255.0 - mean) / std  # (T, 3, size, size)
+
+
+class VideoLLMMoDProcessor(ProcessorMixin):
+    r"""
+    Tokenizer + frame processor + the live1+ stream template of VideoLLM-MoD (see the module docstring).
+
+    Args:
+        image_processor ([`VideoLLMMoDFrameProcessor`]): frames -> `pixel_values_videos` (the `image_processor` slot
+            works without torchvision; transformers' video slot needs it).
+        tokenizer: a fast tokenizer with `<v>` as a special token and `,` / `]\n` as single tokens.
+        chat_template (`str`, *optional*): Jinja form of the template (defaults to the live1+ one).
+        frame_num_tokens (`int`, defaults to 10): placeholders per frame (`config.frame_num_tokens`).
+        system_prompt (`str`, *optional*): prepended as the system message when a conversation has none
+            (VideoLLM-online's live1+ default); `""` keeps `<bos>\n`.
+        video_token, frame_token_interval, stream_response_token (`str`): `<v>`, `,` and `]\n`.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        frame_num_tokens: int = 10,
+        system_prompt: str = SYSTEM_PROMPT,
+        video_token: str = "<v>",
+        frame_token_interval: str = ",",
+        stream_response_token: str = "]\n",
+        **kwargs,
+    ):
+        self.frame_num_tokens = int(frame_num_tokens)
+        self.system_prompt = system_prompt
+        self.video_token = video_token
+        self.frame_token_interval = frame_token_interval
+        self.stream_response_token = stream_response_token
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+
+    # ---------------------------------------------------------------- ids of the stream tokens
+    @property
+    def video_token_id(self) -> int:
+        return self.single_token_id(self.video_token)
+
+    @property
+    def frame_token_interval_id(self) -> int:
+        return self.single_token_id(self.frame_token_interval)
+
+    @property
+    def stream_response_token_id(self) -> int:
+        return self.single_token_id(self.stream_response_token)
+
+    def single_token_id(self, text: str) -> int:
+        """The id of `text`, which must encode to exactly one token. Encoding, not `convert_tokens_to_ids`: a
+        byte-level vocabulary stores `]\n` as `]Ċ` (Llama-3's 933), so a lookup by the plain string would miss."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the stream token {text!r} must be a single token; the tokenizer gives {ids}")
+        return ids[0]
+
+    def check_model_config(self, config) -> None:
+        """Raise a ValueError naming the field if the processor and a model config disagree on the stream tokens."""
+        pairs = {
+            "frame_num_tokens": (self.frame_num_tokens, config.frame_num_tokens),
+            "video_token_id": (self.video_token_id, config.video_token_id),
+            "frame_token_interval_id": (self.frame_token_interval_id, config.frame_token_interval_id),
+            "stream_response_token_id": (self.stream_response_token_id, config.stream_response_token_id),
+        }
+        bad = {name: values for name, values in pairs.items() if values[0] != values[1]}
+        if bad:
+            details = ", ".join(f"{name}: processor {p} vs config {c}" for name, (p, c) in bad.items())
+            raise ValueError(f"processor and model config disagree on the stream tokens ({details})")
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a piece of the stream format (no special tokens added)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ---------------------------------------------------------------- rendering
+    def render(
+        self,
+        conversation: Sequence[dict],
+        add_generation_prompt: bool = False,
+        add_stream_prompt: bool = False,
+        add_stream_generation_prompt: bool = False,
+    ) -> tuple[str, list[tuple[int, int]], int]:
+        """The conversation as live1+ text with placeholders expanded.
+
+        Returns:
+            text; learn ranges as character spans `[start, stop)`; the number of frames.
+        """
+        messages = list(conversation)
+        if self.system_prompt is not None and (not messages or messages[0]["role"] != "system"):
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        bos, eos = self.tokenizer.bos_token or "", self.tokenizer.eos_token
+        frame = self.video_token * self.frame_num_tokens
+        parts: list[str] = []
+        ranges: list[tuple[int, int]] = []
+        length, num_frames = 0, 0
+
+        def emit(piece: str) -> int:
+            nonlocal length
+            parts.append(piece)
+            length += len(piece)
+            return length
+
+        for index, message in enumerate(messages):
+            role, content = message["role"], message.get("content") or ""
+            learn = message.get("learn", False)
+            if role == "system":
+                if index:
+                    raise ValueError(f"message {index}: a system message must come first")
+                emit(bos + content + "\n")
+            elif role == "user":
+                emit("\nUser: " + content)
+            elif role == "assistant":
+                start = emit("\nAssistant: ") - len("Assistant: ")
+                stop = emit(content + eos)
+                if learn:
+                    ranges.append((start, stop))
+            elif role == "stream":
+                count = int(message.get("num_frames") or 0)
+                if count < 0:
+                    raise ValueError(f"message {index}: num_frames={count} must be >= 0")
+                if count == 0:
+                    continue
+                learned = count if learn is True else int(learn or 0)
+                emit("\n[")
+                for f in range(count):
+                    after = emit(frame)  # the `,` or `]` that follows the frame's last placeholder
+                    if f < learned:
+                        # the last frame's range covers `]\n` (one token), as VideoLLM-online extends it by one
+                        ranges.append((after, after + (2 if f == count - 1 else 1)))
+                    emit(self.frame_token_interval if f < count - 1 else "]")
+                num_frames += count
+            else:
+                raise ValueError(f"message {index}: unknown role {role!r} (system, user, assistant or stream)")
+        if add_stream_prompt:
+            emit("\n[")
+        elif add_stream_generation_prompt:
+            emit("]\nAssistant:")
+        elif add_generation_prompt:
+            emit("\nAssistant:")
+        return "".join(parts), ranges, num_frames
+
+    def tokenize_with_labels(self, text: str, ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        """Tokenise `text`; label (= the token id) every token that starts inside a learn range, -100 elsewhere."""
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+        starts = np.asarray([start for start, _ in offsets], dtype=np.int64)
+        learned = np.zeros(len(ids), dtype=bool)
+        for start, stop in ranges:
+            learned |= (starts >= start) & (starts < stop)
+        labels = np.where(learned, np.asarray(ids, dtype=np.int64), -100).tolist()
+        return ids, labels
+
+    # ---------------------------------------------------------------- main call
+    def __call__(
+        self,
+        conversation: Sequence[dict] | Sequence[Sequence[dict]] | None = None,
+        videos=None,
+        frame_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        add_generation_prompt: bool = False,
+        add_stream_prompt: bool = False,
+        add_stream_generation_prompt: bool = False,
+        return_labels: bool | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Encode one conversation or a batch of them (left-padded), with their frames.
+
+        Args:
+            conversation: a list of messages, or a list of such lists (a batch).
+            videos: the frames of the streams, in order: per conversation a (T, H, W, 3) / (T, 3, H, W) uint8
+                array or tensor, or a list of frames; a list of those for a batch.
+            frame_features: pre-computed frame features instead of `videos`: (T, F, D) per conversation.
+            text: instead of `conversation`, ready text(s) with one `<v>` per frame (expanded here); no labels.
+            add_generation_prompt, add_stream_prompt, add_stream_generation_prompt: the template's suffixes.
+            return_labels: add `labels` (default: when any message learns).
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask` (B, L), `labels` (B, L), and `pixel_values_videos`
+            (ΣT, 3, S, S) or `frame_features` (ΣT, F, D).
+        """
+        if (conversation is None) == (text is None):
+            raise ValueError("give exactly one of conversation or text")
+        batched = text is not None and not isinstance(text, str)
+        if conversation is not None:
+            batched = bool(conversation) and not isinstance(conversation[0], dict)
+        samples = (conversation if batched else [conversation]) if text is None else (text if batched else [text])
+
+        rows, num_frames = [], []
+        for sample in samples:
+            if text is None:
+                rendered, ranges, count = self.render(
+                    sample, add_generation_prompt, add_stream_prompt, add_stream_generation_prompt
+                )
+            else:
+                count = sample.count(self.video_token)
+                rendered, ranges = sample.replace(self.video_token, self.video_token * self.frame_num_tokens), []
+            rows.append(self.tokenize_with_labels(rendered, ranges))
+            num_frames.append(count)
+        if return_labels is None:
+            return_labels = any(label != -100 for _, labels in rows for label in labels)
+
+        length = max(len(ids) for ids, _ in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        data = {
+            "input_ids": [[pad_id] * (length - len(ids)) + ids for ids, _ in rows],
+            "attention_mask": [[0] * (length - len(ids)) + [1] * len(ids) for ids, _ in rows],
+        }
+        if return_labels:
+            data["labels"] = [[-100] * (length - len(labels)) + labels for _, labels in rows]
+        data = {key: torch.tensor(value, dtype=torch.long) for key, value in data.items()}
+
+        if videos is not None and frame_features is not None:
+            raise ValueError("give at most one of videos or frame_features")
+        if videos is not None:
+            per_sample = list(videos) if batched else [videos]
+            frames = [self.image_processor.to_frames(v) for v in per_sample]
+            self._check_frame_counts([f.shape[0] for f in frames], num_frames, "videos")
+            data["pixel_values_videos"] = self.image_processor.transform(torch.cat(frames))
+        elif frame_features is not None:
+            per_sample = list(frame_features) if batched else [frame_features]
+            self._check_frame_counts([f.shape[0] for f in per_sample], num_frames, "frame_features")
+            data["frame_features"] = torch.cat([torch.as_tensor(f) for f in per_sample])
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _check_frame_counts(given: list[int], expected: list[int], name: str) -> None:
+        if len(given) != len(expected) or given != expected:
+            raise ValueError(f"{name} hold {given} frames per conversation but the streams have {expected}")
+
+    # ---------------------------------------------------------------- datasets
+    def prepare_row(
+        self,
+        row: dict,
+        frames=None,
+        frame_features: torch.Tensor | None = None,
+        video_root: str | os.PathLike | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One prepared dataset row -> unpadded model inputs (see the module docstring); for a training collator.
+
+        Returns:
+            `input_ids`, `labels`: (L,) long; `pixel_values_videos` (T, 3, S, S) or `frame_features` (T, F, D).
+        """
+        conversation = row["conversation"]
+        if isinstance(conversation, dict):  # a datasets "columnar" struct list: {role: [...], content: [...], ...}
+            keys = list(conversation)
+            conversation = [
+                dict(zip(keys, values, strict=True)) for values in zip(*conversation.values(), strict=True)
+            ]
+        count = sum(int(m.get("num_frames") or 0) for m in conversation if m["role"] == "stream")
+        start = int(row.get("start_frame") or 0)
+        if frames is None and frame_features is None and count:
+            if video_root is None:
+                raise ValueError("give frames, frame_features or video_root for a row with stream frames")
+            frames, _ = load_video(os.path.join(video_root, row["video"]), fps=row.get("fps") or 2.0)
+        source = frames if frames is not None else frame_features
+        if source is not None and len(source) != count:
+            if len(source) < start + count:
+                raise ValueError(
+                    f"row {row.get('video_uid', '?')}: {len(source)} frames given but the row needs {count} "
+                    f"(frames [{start}, {start + count}) of the video)"
+                )
+            source = source[start : start + count]
+        encoding = self(
+            conversation,
+            videos=source if frames is not None else None,
+            frame_features=source if frame_features is not None else None,
+            return_labels=True,
+        )
+        out = {"input_ids": encoding["input_ids"][0], "labels": encoding["labels"][0]}
+        for key in ("pixel_values_videos", "frame_features"):
+            if key in encoding:
+                out[key] = encoding[key]
+        return out
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values_videos"]
+
+
+VideoLLMMoDFrameProcessor.register_for_auto_class("AutoImageProcessor")
+VideoLLMMoDProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "VideoDecodingError",
+    "VideoLLMMoDFrameProcessor",
+    "VideoLLMMoDProcessor",
+    "iter_video_frames",
+    "load_video",
+    "video_num_frames",
+]
