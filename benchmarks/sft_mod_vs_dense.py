@@ -41,7 +41,7 @@ def run_variant(mod: bool, args: argparse.Namespace, queue) -> None:
     cuda = torch.cuda.is_available()
     tokenizer = build_stream_tokenizer([*TEXTS, "Narrate."], vocab_size=200)
     overrides = {} if mod else {"mod_layers": []}
-    config = benchmark_config(vocab_size=1024, **stream_token_ids(tokenizer), **overrides)
+    config = benchmark_config(**stream_token_ids(tokenizer), **overrides)  # vocabulary 1024 > the tokenizer's
     processor = VideoLLMMoDProcessor(
         image_processor=VideoLLMMoDFrameProcessor(size=config.vision_config.image_size),
         tokenizer=tokenizer,
@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None):
         queue = context.Queue()
         process = context.Process(target=run_variant, args=(mod, args, queue))
         process.start()
-        results["mod" if mod else "dense"] = queue.get()
         process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"the {'MoD' if mod else 'dense'} run failed (exit code {process.exitcode})")
+        results["mod" if mod else "dense"] = queue.get()
     out = {
         **results,
         "time_ratio_mod_over_dense": results["mod"]["step_s"] / results["dense"]["step_s"],
