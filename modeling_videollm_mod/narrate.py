@@ -2,6 +2,7 @@
 
     videollm-mod narrate cooking.mp4 --model path/or/repo --fps 2 --threshold 0.725 \\
         --query "Please narrate the video in real time." --query-time 0 --json conversation.json
+    videollm-mod narrate --demo      # a freshly rendered synthetic video (not seen in training), the demo model
 
 Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames; `--json` writes
 the conversation as a list of `{"time", "role", "text"}`. Not part of the remote code.
@@ -20,7 +21,11 @@ DEMO_MODEL = Path(__file__).parent / "demo"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="videollm-mod narrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("video", help="video file (decoded with PyAV)")
+    parser.add_argument("video", nargs="?", help="video file (decoded with PyAV)")
+    parser.add_argument(
+        "--demo", action="store_true", help="render a held-out synthetic video (data_scripts.synthetic) and narrate it"
+    )
+    parser.add_argument("--seed", type=int, default=2024, help="with --demo: the synthetic video's seed")
     parser.add_argument(
         "--model", default=None, help=f"checkpoint folder or Hub repo (default: the bundled demo model, {DEMO_MODEL})"
     )
@@ -38,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if (args.video is None) == (not args.demo):
+        parser.error("give a VIDEO file or --demo (not both)")
     if not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold} must lie in [0, 1]")
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
@@ -60,8 +67,38 @@ def resolve_model(model: str | None) -> str:
     return str(DEMO_MODEL)
 
 
+def render_demo_video(folder: str, seed: int) -> str:
+    """One synthetic video like the demo model's training data (32 px, 20 s, a shape event every ~2.5 s), from a
+    seed the training set did not use; returns its path."""
+    from data_scripts import synthetic
+
+    paths = synthetic.generate_dataset(
+        os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=32, seed=seed,
+        num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=0.0, test_fraction=0.0,
+    )  # fmt: skip
+    return str(next(Path(paths["ego4d_videos"]).glob("*.mp4")))
+
+
+def write_json_atomically(path: str, conversation: list[dict]) -> None:
+    """Write to a temporary name and rename, so that an interrupted run never leaves a half-written file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    Path(tmp).write_text(json.dumps(conversation, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.demo:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            args.video = render_demo_video(folder, args.seed)
+            print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.video)})")
+            return narrate(args)
+    return narrate(args)
+
+
+def narrate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoProcessor
@@ -110,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
         if args.json_out is not None:
-            Path(args.json_out).write_text(json.dumps(conversation, indent=2, ensure_ascii=False) + "\n")
+            write_json_atomically(args.json_out, conversation)
     return 0
 
 

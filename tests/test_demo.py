@@ -67,3 +67,28 @@ def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
     assert events, "the demo says nothing over 8 seconds with an event every ~2 seconds"
     pattern = r"C sees (a|the) (red|green|blue|yellow) (circle|square|triangle) (appear|disappear|move \w+|turn \w+)\."
     assert all(re.fullmatch(pattern, e.text) for e in events), [e.text for e in events]
+
+
+def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path):
+    """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it."""
+    import json
+
+    from modeling_videollm_mod import narrate
+
+    out = tmp_path / "conversation.json"
+    assert narrate.main(["--demo", "--no-progress", "--json", str(out)]) == 0
+    events = json.loads(out.read_text())
+    assert events and {e["role"] for e in events} == {"assistant"}
+    times = [e["time"] for e in events]
+    assert times == sorted(times) and all(0 <= t < 20 and (t * 2).is_integer() for t in times)
+    assert not list(tmp_path.glob("*.tmp-*")), "the JSON is written to a temporary name and renamed"
+
+
+def test_narrate_needs_a_video_or_demo(capsys):
+    import pytest
+
+    from modeling_videollm_mod import narrate
+
+    with pytest.raises(SystemExit):
+        narrate.main([])
+    assert "give a VIDEO file or --demo" in capsys.readouterr().err
