@@ -92,3 +92,14 @@ def test_narrate_needs_a_video_or_demo(capsys):
     with pytest.raises(SystemExit):
         narrate.main([])
     assert "give a VIDEO file or --demo" in capsys.readouterr().err
+
+
+def test_demo_remote_code_is_the_package_code():
+    """The code that ships next to the demo weights is the current remote code, not a stale copy."""
+    from pathlib import Path
+
+    package = Path(__file__).parents[1] / "modeling_videollm_mod"
+    shipped = sorted((package / "demo").glob("*_videollm_mod.py"))
+    assert [p.name for p in shipped] == sorted(p.name for p in package.glob("*_videollm_mod.py"))
+    for path in shipped:
+        assert path.read_text() == (package / path.name).read_text(), path.name
