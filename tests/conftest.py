@@ -1,3 +1,12 @@
+import os
+import tempfile
+
+# Tests never touch the user's caches and never download: set before datasets / transformers are imported. A shared
+# datasets cache also served one local folder's rows for another folder of the same name and config.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="videollm-mod-test-datasets-")
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="videollm-mod-test-modules-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import pytest
 import torch
 
