@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from ._hub import SkipCounter
@@ -54,3 +55,18 @@ class VideoSource:
         except VideoDecodeError as e:
             self.skips.skip("undecodable video", f"video {video_uid!r}: {e}")
             return None
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, id_name: str = "video_uid") -> None:
+    """Where every prepare script reads frame counts from: videos, or pre-computed features."""
+    parser.add_argument("--video-root", default=None, help=f"folder of {{{id_name}}}.mp4 (frame counts by PyAV)")
+    parser.add_argument(
+        "--features-dir", default=None, help=f"folder of {{{id_name}}}.safetensors (instead of videos)"
+    )
+
+
+def video_source_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> VideoSource:
+    """The `VideoSource` of parsed `add_source_arguments` + `--fps` + `--strict`; a usage error if neither is given."""
+    if args.video_root is None and args.features_dir is None:
+        parser.error("give --video-root or --features-dir")
+    return VideoSource(args.video_root, args.fps, SkipCounter(args.strict), features_dir=args.features_dir)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
-from ._sources import VideoSource
+from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource, add_source_arguments, video_source_from_args
 from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
 
 logger = logging.getLogger(__name__)
@@ -202,22 +202,19 @@ def main(argv: list[str] | None = None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--coin-json", required=True, help="the official COIN.json")
-    parser.add_argument("--video-root", default=None, help="folder of {video_id}.mp4 (frame counts by PyAV)")
-    parser.add_argument("--features-dir", default=None, help="folder of {video_id}.safetensors (instead of videos)")
+    add_source_arguments(parser, "video_id")
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--fps", type=float, default=2.0)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.video_root is None and args.features_dir is None:
-        parser.error("give --video-root or --features-dir")
+    source = video_source_from_args(parser, args)
 
     from datasets import DatasetDict, List, Value
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = SkipCounter(args.strict)
-    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    skips = source.skips
     videos = read_coin(args.coin_json)
     features = conversation_features({"task": Value("string")})
     features["label"] = List(Value("string"))

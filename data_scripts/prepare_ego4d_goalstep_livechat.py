@@ -20,8 +20,8 @@ import argparse
 import logging
 import random
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
-from ._sources import VideoSource
+from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource, add_source_arguments, video_source_from_args
 from ._stream import AnnotationError, ceil_frame, floor_frame, load_json, message, require, stream
 
 logger = logging.getLogger(__name__)
@@ -149,22 +149,19 @@ def main(argv: list[str] | None = None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
-    parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
-    parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")
+    add_source_arguments(parser, "video_uid")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.video_root is None and args.features_dir is None:
-        parser.error("give --video-root or --features-dir")
+    source = video_source_from_args(parser, args)
 
     from datasets import DatasetDict
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = SkipCounter(args.strict)
-    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    skips = source.skips
     rows, filtered = build_rows(read_livechat(args.annotation_file), source, args.fps, args.seed)
     configs = {"default": DatasetDict({"train": rows_to_dataset(rows, conversation_features())})}
     body = CARD_BODY.format(fps=args.fps, max_waiting=MAX_WAITING_FRAMES, columns=columns_doc(), count=len(rows),

@@ -24,8 +24,8 @@ import logging
 import os
 import random
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
-from ._sources import VideoSource
+from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._sources import VideoSource, add_source_arguments, video_source_from_args
 from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
 
 logger = logging.getLogger(__name__)
@@ -215,8 +215,7 @@ def main(argv: list[str] | None = None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
-    parser.add_argument("--video-root", default=None, help="folder of {video_uid}.mp4 (frame counts by PyAV)")
-    parser.add_argument("--features-dir", default=None, help="folder of {video_uid}.safetensors (instead of videos)")
+    add_source_arguments(parser, "video_uid")
     parser.add_argument("--variants", nargs="+", default=["raw"], choices=["raw", "refined"])
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARK_KEYS), choices=list(BENCHMARK_KEYS),
                         help="benchmark files defining the val/test videos (raw variant)")  # fmt: skip
@@ -225,15 +224,13 @@ def main(argv: list[str] | None = None):
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.video_root is None and args.features_dir is None:
-        parser.error("give --video-root or --features-dir")
+    source = video_source_from_args(parser, args)
 
     from datasets import DatasetDict, Value
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = SkipCounter(args.strict)
-    source = VideoSource(args.video_root, args.fps, skips, features_dir=args.features_dir)
+    skips = source.skips
     features = conversation_features({"annotation_uid": Value("string")})
     configs, counts = {}, []
     for variant in args.variants:
