@@ -72,14 +72,6 @@ def full_size_config(**overrides) -> VideoLLMMoDConfig:
         "bos_token_id": 128000,
         "eos_token_id": 128009,
     }
-    vision_config = {
-        "model_type": "siglip_vision_model",
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": 384,
-        "patch_size": 16,
-    }
     kwargs = {"video_token_id": 128256, "frame_token_interval_id": 11, "stream_response_token_id": 933, **overrides}
-    return VideoLLMMoDConfig(text_config=text_config, vision_config=vision_config, **kwargs)
+    # The config's default vision tower is already SigLIP-L/16-384.
+    return VideoLLMMoDConfig(text_config=text_config, **kwargs)
