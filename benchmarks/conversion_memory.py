@@ -31,15 +31,15 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import LlamaConfig, PreTrainedTokenizerFast, SiglipVisionConfig, SiglipVisionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from conversion.checkpoint_io import parse_size  # noqa: E402
-from conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS  # noqa: E402
+from videollm_mod.conversion.checkpoint_io import parse_size  # noqa: E402
+from videollm_mod.conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS  # noqa: E402
 
 VISION_HIDDEN, LORA_R = 64, 16
 
 CHILD = """
 import json, sys
-from conversion import convert
-from conversion.convert_videollm_online import build_config, load_stream_tokenizer
+from videollm_mod.conversion import convert
+from videollm_mod.conversion.convert_videollm_online import build_config, load_stream_tokenizer
 from pathlib import Path
 root, mode, shard = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if mode == "convert":

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers.utils import logging
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
-from modeling_videollm_mod.presets import TINY_IDS, benchmark_config
+from videollm_mod.presets import TINY_IDS, benchmark_config
 
 FRAME_TOKENS = 10
 

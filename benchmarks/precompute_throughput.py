@@ -12,8 +12,8 @@ Usage:
 import argparse
 import tempfile
 
-from data_scripts.precompute_features import RandomSiglipFactory, precompute_features
-from data_scripts.synthetic import dataset_paths, generate_dataset
+from videollm_mod.data_scripts.precompute_features import RandomSiglipFactory, precompute_features
+from videollm_mod.data_scripts.synthetic import dataset_paths, generate_dataset
 
 
 def main(argv=None):

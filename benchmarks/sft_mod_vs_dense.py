@@ -31,11 +31,11 @@ def run_variant(mod: bool, args: argparse.Namespace, queue) -> None:
     from trl import SFTConfig
 
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
-    from modeling_videollm_mod.presets import benchmark_config
     from modeling_videollm_mod.processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
-    from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
-    from recipes.distributed_check import TEXTS
-    from recipes.sft import VideoSFTScriptArguments, build_trainer
+    from videollm_mod.presets import benchmark_config
+    from videollm_mod.recipes.distributed_check import TEXTS
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer
+    from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()

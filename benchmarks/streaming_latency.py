@@ -16,8 +16,8 @@ import time
 import torch
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
-from modeling_videollm_mod.presets import benchmark_config
-from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+from videollm_mod.presets import benchmark_config
+from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
 
 def cache_bytes(cache) -> int:

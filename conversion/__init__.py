@@ -3,6 +3,6 @@
 
 from .checkpoint_io import ConversionError
 from .convert_videollm_online import KEY_RULES, build_plan, convert
-from .model_card import converted_card_data, render_model_card
+from .model_card import render_model_card
 
-__all__ = ["KEY_RULES", "ConversionError", "build_plan", "convert", "converted_card_data", "render_model_card"]
+__all__ = ["KEY_RULES", "ConversionError", "build_plan", "convert", "render_model_card"]

@@ -8,9 +8,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +24,17 @@ class ConversionError(ValueError):
     """A source checkpoint that cannot be converted; the message names the file or the keys."""
 
 
-def resolve_folder(path_or_repo: str, allow_patterns: list[str] | None = None) -> Path:
+def resolve_folder(path_or_repo: str, allow_patterns: list[str] | None = None, argument: str = "path") -> Path:
     """A local folder as is, or a Hub repo id downloaded with `snapshot_download` (only the files asked for)."""
+    from ..loading import looks_like_repo_id
+
     path = Path(path_or_repo)
     if path.is_dir():
         return path
     if path.exists():
-        raise ConversionError(f"{path} is a file; expected a folder or a Hub repo id")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_repo):
-        raise ConversionError(f"{path_or_repo} is neither an existing folder nor a Hub repo id (owner/name)")
+        raise ConversionError(f"{argument} {path}: a file; expected a folder or a Hub repo id")
+    if not looks_like_repo_id(path_or_repo):
+        raise ConversionError(f"{argument} {path_or_repo}: no such folder")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(path_or_repo, allow_patterns=allow_patterns))
@@ -177,24 +176,6 @@ class ShardWriter:
             (self.folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
             names.append(SAFETENSORS_INDEX)
         return names
-
-
-@contextmanager
-def atomic_output_folder(output: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to `output`; rename it to `output` only if the block completes."""
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(tmp, output)
 
 
 def remote_code_files() -> list[Path]:

@@ -4,6 +4,7 @@ package's layout: merged weights in sharded safetensors, config, generation conf
     videollm-mod convert --adapter chenjoya/videollm-online-8b-v1plus \
         --base meta-llama/Meta-Llama-3-8B-Instruct --vision google/siglip-large-patch16-384 \
         --output videollm-online-8b-v1plus-hf [--mod] [--dtype bfloat16] [--max-shard-size 5GB]
+    videollm-mod convert --write-example runs/original    # a tiny random original-format checkpoint, to try it offline
 
 Every source tensor is either mapped by `KEY_RULES` or dropped on purpose by a rule that says why; an unmatched
 source key, a target parameter with no source, a shape that does not fit, or a LoRA factor without its partner aborts
@@ -27,28 +28,21 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_io import (
-    ConversionError,
-    ShardWriter,
-    TensorSource,
-    atomic_output_folder,
-    copy_remote_code,
-    parse_size,
-    resolve_folder,
-)
+from modeling_videollm_mod.processing_videollm_mod import FRAME_INTERVAL, STREAM_RESPONSE, VIDEO_TOKEN
 
-# live1+ (the released VideoLLM-online-8B-v1+), `reference/videollm-online.md` sections 1.2-1.4.
-LIVE1_PLUS = {
-    "frame_token_pooled": [3, 3],
-    "interval_token": ",",  # 11 in the Llama-3 vocabulary
-    "response_token": "]\n",  # 933
-    "system_prompt": (
-        "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved "
-        "with the list of video frames received by the assistant."
-    ),
+from ..files import atomic_output_folder
+from .checkpoint_io import ConversionError, ShardWriter, TensorSource, copy_remote_code, parse_size, resolve_folder
+
+# live1+ (the released VideoLLM-online-8B-v1+): 1 + 3x3 tokens per frame (`reference/videollm-online.md` 1.2-1.4).
+LIVE1_PLUS_FRAME_TOKEN_POOLED = [3, 3]
+# What is known of the released adapter's training (its card is not part of the adapter files).
+KNOWN_ADAPTERS = {
+    "chenjoya/videollm-online-8b-v1plus": {
+        "datasets": ["chenjoya/videollm-online-chat-ego4d-134k"],
+        "training_data": "VideoLLM-online-8B-v1+ was trained on Ego4D Narration Stream (113K) and Ego4D GoalStep "
+        "Stream (21K) at 2 fps, videos up to 10 minutes.",
+    }
 }
-ORIGINAL_LORA_TARGETS = "model.*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|lm_head$"
-VIDEO_TOKEN = "<v>"
 MERGE_BLOCK_BYTES = 64 * 2**20  # float32 bytes of one block of merged rows
 
 
@@ -349,8 +343,8 @@ def load_stream_tokenizer(folder: Path):
         tokenizer.pad_token = tokenizer.eos_token
     ids = {"video_token_id": tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)}
     for field_name, text in (
-        ("frame_token_interval_id", LIVE1_PLUS["interval_token"]),
-        ("stream_response_token_id", LIVE1_PLUS["response_token"]),
+        ("frame_token_interval_id", FRAME_INTERVAL),
+        ("stream_response_token_id", STREAM_RESPONSE),
     ):
         encoded = tokenizer.encode(text, add_special_tokens=False)
         if len(encoded) != 1:
@@ -371,15 +365,7 @@ def build_processor(tokenizer, vision_folder: Path, config):
         image_mean=norm.get("image_mean", (0.5, 0.5, 0.5)),
         image_std=norm.get("image_std", (0.5, 0.5, 0.5)),
     )
-    processor = VideoLLMMoDProcessor(
-        frames,
-        tokenizer,
-        frame_num_tokens=config.frame_num_tokens,
-        system_prompt=LIVE1_PLUS["system_prompt"],
-        video_token=VIDEO_TOKEN,
-        frame_token_interval=LIVE1_PLUS["interval_token"],
-        stream_response_token=LIVE1_PLUS["response_token"],
-    )
+    processor = VideoLLMMoDProcessor(frames, tokenizer, frame_num_tokens=config.frame_num_tokens)
     try:
         processor.check_model_config(config)
     except ValueError as error:
@@ -407,10 +393,12 @@ def convert(
     """Convert; returns the output folder. See the module docstring and `main --help` for the arguments."""
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
-    adapter_folder = resolve_folder(adapter, ["adapter_config.json", "adapter_model.safetensors"])
-    base_folder = resolve_folder(base, ["*.json", "*.safetensors", "tokenizer*"])
-    vision_folder = resolve_folder(vision, ["*.json", "*.safetensors"])
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    adapter_folder = resolve_folder(
+        adapter, ["adapter_config.json", "adapter_model.safetensors", "README.md"], "--adapter"
+    )
+    base_folder = resolve_folder(base, ["*.json", "*.safetensors", "tokenizer*", "README.md"], "--base")
+    vision_folder = resolve_folder(vision, ["*.json", "*.safetensors"], "--vision")
 
     lora_config = read_adapter_config(adapter_folder)
     sources = {
@@ -430,7 +418,7 @@ def convert(
         layers,
         mod_keep_ratio,
         token_ids,
-        frame_token_pooled or LIVE1_PLUS["frame_token_pooled"],
+        frame_token_pooled or LIVE1_PLUS_FRAME_TOKEN_POOLED,
         out_dtype,
     )
     plan = build_plan(sources, target_shapes(config), lora_config, tie_word_embeddings=tied)
@@ -456,12 +444,25 @@ def convert(
         report = conversion_report(plan, adapter, base, vision)
         (tmp / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if card:
-            from .model_card import converted_card_data, render_model_card
+            from .model_card import render_model_card
 
-            render_model_card(converted_card_data(config), model_id=output.name, config=config, source=report).save(
-                tmp / "README.md"
-            )
+            card_data = converted_card_data(adapter, base, base_folder, adapter_folder, mod=bool(config.mod_layers))
+            render_model_card(card_data, model_id=output.name, config=config, source=report).save(tmp / "README.md")
     return output
+
+
+def converted_card_data(adapter: str, base: str, base_folder: Path, adapter_folder: Path, mod: bool):
+    """The converted model's card metadata from its sources: licence from the base's card, data from the adapter's
+    card (or what is known of the released adapter)."""
+    from .model_card import converted_card_data, folder_card_data
+
+    data = converted_card_data(
+        {"adapter": adapter, "base": base}, folder_card_data(base_folder), folder_card_data(adapter_folder), mod
+    )
+    for name, value in KNOWN_ADAPTERS.get(adapter, {}).items():
+        if not getattr(data, name, None):
+            setattr(data, name, value)
+    return data
 
 
 def ordered_targets(plan: ConversionPlan, sources: dict[str, TensorSource]) -> list[str]:
@@ -478,10 +479,17 @@ def ordered_targets(plan: ConversionPlan, sources: dict[str, TensorSource]) -> l
 
 
 def conversion_report(plan: ConversionPlan, adapter: str, base: str, vision: str) -> dict:
-    """What came from where: written next to the weights as `conversion_report.json`."""
+    """What came from where: written next to the weights as `conversion_report.json` (sources as Hub repo ids or
+    local folder names, never a path of the converting machine)."""
+    from .model_card import published_name
+
     merged = sorted(k for k, p in plan.targets.items() if p.lora_A is not None)
     return {
-        "sources": {"adapter": adapter, "base": base, "vision": vision},
+        "sources": {
+            "adapter": published_name(adapter),
+            "base": published_name(base),
+            "vision": published_name(vision),
+        },
         "lora_merged": merged,
         "lora_scaling": sorted(set(plan.lora_scaling.values())),
         "fresh": sorted(k for k, p in plan.targets.items() if p.weight is None),
@@ -494,48 +502,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="videollm-mod convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--adapter", required=True, help="VideoLLM-online PEFT adapter folder or Hub id")
-    parser.add_argument("--base", required=True, help="base LLM folder or Hub id (Meta-Llama-3-8B-Instruct)")
-    parser.add_argument("--vision", required=True, help="SigLIP folder or Hub id (google/siglip-large-patch16-384)")
-    parser.add_argument("--output", required=True, help="output folder (written atomically)")
+    parser.add_argument("--adapter", help="VideoLLM-online PEFT adapter folder or Hub id")
+    parser.add_argument("--base", help="base LLM folder or Hub id (Meta-Llama-3-8B-Instruct)")
+    parser.add_argument("--vision", help="SigLIP folder or Hub id (google/siglip-large-patch16-384)")
+    parser.add_argument("--output", help="output folder (written atomically)")
     parser.add_argument("--mod", action="store_true", help="route vision tokens in the odd layers (fresh routers)")
     parser.add_argument("--mod-layers", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,3,5 (with --mod)")
     parser.add_argument("--mod-keep-ratio", type=float, default=0.2)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--max-shard-size", default="5GB")
-    parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=LIVE1_PLUS["frame_token_pooled"])
+    parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=LIVE1_PLUS_FRAME_TOKEN_POOLED)
     parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the base's)")
     parser.add_argument("--allow-pickle", action="store_true", help="load .bin files with torch.load(weights_only)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh routers")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--write-example",
+        metavar="DIR",
+        help="instead of converting, write a tiny random checkpoint in the original format to DIR/{base,adapter,vision}",
+    )
+    args = parser.parse_args(argv)
+    if args.write_example is None:
+        missing = [f"--{name}" for name in ("adapter", "base", "vision", "output") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or --write-example DIR)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        output = convert(
-            args.adapter,
-            args.base,
-            args.vision,
-            args.output,
-            mod=args.mod,
-            mod_layers=args.mod_layers,
-            mod_keep_ratio=args.mod_keep_ratio,
-            dtype=args.dtype,
-            max_shard_size=args.max_shard_size,
-            frame_token_pooled=args.frame_token_pooled,
-            tokenizer=args.tokenizer,
-            allow_pickle=args.allow_pickle,
-            overwrite=args.overwrite,
-            seed=args.seed,
-        )
-    except (ConversionError, FileExistsError) as error:
-        print(f"videollm-mod convert: {error}", file=sys.stderr)
-        return 1
+    if args.write_example is not None:
+        from .example import write_example
+
+        paths = write_example(args.write_example)
+        print(f"wrote a tiny original-format checkpoint; convert it with:\n  videollm-mod convert --adapter "
+              f"{paths['adapter']} --base {paths['base']} --vision {paths['vision']} --output OUTPUT")  # fmt: skip
+        return 0
+    output = convert(
+        args.adapter,
+        args.base,
+        args.vision,
+        args.output,
+        mod=args.mod,
+        mod_layers=args.mod_layers,
+        mod_keep_ratio=args.mod_keep_ratio,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        frame_token_pooled=args.frame_token_pooled,
+        tokenizer=args.tokenizer,
+        allow_pickle=args.allow_pickle,
+        overwrite=args.overwrite,
+        seed=args.seed,
+    )
     print(f"wrote {output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..cli import run
+
+    sys.exit(run("videollm-mod convert", main, sys.argv[1:]))

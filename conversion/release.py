@@ -6,8 +6,9 @@
 The release folder holds the weights (safetensors and their index), `config.json`, `generation_config.json`, the
 processor files, the remote code of the installed package (what `save_pretrained` copies) and `README.md`: the
 `model_card.md` template rendered with `ModelCardData` metadata (license, base_model, pipeline_tag, tags, datasets,
-metrics; taken from the model folder's card and overridden by the options). Nothing else (optimizer states, pickles,
-logs) is copied. Before pushing, a fresh Python process in which the package cannot be imported loads the folder with
+metrics) from the model's own provenance, the card in the model folder (written by `convert`, by `train` and with the
+demo model), overridden by the options; a folder without a card needs at least `--license`. Nothing else (optimizer
+states, pickles, logs) is copied; files are world-readable. Before pushing, a fresh Python process in which the package cannot be imported loads the folder with
 `trust_remote_code=True` (offline, empty `HF_HOME`), with no missing or unexpected weights, and runs one streaming
 forward; if that fails, nothing is pushed. The push is one `HfApi.upload_folder` commit.
 """
@@ -21,7 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .checkpoint_io import SAFETENSORS_INDEX, atomic_output_folder, copy_remote_code
+from ..errors import UserError
+from ..files import atomic_output_folder
+from .checkpoint_io import SAFETENSORS_INDEX, copy_remote_code
 
 # Files of a model folder that belong in a release, besides the weights and the remote code.
 RELEASE_FILES = [
@@ -35,10 +38,10 @@ RELEASE_FILES = [
     "chat_template.jinja",
     "conversion_report.json",
 ]
-REQUIRED_CARD_FIELDS = ["license", "base_model", "pipeline_tag", "tags", "datasets", "metrics"]
+REQUIRED_CARD_FIELDS = ["license", "pipeline_tag", "tags"]
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(UserError):
     """A release that must not be pushed; the message says which file or check failed."""
 
 
@@ -92,25 +95,20 @@ def weight_files(folder: Path) -> list[str]:
 
 
 def release_card_data(model_folder: Path, overrides: dict):
-    """The folder's card metadata (or the converted-checkpoint defaults), with `overrides` applied; every field of
-    `REQUIRED_CARD_FIELDS` must end up set."""
-    from huggingface_hub import ModelCard
+    """The folder's card metadata (its provenance; a bare card without one), with `overrides` applied; every field
+    of `REQUIRED_CARD_FIELDS` must end up set."""
+    from .model_card import base_card_data, folder_card_data
 
-    from .model_card import converted_card_data
-
-    readme = model_folder / "README.md"
-    if readme.is_file():
-        data = ModelCard.load(readme).data
-    else:
-        from transformers import AutoConfig
-
-        data = converted_card_data(AutoConfig.from_pretrained(model_folder, trust_remote_code=True))
+    data = folder_card_data(model_folder) or base_card_data()
     for name, value in overrides.items():
         if value:
             setattr(data, name, value)
     missing = [name for name in REQUIRED_CARD_FIELDS if not getattr(data, name, None)]
     if missing:
-        raise ReleaseError(f"the model card lacks {missing}: pass them as options (e.g. --license, --dataset)")
+        raise ReleaseError(
+            f"{model_folder}: the model card lacks {missing} (no README.md card says it): pass them as options, "
+            f"e.g. --license apache-2.0"
+        )
     return data
 
 
@@ -123,8 +121,10 @@ def assemble_release(
     from .model_card import render_model_card
 
     model_folder, output = Path(model_folder), Path(output)
+    if not model_folder.is_dir():
+        raise ReleaseError(f"{model_folder}: no such model folder")
     if not (model_folder / "config.json").is_file():
-        raise ReleaseError(f"no config.json in {model_folder}")
+        raise ReleaseError(f"{model_folder}: no config.json in this folder (not a saved model)")
     config = AutoConfig.from_pretrained(model_folder, trust_remote_code=True)
     card_data = release_card_data(model_folder, card_overrides or {})
     report_file = model_folder / "conversion_report.json"
@@ -232,26 +232,24 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": args.datasets,
         "metrics": args.metrics,
     }
-    try:
-        output = release(
-            args.model_folder,
-            args.repo_id,
-            output=args.output,
-            push=not args.no_push,
-            card_overrides=overrides,
-            overwrite=args.overwrite,
-            private=args.private,
-            token=args.token,
-            commit_message=args.commit_message,
-            revision=args.revision,
-            create_pr=args.create_pr,
-        )
-    except (ReleaseError, FileExistsError) as error:
-        print(f"videollm-mod release: {error}", file=sys.stderr)
-        return 1
+    output = release(
+        args.model_folder,
+        args.repo_id,
+        output=args.output,
+        push=not args.no_push,
+        card_overrides=overrides,
+        overwrite=args.overwrite,
+        private=args.private,
+        token=args.token,
+        commit_message=args.commit_message,
+        revision=args.revision,
+        create_pr=args.create_pr,
+    )
     print(f"release folder {output}" + ("" if args.no_push else f" pushed to {args.repo_id}"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..cli import run
+
+    sys.exit(run("videollm-mod release", main, sys.argv[1:]))

@@ -1,6 +1,6 @@
-"""Data scripts for VideoLLM-MoD: one small program per dataset.
+"""Data scripts of VideoLLM-MoD: one small program per dataset (`videollm-mod data NAME --help`).
 
-Each module is runnable as ``python -m data_scripts.<name> --help`` and exposes ``main(argv=None)``:
+Each module exposes ``main(argv=None) -> int`` (also runnable as ``python -m videollm_mod.data_scripts.NAME``):
 
 - ``synthetic``: procedurally rendered shape videos + annotations in the original Ego4D / COIN schemas.
 - ``prepare_ego4d_narration``: Ego4D (refined) narration streams -> parquet ``DatasetDict`` + card.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import tempfile
 from collections import Counter
 
 import yaml
+
+from ..errors import UserError
+from ..files import atomic_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def rows_to_dataset(rows: list[dict], features):
 
 def columns_doc(extra_rows: str = "") -> str:
     """Markdown table of the columns (shared + ``extra_rows``) and where the system prompt goes."""
-    from ._stream import SYSTEM_PROMPT
+    from modeling_videollm_mod.processing_videollm_mod import SYSTEM_PROMPT
 
     table, note = _COLUMNS_DOC.split("\n\n")
     return table + "\n" + extra_rows + "\n" + note.format(system_prompt=SYSTEM_PROMPT)
@@ -73,7 +74,7 @@ The system prompt is not part of `conversation`; the processor prepends it (Vide
 
 
 class SkipCounter:
-    """Counts skipped videos by reason; ``strict`` turns the first skip into an error."""
+    """Counts skipped videos by reason; ``strict`` turns the first skip into an error (nothing is written then)."""
 
     def __init__(self, strict: bool = False):
         self.strict = strict
@@ -82,7 +83,7 @@ class SkipCounter:
 
     def skip(self, reason: str, detail: str) -> None:
         if self.strict:
-            raise RuntimeError(f"{reason}: {detail} (run without --strict to skip and count it)")
+            raise UserError(f"{reason}: {detail} (run without --strict to skip and count it)")
         self.reasons[reason] += 1
         self.examples.setdefault(reason, detail)
         logger.warning("skipped (%s): %s", reason, detail)
@@ -116,35 +117,16 @@ def build_card(pretty_name: str, configs: dict[str, list[str]], body: str) -> st
 
 
 def write_dataset(out_dir: str, configs: dict, card: str, overwrite: bool = False) -> str:
-    """Write ``{config: DatasetDict}`` as ``{config}/{split}-00000-of-00001.parquet`` + ``README.md`` under ``out_dir``.
-
-    Everything goes to a temporary folder next to ``out_dir`` that is renamed into place when complete, so an
-    interrupted run never leaves a folder that looks finished.
-    """
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    try:
+    """Write ``{config: DatasetDict}`` as ``{config}/{split}-00000-of-00001.parquet`` + ``README.md`` under ``out_dir``,
+    through a temporary folder renamed into place when complete (``files.atomic_output_folder``)."""
+    with atomic_output_folder(out_dir, overwrite=overwrite) as tmp:
         for name, dataset_dict in configs.items():
             os.makedirs(os.path.join(tmp, name))
             for split, dataset in dataset_dict.items():
                 dataset.to_parquet(os.path.join(tmp, name, f"{split}-00000-of-00001.parquet"))
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-            os.replace(out_dir, os.path.join(old, "data"))
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return os.path.abspath(out_dir)
 
 
 def push_to_hub(folder: str, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
@@ -163,9 +145,26 @@ def push_to_hub(folder: str, repo_id: str, private: bool | None = None, token: s
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments every prepare script shares: output folder, overwrite, strictness, Hub upload."""
+    """Arguments every prepare script shares: output folder, overwrite, strictness, Hub upload, frame cap."""
+    from ._stream import MAX_NUM_FRAMES
+
     parser.add_argument("--output-dir", required=True, help="folder to write (parquet per config + README.md)")
+    parser.add_argument(
+        "--max-num-frames",
+        type=int,
+        default=MAX_NUM_FRAMES,
+        help="cut a stream before the turn that would take it past this many frames (VideoLLM-online live1+: 1200)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     parser.add_argument("--strict", action="store_true", help="turn skipped videos (missing/undecodable) into errors")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
+
+
+def finish(args: argparse.Namespace, configs: dict, card: str, counts: list[str], skips: SkipCounter) -> str:
+    """Write the dataset folder (``write_dataset``), push it when ``--push-to-hub`` is given, report; returns it."""
+    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
+    print(f"wrote {out}: {', '.join(counts)}; {skips.summary()}")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return out

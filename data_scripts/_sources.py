@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from modeling_videollm_mod import VideoDecodingError, video_num_frames
+
 from ._hub import SkipCounter
-from ._video import VideoDecodeError, probe_num_frames
 
 
 class VideoSource:
@@ -51,8 +52,8 @@ class VideoSource:
             self.skips.skip("missing video", f"video {video_uid!r}: {path}")
             return None
         try:
-            return probe_num_frames(path, self.fps)
-        except VideoDecodeError as e:
+            return video_num_frames(path, self.fps)
+        except VideoDecodingError as e:
             self.skips.skip("undecodable video", f"video {video_uid!r}: {e}")
             return None
 

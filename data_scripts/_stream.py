@@ -18,11 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# VideoLLM-online `LiveTrainingArguments.system_prompt` (live1+ default); the processor prepends it.
-SYSTEM_PROMPT = (
-    "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "
-    "the list of video frames received by the assistant."
-)
+# VideoLLM-online live1+'s `max_num_frames` (10 minutes at 2 fps): longer streams are cut (`clip_to_max_frames`).
+MAX_NUM_FRAMES = 1200
 
 # Snapping tolerance in frames: a time already on the grid (0.3 s at 10 fps -> 3.0000000000000004 frames) stays
 # on it instead of being pushed one frame later by floating point.
@@ -106,6 +103,48 @@ def load_json(path: str) -> Any:
         raise AnnotationError(path, "annotation file not found") from None
     except json.JSONDecodeError as e:
         raise AnnotationError(path, f"not valid JSON ({e})") from None
+
+
+def clip_to_max_frames(conversation: list[dict], max_num_frames: int) -> list[dict]:
+    """VideoLLM-online's `max_frames_clip`: the conversation up to (not including) the first stream message that would
+    take it past ``max_num_frames`` frames; the row then loads only the frames of what is kept."""
+    total = 0
+    for i, m in enumerate(conversation):
+        if m["role"] == "stream":
+            if total + m["num_frames"] > max_num_frames:
+                return conversation[:i]
+            total += m["num_frames"]
+    return conversation
+
+
+def stream_row(
+    video_uid: str,
+    video: str,
+    fps: float,
+    total_frames: int,
+    conversation: list[dict],
+    start_frame: int,
+    max_num_frames: int = MAX_NUM_FRAMES,
+    **extra,
+) -> dict | None:
+    """A dataset row (the columns of ``_hub.conversation_features`` + ``extra``) for a conversation whose stream
+    starts at frame ``start_frame`` of a video of ``total_frames`` frames, cut to ``max_num_frames``; ``None`` when
+    nothing is left to learn (no frame, or no label) after the cut."""
+    conversation = clip_to_max_frames(conversation, max_num_frames)
+    num_frames = count_stream_frames(conversation)
+    if not num_frames or not any(m["learn"] for m in conversation):
+        return None
+    return {
+        "video_uid": video_uid,
+        **extra,
+        "video": video,
+        "fps": float(fps),
+        "duration": (total_frames - 1) / fps,
+        "start_frame": start_frame,
+        "stop_frame": start_frame + num_frames,
+        "num_frames": num_frames,
+        "conversation": conversation,
+    }
 
 
 def count_stream_frames(conversation: list[dict]) -> int:

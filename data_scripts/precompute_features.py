@@ -1,36 +1,40 @@
 """Pre-compute frame features: each video at the target fps through a frozen vision tower -> safetensors per video.
 
 Features are `[T, frame_num_tokens, D]` (key "features"): per frame the SigLIP pooled output followed by the patch grid
-average-pooled to `hp x wp` (row-major), as VideoLLM-online live1+ (`1 + 3*3 = 10` tokens). Frames are resized so
-the longer side is the vision resolution, padded black and centred to a square, scaled x/255 and normalised with
-mean = std = 0.5. Each file is written to a temporary name and renamed, so a rerun skips finished videos and never
-sees a half-written one. Videos that are missing or cannot be decoded are skipped and counted (`--strict` raises).
+average-pooled to `hp x wp` (row-major), as VideoLLM-online live1+ (`1 + 3*3 = 10` tokens). The frames go through
+the model's own steps (its processor's frame preprocessing, its vision tower, its frame pooling), so the features
+equal what the model computes from raw frames. Each file is written to a temporary name and renamed, so a rerun skips
+finished videos and never sees a half-written one. Videos that are missing or cannot be decoded are skipped and
+counted (`--strict` stops at the first).
 
 Usage:
 
-    python -m data_scripts.precompute_features --model path/to/videollm-mod-checkpoint \
+    videollm-mod data precompute_features --model path/to/videollm-mod-checkpoint \
         --video-root datasets/coin/videos --output-dir datasets/coin/features_2fps --fps 2 --num-workers 2
 
-`--model` is a VideoLLM-MoD checkpoint folder (`AutoModelForCausalLM`, remote code; its `model.vision_tower`,
-`config.frame_token_pooled` and `config.vision_config.image_size` are used) or a `SiglipVisionModel` folder
-(then give `--frame-token-pooled`).
+`--model` is a VideoLLM-MoD checkpoint (folder or Hub repo: its processor, `model.vision_tower` and
+`config.frame_token_pooled` are used) or a `SiglipVisionModel` folder (then give `--frame-token-pooled`; frames are
+normalised with its `preprocessor_config.json`).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from modeling_videollm_mod import VideoDecodingError, VideoLLMMoDFrameProcessor, load_video
+from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
 
 from ._hub import SkipCounter
-from ._video import VideoDecodeError, decode_frames
 
 logger = logging.getLogger(__name__)
 
@@ -38,61 +42,61 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the encoder: small and isolated so the model's own `get_video_features` can replace it
+# the encoder: the model's own preprocessing and pooling around a vision tower
 
 
-def resize_and_pad(frames: torch.Tensor, resolution: int) -> torch.Tensor:
-    """``uint8 [T, H, W, 3]`` -> ``float [T, 3, S, S]`` in [0, 255]: longer side to ``S`` (bicubic), black pad centred."""
-    t, h, w, _ = frames.shape
-    scale = resolution / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    x = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 255)
-    top, left = (resolution - new_h) // 2, (resolution - new_w) // 2
-    return F.pad(x, (left, resolution - new_w - left, top, resolution - new_h - top), value=0.0)  # [T, 3, S, S]
+class FrameEncoder:
+    """``encode(frames uint8 [T, H, W, 3]) -> [T, 1 + hp * wp, D]``: the frame processor's `transform`, the vision
+    tower, then `pool_frame_tokens` (the pooled output, then the pooled patch grid), in batches of frames."""
 
-
-class SiglipFrameEncoder:
-    """``encode(frames uint8 [T, H, W, 3]) -> [T, 1 + hp * wp, D]``: pooled output, then the pooled patch grid."""
-
-    def __init__(self, vision_tower: torch.nn.Module, resolution: int, pooled: tuple[int, int], batch_size: int = 64):
+    def __init__(
+        self,
+        vision_tower: torch.nn.Module,
+        frame_processor: VideoLLMMoDFrameProcessor,
+        pooled: tuple[int, int],
+        batch_size: int = 64,
+    ):
         self.vision_tower = vision_tower.eval().requires_grad_(False)
-        self.resolution, self.pooled, self.batch_size = resolution, tuple(pooled), batch_size
+        self.frame_processor, self.pooled, self.batch_size = frame_processor, tuple(pooled), batch_size
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.cat([self._encode(chunk) for chunk in frames.split(self.batch_size)])
 
     def _encode(self, frames: torch.Tensor) -> torch.Tensor:
-        pixels = (resize_and_pad(frames, self.resolution) / 255 - 0.5) / 0.5  # [T, 3, S, S] in [-1, 1]
+        pixels = self.frame_processor.transform(self.frame_processor.to_frames(frames))  # [T, 3, S, S]
         param = next(self.vision_tower.parameters())
         out = self.vision_tower(pixel_values=pixels.to(param.device, param.dtype))
-        patches = out.last_hidden_state  # [T, N, D], N = grid * grid
-        t, n, d = patches.shape
-        grid = int(round(n**0.5))
-        patches = patches.transpose(1, 2).reshape(t, d, grid, grid)  # [T, D, g, g]
-        pooled = F.adaptive_avg_pool2d(patches, self.pooled).flatten(2).transpose(1, 2)  # [T, hp*wp, D] row-major
-        return torch.cat([out.pooler_output[:, None], pooled], dim=1).float().cpu()  # [T, 1 + hp*wp, D]
+        return pool_frame_tokens(out, self.pooled).float().cpu()  # [T, 1 + hp*wp, D]
 
 
 def load_encoder(model_path: str, frame_token_pooled: tuple[int, int] | None = None, batch_size: int = 64):
-    """Frozen encoder from a VideoLLM-MoD checkpoint folder or a ``SiglipVisionModel`` folder."""
+    """Frozen encoder from a VideoLLM-MoD checkpoint (folder or Hub repo) or a ``SiglipVisionModel`` folder."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
+    from ..loading import resolve_model
+
+    path = resolve_model(model_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
     if config.model_type in ("siglip_vision_model", "siglip"):
         from transformers import SiglipVisionModel
 
         if frame_token_pooled is None:
-            raise ValueError(f"{model_path} is a bare vision model: give --frame-token-pooled HP WP")
-        tower = SiglipVisionModel.from_pretrained(model_path)
-        return SiglipFrameEncoder(tower, tower.config.image_size, frame_token_pooled, batch_size)
-    from transformers import AutoModelForCausalLM
+            raise ValueError(f"--model {model_path} is a bare vision model: give --frame-token-pooled HP WP")
+        tower = SiglipVisionModel.from_pretrained(path)
+        norm_file = os.path.join(path, "preprocessor_config.json")
+        norm = json.load(open(norm_file)) if os.path.isfile(norm_file) else {}
+        frame_processor = VideoLLMMoDFrameProcessor(
+            size=tower.config.image_size,
+            image_mean=norm.get("image_mean", (0.5, 0.5, 0.5)),
+            image_std=norm.get("image_std", (0.5, 0.5, 0.5)),
+        )
+        return FrameEncoder(tower, frame_processor, frame_token_pooled, batch_size)
+    from ..loading import load_model_and_processor
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True)
+    model, processor = load_model_and_processor(path, device="cpu")
     pooled = frame_token_pooled or tuple(config.frame_token_pooled)
-    return SiglipFrameEncoder(model.model.vision_tower, config.vision_config.image_size, pooled, batch_size)
+    return FrameEncoder(model.model.vision_tower, processor.image_processor, pooled, batch_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ def encode_video(encoder: Encoder, video_path: str, output_dir: str, fps: float,
     """Decode at ``fps``, encode, write ``{video_uid}.safetensors`` via a temporary name; returns the frame count."""
     from safetensors.torch import save_file
 
-    frames = torch.from_numpy(decode_frames(video_path, fps))  # [T, H, W, 3] uint8
+    frames = torch.from_numpy(load_video(video_path, fps)[0])  # [T, H, W, 3] uint8
     features = encoder(frames).to(dtype).contiguous()  # [T, frame_num_tokens, D]
     final = output_path(output_dir, video_path)
     tmp = f"{final}.tmp-{os.getpid()}"
@@ -143,7 +147,7 @@ def _work(args: tuple[str, str, float, str]) -> tuple[str, int, str | None]:
     video_path, output_dir, fps, dtype = args
     try:
         return video_path, encode_video(_WORKER["encoder"], video_path, output_dir, fps, getattr(torch, dtype)), None
-    except VideoDecodeError as e:
+    except VideoDecodingError as e:
         return video_path, 0, str(e)
 
 
@@ -224,7 +228,7 @@ class RandomSiglipFactory:
     pooled: tuple[int, int] = (3, 3)
     seed: int = 0
 
-    def __call__(self) -> SiglipFrameEncoder:
+    def __call__(self) -> FrameEncoder:
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
         torch.manual_seed(self.seed)
@@ -232,7 +236,7 @@ class RandomSiglipFactory:
             hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers, num_attention_heads=2,
             intermediate_size=2 * self.hidden_size, image_size=self.image_size, patch_size=self.patch_size,
         )  # fmt: skip
-        return SiglipFrameEncoder(SiglipVisionModel(config), self.image_size, self.pooled)
+        return FrameEncoder(SiglipVisionModel(config), VideoLLMMoDFrameProcessor(size=self.image_size), self.pooled)
 
 
 @dataclass
@@ -247,11 +251,13 @@ class _ModelFactory:
         return load_encoder(self.model_path, self.frame_token_pooled, self.batch_size)
 
 
-def main(argv: list[str] | None = None) -> RunStats:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="videollm-mod data precompute_features",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint folder or SiglipVisionModel folder")
+    parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint or SiglipVisionModel folder")
     parser.add_argument("--video-root", required=True, help="folder searched (recursively) for *.mp4")
     parser.add_argument("--output-dir", required=True, help="where {video_uid}.safetensors go")
     parser.add_argument("--fps", type=float, default=2.0)
@@ -260,11 +266,16 @@ def main(argv: list[str] | None = None) -> RunStats:
     parser.add_argument("--threads-per-worker", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64, help="frames per vision-tower forward")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    parser.add_argument("--strict", action="store_true", help="raise on a missing or undecodable video")
+    parser.add_argument("--strict", action="store_true", help="stop at a missing or undecodable video")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..loading import resolve_model
+
+    if not os.path.isdir(args.video_root):
+        parser.error(f"--video-root {args.video_root}: no such folder")
     videos = sorted(glob.glob(os.path.join(args.video_root, "**", "*.mp4"), recursive=True))
     pooled = tuple(args.frame_token_pooled) if args.frame_token_pooled else None
+    resolve_model(args.model)  # a missing --model folder fails here, before any worker starts
     stats = precompute_features(
         videos, args.output_dir, _ModelFactory(args.model, pooled, args.batch_size), fps=args.fps,
         num_workers=args.num_workers, threads_per_worker=args.threads_per_worker, dtype=args.dtype, strict=args.strict,
@@ -273,8 +284,10 @@ def main(argv: list[str] | None = None) -> RunStats:
         f"encoded {stats.encoded} videos ({stats.frames} frames, {stats.frames_per_second:.1f} frames/s), "
         f"{stats.skipped_done} already done, {len(stats.failed)} skipped (missing or undecodable)"
     )
-    return stats
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod data precompute_features", main, sys.argv[1:]))

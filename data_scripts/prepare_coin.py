@@ -9,12 +9,13 @@ and builds the five VideoLLM-online benchmarks (`data/coin/benchmarks.py`), each
 - `procedure`: the stream is step i, the answer the next (up to 5) steps as a numbered list;
 - `taskprocedure`: as `procedure`, the question prefixed with "To {task}, ".
 
-Times snap to `ceil(t * fps) / fps`; a segment covers frames `[ceil(s * fps), ceil(e * fps)]`. Splits: `train`
-(subset "training") and `test` (subset "testing"). Videos without frames are skipped and counted.
+Times snap to `ceil(t * fps) / fps`; a segment covers frames `[ceil(s * fps), ceil(e * fps)]`; a sample whose
+stream is longer than `--max-num-frames` frames is dropped (the original's `max_frames_clip` leaves it no frame).
+Splits: `train` (subset "training") and `test` (subset "testing"). Videos without frames are skipped and counted.
 
 Usage:
 
-    python -m data_scripts.prepare_coin --coin-json datasets/coin/coin.json --video-root datasets/coin/videos \
+    videollm-mod data prepare_coin --coin-json datasets/coin/coin.json --video-root datasets/coin/videos \
         --output-dir data/coin --fps 2 [--push-to-hub user/coin-benchmarks]
 """
 
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
 from ._sources import VideoSource, add_source_arguments, video_source_from_args
-from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
+from ._stream import MAX_NUM_FRAMES, AnnotationError, ceil_frame, load_json, message, require, stream, stream_row
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +154,9 @@ def benchmark_samples(benchmark: str, video: dict, fps: float, total_frames: int
     ]
 
 
-def build_rows(videos: dict, benchmark: str, split: str, source: VideoSource, fps: float) -> list[dict]:
+def build_rows(
+    videos: dict, benchmark: str, split: str, source: VideoSource, fps: float, max_num_frames: int = MAX_NUM_FRAMES
+) -> list[dict]:
     rows = []
     for video_id, video in videos.items():
         if SPLITS[split] not in video["subset"].lower():
@@ -161,17 +165,10 @@ def build_rows(videos: dict, benchmark: str, split: str, source: VideoSource, fp
         if total is None:
             continue
         for sample in benchmark_samples(benchmark, video, fps, total):
-            rows.append(
-                {
-                    "video_uid": video_id,
-                    "task": video["task"],
-                    "video": source.relative_path(video_id),
-                    "fps": float(fps),
-                    "duration": (total - 1) / fps,
-                    "num_frames": sample["stop_frame"] - sample["start_frame"],
-                    **sample,
-                }
-            )
+            row = stream_row(video_id, source.relative_path(video_id), fps, total, sample["conversation"],
+                             sample["start_frame"], max_num_frames, task=video["task"], label=sample["label"])  # fmt: skip
+            if row is not None:
+                rows.append(row)
     return rows
 
 
@@ -179,7 +176,7 @@ CARD_BODY = """\
 # COIN benchmarks (VideoLLM-online format)
 
 The five COIN benchmarks of VideoLLM-online (`data/coin/benchmarks.py`) at {fps} fps, built by
-`python -m data_scripts.prepare_coin`: `step`, `next`, `task`, `procedure`, `taskprocedure` (configs), each with
+`videollm-mod data prepare_coin`: `step`, `next`, `task`, `procedure`, `taskprocedure` (configs), each with
 `train` and `test` splits. Each row is `user` question -> `stream` (the step's or task's frames) -> `assistant` answer.
 Task names are COIN classes in words (`ChangeTVChannel` -> `change TV channel`); answers are capitalised with a final
 period; procedure answers list the next (up to {max_steps}) steps as `1. X.\\n2. Y.`.
@@ -197,9 +194,11 @@ category.
 """
 
 
-def main(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="videollm-mod data prepare_coin",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--coin-json", required=True, help="the official COIN.json")
     add_source_arguments(parser, "video_id")
@@ -207,20 +206,25 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--fps", type=float, default=2.0)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    source = video_source_from_args(parser, args)
+    args.source = video_source_from_args(parser, args)
+    return args
 
+
+def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
+    """Build, write (and push) the dataset; returns its folder and the skipped videos."""
     from datasets import DatasetDict, List, Value
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = source.skips
+    skips = args.source.skips
     videos = read_coin(args.coin_json)
     features = conversation_features({"task": Value("string")})
     features["label"] = List(Value("string"))
     configs, counts = {}, []
     for benchmark in args.benchmarks:
-        splits = {split: build_rows(videos, benchmark, split, source, args.fps) for split in SPLITS}
+        splits = {
+            split: build_rows(videos, benchmark, split, args.source, args.fps, args.max_num_frames) for split in SPLITS
+        }
         # an empty split cannot be loaded back from parquet: leave it out (the card lists what is there)
         configs[benchmark] = DatasetDict({s: rows_to_dataset(r, features) for s, r in splits.items() if r})
         counts += [f"{benchmark}/{s} {len(r)}" for s, r in splits.items()]
@@ -228,12 +232,16 @@ def main(argv: list[str] | None = None):
     body = CARD_BODY.format(fps=args.fps, max_steps=MAX_NUM_STEPS, columns=columns_doc(extra), counts=", ".join(counts),
                             skips=skips.summary())  # fmt: skip
     card = build_card("COIN benchmarks", {b: list(d) for b, d in configs.items()}, body)
-    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
-    print(f"wrote {out}: {', '.join(counts)}; {skips.summary()}")
-    if args.push_to_hub:
-        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
-    return out, skips
+    return finish(args, configs, card, counts, skips), skips
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod data prepare_coin", main, sys.argv[1:]))

@@ -4,11 +4,12 @@ Reads `goalstep_livechat_trainval_filtered_21k.json`, a list of `{video_uid, con
 and builds streams as VideoLLM-online does (`data/ego4d/livechat.py`): the first message must be a user message
 with `0 < time <= duration`; 0-20 random "waiting" frames go before it (all but the last learned); user times snap to
 `floor(t * fps) / fps`, assistant times to `ceil(t * fps) / fps`; an assistant reply at the same time as a user
-message follows it directly; streams between messages are learned.
+message follows it directly; streams between messages are learned; a stream is cut before the turn that would take it past `--max-num-frames`
+frames (the original's `max_frames_clip`).
 
 Usage:
 
-    python -m data_scripts.prepare_ego4d_goalstep_livechat \
+    videollm-mod data prepare_ego4d_goalstep_livechat \
         --annotation-file datasets/ego4d/v2/annotations/goalstep_livechat_trainval_filtered_21k.json \
         --video-root datasets/ego4d/v2/full_scale --output-dir data/ego4d_goalstep_livechat --fps 2 \
         [--push-to-hub user/ego4d-goalstep-livechat]
@@ -19,10 +20,21 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 
-from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
 from ._sources import VideoSource, add_source_arguments, video_source_from_args
-from ._stream import AnnotationError, ceil_frame, floor_frame, load_json, message, require, stream
+from ._stream import (
+    MAX_NUM_FRAMES,
+    AnnotationError,
+    ceil_frame,
+    floor_frame,
+    load_json,
+    message,
+    require,
+    stream,
+    stream_row,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +110,9 @@ def livechat_conversation(messages: list[dict], fps: float, total_frames: int, r
     return conversation, start, last_frame + 1
 
 
-def build_rows(records: list[dict], source: VideoSource, fps: float, seed: int) -> tuple[list[dict], int]:
+def build_rows(
+    records: list[dict], source: VideoSource, fps: float, seed: int, max_num_frames: int = MAX_NUM_FRAMES
+) -> tuple[list[dict], int]:
     """Rows for dialogues whose video has frames; also returns how many dialogues the rules filtered out."""
     rows, filtered = [], 0
     for i, record in enumerate(records):
@@ -107,22 +121,15 @@ def build_rows(records: list[dict], source: VideoSource, fps: float, seed: int) 
         if total is None:
             continue
         built = livechat_conversation(record["conversation"], fps, total, random.Random(f"{seed}-{i}-{video_uid}"))
-        if built is None or built[2] <= built[1]:  # unusable first message, or no frame at all
+        row = None
+        if built is not None:  # None: the first message is not usable
+            conversation, start, _ = built
+            row = stream_row(video_uid, source.relative_path(video_uid), fps, total, conversation, start,
+                             max_num_frames)  # fmt: skip
+        if row is None:  # no frame, or nothing learned
             filtered += 1
-            continue
-        conversation, start, stop = built
-        rows.append(
-            {
-                "video_uid": video_uid,
-                "video": source.relative_path(video_uid),
-                "fps": float(fps),
-                "duration": (total - 1) / fps,
-                "start_frame": start,
-                "stop_frame": stop,
-                "num_frames": stop - start,
-                "conversation": conversation,
-            }
-        )
+        else:
+            rows.append(row)
     return rows, filtered
 
 
@@ -130,9 +137,10 @@ CARD_BODY = """\
 # Ego4D GoalStep live-chat streams (VideoLLM-online format)
 
 Generated user/assistant dialogues over Ego4D GoalStep videos, as streams at {fps} fps, built by
-`python -m data_scripts.prepare_ego4d_goalstep_livechat` with the rules of VideoLLM-online
+`videollm-mod data prepare_ego4d_goalstep_livechat` with the rules of VideoLLM-online
 (`data/ego4d/livechat.py`): random 0-{max_waiting} waiting frames before the first user message (seeded), user times
-snapped with `floor(t * fps) / fps`, assistant times with `ceil(t * fps) / fps`.
+snapped with `floor(t * fps) / fps`, assistant times with `ceil(t * fps) / fps`, streams cut before the turn that would
+take them past {max_num_frames} frames.
 
 ## Columns
 
@@ -140,13 +148,15 @@ snapped with `floor(t * fps) / fps`, assistant times with `ceil(t * fps) / fps`.
 ## Splits
 
 `train` (the original `trainval` file; the original has no held-out split): {count} rows; {filtered} dialogues
-dropped by the rules (first message not a user message within the video, or no frame).
+dropped by the rules (first message not a user message within the video, no frame, or nothing learned).
 """
 
 
-def main(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="videollm-mod data prepare_ego4d_goalstep_livechat",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
     add_source_arguments(parser, "video_uid")
@@ -154,25 +164,33 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    source = video_source_from_args(parser, args)
+    args.source = video_source_from_args(parser, args)
+    return args
 
+
+def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
+    """Build, write (and push) the dataset; returns its folder and the skipped videos."""
     from datasets import DatasetDict
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = source.skips
-    rows, filtered = build_rows(read_livechat(args.annotation_file), source, args.fps, args.seed)
+    records = read_livechat(args.annotation_file)
+    rows, filtered = build_rows(records, args.source, args.fps, args.seed, args.max_num_frames)
     configs = {"default": DatasetDict({"train": rows_to_dataset(rows, conversation_features())})}
-    body = CARD_BODY.format(fps=args.fps, max_waiting=MAX_WAITING_FRAMES, columns=columns_doc(), count=len(rows),
-                            filtered=filtered)  # fmt: skip
+    body = CARD_BODY.format(fps=args.fps, max_waiting=MAX_WAITING_FRAMES, max_num_frames=args.max_num_frames,
+                            columns=columns_doc(), count=len(rows), filtered=filtered)  # fmt: skip
     card = build_card("Ego4D GoalStep live-chat streams", {"default": ["train"]}, body)
-    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
-    print(f"wrote {out}: train {len(rows)} rows, {filtered} dialogues filtered; {skips.summary()}")
-    if args.push_to_hub:
-        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
-    return out, skips
+    counts = [f"train {len(rows)} rows", f"{filtered} dialogues filtered"]
+    return finish(args, configs, card, counts, args.source.skips), args.source.skips
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod data prepare_ego4d_goalstep_livechat", main, sys.argv[1:]))

@@ -6,13 +6,15 @@ Reads the original annotation files (VideoLLM-online `data/ego4d/narration.py`):
   split by the Ego4D benchmark files `{benchmark}_{val,test_unannotated}.json` (val/test videos; train = the rest);
 - refined: `refined_narration_stream_{split}.json` -> `{video_uid: {annotation_uid: [{time, text}]}}`.
 
-Texts are cleaned (tags `#C #c @c #O #o #Unsure #unsure #` removed, `.,\\n ` trimmed, `.` appended, first word
-capitalised, at least two words), sorted by time and grouped by narration pass (`_annotation_uid`); each pass is one
-stream with times snapped to `ceil(t * fps) / fps`. Configs `raw` and `refined`, splits `train` and `val`.
+Raw texts are cleaned (tags `#C #c @c #O #o #Unsure #unsure #` removed, `.,\\n ` trimmed, `.` appended, first word
+capitalised, at least two words), sorted by time and grouped by narration pass (`_annotation_uid`); refined passes
+are used in file order, as the original does (a pass whose times go backwards is an error naming it). Each pass is
+one stream with times snapped to `ceil(t * fps) / fps`, cut before the turn that would take it past
+`--max-num-frames` frames (the original's `max_frames_clip`). Configs `raw` and `refined`, splits `train` and `val`.
 
 Usage:
 
-    python -m data_scripts.prepare_ego4d_narration \
+    videollm-mod data prepare_ego4d_narration \
         --annotation-dir datasets/ego4d/v2/annotations --video-root datasets/ego4d/v2/full_scale \
         --output-dir data/ego4d_narration --variants raw refined --fps 2 [--push-to-hub user/ego4d-narration-stream]
 """
@@ -23,10 +25,11 @@ import argparse
 import logging
 import os
 import random
+import sys
 
-from ._hub import add_output_arguments, build_card, columns_doc, push_to_hub, write_dataset
+from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
 from ._sources import VideoSource, add_source_arguments, video_source_from_args
-from ._stream import AnnotationError, ceil_frame, load_json, message, require, stream
+from ._stream import MAX_NUM_FRAMES, AnnotationError, ceil_frame, load_json, message, require, stream, stream_row
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def raw_narration_streams(path: str, video_uids: set[str]) -> dict[str, dict[str
 
 
 def refined_narration_streams(path: str) -> dict[str, dict[str, list[dict]]]:
-    """Read ``refined_narration_stream_{split}.json`` and check its records."""
+    """Read ``refined_narration_stream_{split}.json`` and check its records; passes keep their file order."""
     data = load_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(path, f"expected an object keyed by video_uid, got {type(data).__name__}")
@@ -118,10 +121,16 @@ def refined_narration_streams(path: str) -> dict[str, dict[str, list[dict]]]:
         for annotation_uid, narrations in passes.items():
             if not isinstance(narrations, list):
                 raise AnnotationError(path, "expected a list of narrations", video_uid, annotation_uid)
+            previous = -float("inf")
             for i, narration in enumerate(narrations):
                 for name, kind in (("time", float), ("text", str)):
                     require(narration, name, kind, path, video_uid, prefix=f"{annotation_uid}[{i}].")
-            passes[annotation_uid] = sorted(narrations, key=lambda n: n["time"])
+                if narration["time"] < previous:
+                    raise AnnotationError(
+                        path, f"time {narration['time']} is before the previous narration's ({previous})", video_uid,
+                        f"{annotation_uid}[{i}].time",
+                    )  # fmt: skip
+                previous = narration["time"]
     return data
 
 
@@ -156,7 +165,14 @@ def narration_conversation(narrations: list[dict], fps: float, total_frames: int
     return conversation, start, last + 1
 
 
-def build_rows(streams: dict, source: VideoSource, fps: float, instructions: tuple[str, ...], seed: int) -> list[dict]:
+def build_rows(
+    streams: dict,
+    source: VideoSource,
+    fps: float,
+    instructions: tuple[str, ...],
+    seed: int,
+    max_num_frames: int = MAX_NUM_FRAMES,
+) -> list[dict]:
     """Rows of the dataset (one per narration pass) for videos that have frames."""
     rows = []
     for video_uid, passes in streams.items():
@@ -168,27 +184,18 @@ def build_rows(streams: dict, source: VideoSource, fps: float, instructions: tup
             built = narration_conversation(narrations, fps, total, instruction)
             if built is None:
                 continue
-            conversation, start, stop = built
-            rows.append(
-                {
-                    "video_uid": video_uid,
-                    "annotation_uid": annotation_uid,
-                    "video": source.relative_path(video_uid),
-                    "fps": float(fps),
-                    "duration": (total - 1) / fps,
-                    "start_frame": start,
-                    "stop_frame": stop,
-                    "num_frames": stop - start,
-                    "conversation": conversation,
-                }
-            )
+            conversation, start, _ = built
+            row = stream_row(video_uid, source.relative_path(video_uid), fps, total, conversation, start,
+                             max_num_frames, annotation_uid=annotation_uid)  # fmt: skip
+            if row is not None:
+                rows.append(row)
     return rows
 
 
 CARD_BODY = """\
 # Ego4D narration streams (VideoLLM-online format)
 
-Streams of Ego4D narrations for real-time video narration, built by `python -m data_scripts.prepare_ego4d_narration`
+Streams of Ego4D narrations for real-time video narration, built by `videollm-mod data prepare_ego4d_narration`
 with the cleaning and timestamp rules of VideoLLM-online (`data/ego4d/narration.py`) at {fps} fps.
 
 - `raw`: narrations from `all_narrations_redacted.json`; instruction: "{raw_instruction}"
@@ -196,7 +203,9 @@ with the cleaning and timestamp rules of VideoLLM-online (`data/ego4d/narration.
   10 short variants.
 
 One row per narration pass (`annotation_uid`). Conversation: `stream` (1 frame, unlearned), `user` instruction, then
-alternating `assistant` narration and `stream` messages; narration times snapped with `ceil(t * fps) / fps`.
+alternating `assistant` narration and `stream` messages; narration times snapped with `ceil(t * fps) / fps`. Raw
+passes are sorted by time, refined passes keep their file order; a stream is cut before the turn that would take it
+past {max_num_frames} frames (the original's `max_frames_clip`).
 
 ## Columns
 
@@ -210,9 +219,11 @@ Videos are not included (Ego4D licence); point the processor at your `full_scale
 """
 
 
-def main(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="videollm-mod data prepare_ego4d_narration",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
     add_source_arguments(parser, "video_uid")
@@ -223,14 +234,17 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the refined instruction choice")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    source = video_source_from_args(parser, args)
+    args.source = video_source_from_args(parser, args)
+    return args
 
+
+def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
+    """Build, write (and push) the dataset; returns its folder and the skipped videos."""
     from datasets import DatasetDict, Value
 
     from ._hub import conversation_features, rows_to_dataset
 
-    skips = source.skips
+    source, skips = args.source, args.source.skips
     features = conversation_features({"annotation_uid": Value("string")})
     configs, counts = {}, []
     for variant in args.variants:
@@ -241,13 +255,15 @@ def main(argv: list[str] | None = None):
             uids = split_video_uids(args.annotation_dir, set(videos), args.benchmarks)
             for split in SPLITS:
                 streams = raw_narration_streams(path, uids[split])
-                splits[split] = build_rows(streams, source, args.fps, (RAW_INSTRUCTION,), args.seed)
+                splits[split] = build_rows(streams, source, args.fps, (RAW_INSTRUCTION,), args.seed,
+                                           args.max_num_frames)  # fmt: skip
         else:
             for split in SPLITS:
                 streams = refined_narration_streams(
                     os.path.join(args.annotation_dir, f"refined_narration_stream_{split}.json")
                 )
-                splits[split] = build_rows(streams, source, args.fps, REFINED_INSTRUCTIONS, args.seed)
+                splits[split] = build_rows(streams, source, args.fps, REFINED_INSTRUCTIONS, args.seed,
+                                           args.max_num_frames)  # fmt: skip
         # an empty split cannot be loaded back from parquet: leave it out (the card lists what is there)
         configs[variant] = DatasetDict({s: rows_to_dataset(rows, features) for s, rows in splits.items() if rows})
         counts += [f"{variant}/{s} {len(rows)}" for s, rows in splits.items()]
@@ -256,18 +272,23 @@ def main(argv: list[str] | None = None):
         {name: list(d) for name, d in configs.items()},
         CARD_BODY.format(
             fps=args.fps,
+            max_num_frames=args.max_num_frames,
             raw_instruction=RAW_INSTRUCTION,
             columns=columns_doc("| `annotation_uid` | string | Ego4D narration pass |\n"),
             benchmarks=", ".join(args.benchmarks),
             counts=", ".join(counts),
         ),
     )
-    out = write_dataset(args.output_dir, configs, card, overwrite=args.overwrite)
-    print(f"wrote {out}: {', '.join(counts)}; {skips.summary()}")
-    if args.push_to_hub:
-        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
-    return out, skips
+    return finish(args, configs, card, counts, skips), skips
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod data prepare_ego4d_narration", main, sys.argv[1:]))

@@ -18,7 +18,7 @@ Writes (the layout the VideoLLM-online loaders expect):
 
 Usage:
 
-    python -m data_scripts.synthetic --output-dir data/synthetic --num-videos 8 --seconds 20 --resolution 64 \
+    videollm-mod data synthetic --output-dir data/synthetic --num-videos 8 --seconds 20 --resolution 64 \
         --fps 8 --num-coin-videos 8 --seed 0
 """
 
@@ -29,13 +29,13 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
+import sys
 import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..files import atomic_output_folder
 from ._video import write_video
 
 logger = logging.getLogger(__name__)
@@ -373,22 +373,10 @@ def generate_dataset(
     """
     if difficulty not in (0, 1, 2):
         raise ValueError(f"difficulty must be 0, 1 or 2, got {difficulty}")
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
-        _generate(tmp, num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
+    with atomic_output_folder(output_dir, overwrite=overwrite) as tmp:
+        _generate(str(tmp), num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
                   val_fraction, test_fraction)  # fmt: skip
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dataset_paths(output_dir)
+    return dataset_paths(os.path.abspath(output_dir))
 
 
 def dataset_paths(output_dir: str) -> dict[str, str]:
@@ -498,9 +486,11 @@ def _dump(obj, path: str) -> None:
         json.dump(obj, f, indent=1)
 
 
-def main(argv: list[str] | None = None) -> dict[str, str]:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+        prog="videollm-mod data synthetic",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--num-videos", type=int, default=8, help="Ego4D-style videos")
@@ -521,8 +511,10 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     )  # fmt: skip
     for key, path in paths.items():
         print(f"{key}: {path}")
-    return paths
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod data synthetic", main, sys.argv[1:]))

@@ -4,27 +4,37 @@ Importing the package also registers the model with the Auto classes, so a saved
 `AutoModelForCausalLM.from_pretrained(folder)` in-process; elsewhere `trust_remote_code=True` loads the copied code.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
-from .processing_videollm_mod import (
-    VideoDecodingError,
-    VideoLLMMoDFrameProcessor,
-    VideoLLMMoDProcessor,
-    iter_video_frames,
-    load_video,
+from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+from .streaming_videollm_mod import (
+    DEFAULT_THRESHOLD,
+    StreamContextLimitError,
+    StreamEvent,
+    VideoLLMMoDStreamSession,
+    speaks,
 )
-from .streaming_videollm_mod import StreamContextLimitError, StreamEvent, VideoLLMMoDStreamSession
+from .video_videollm_mod import VideoDecodingError, iter_video_frames, load_video, video_num_frames
 
 AutoConfig.register(VideoLLMMoDConfig.model_type, VideoLLMMoDConfig, exist_ok=True)
 AutoModel.register(VideoLLMMoDConfig, VideoLLMMoDModel, exist_ok=True)
 AutoModelForCausalLM.register(VideoLLMMoDConfig, VideoLLMMoDForCausalLM, exist_ok=True)
+AutoModelForImageTextToText.register(VideoLLMMoDConfig, VideoLLMMoDForCausalLM, exist_ok=True)
 AutoImageProcessor.register(VideoLLMMoDConfig, VideoLLMMoDFrameProcessor, exist_ok=True)
 AutoProcessor.register(VideoLLMMoDConfig, VideoLLMMoDProcessor, exist_ok=True)
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "StreamContextLimitError",
     "StreamEvent",
     "VideoDecodingError",
@@ -38,4 +48,6 @@ __all__ = [
     "VideoLLMMoDStreamSession",
     "iter_video_frames",
     "load_video",
+    "speaks",
+    "video_num_frames",
 ]

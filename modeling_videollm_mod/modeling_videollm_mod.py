@@ -6,6 +6,7 @@ interval tokens always run. Kept tokens run through the unmodified Llama layer a
 others pass through unchanged and are absent from that layer's keys, values and cache.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,11 +21,29 @@ from transformers.models.llama.modeling_llama import (
     LlamaRotaryEmbedding,
 )
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
 from .streaming_videollm_mod import VideoLLMMoDStreamingMixin
+
+
+def pool_frame_tokens(vision: BaseModelOutputWithPooling, grid: Sequence[int]) -> torch.Tensor:
+    """A frame's tokens from a SigLIP output, as VideoLLM-online makes them (live1+): the pooled (attention-pooling
+    head) output, then the patch grid average-pooled to `grid = (hp, wp)`, row-major.
+
+    Args:
+        vision: the vision tower's output for T frames: `last_hidden_state` (T, g * g, Dv), `pooler_output` (T, Dv).
+    Returns:
+        (T, 1 + hp * wp, Dv).
+    """
+    patches = vision.last_hidden_state  # (T, N, Dv), N = g * g
+    frames, num_patches, dim = patches.shape
+    side = int(round(num_patches**0.5))
+    patch_grid = patches.transpose(1, 2).reshape(frames, dim, side, side)  # (T, Dv, g, g)
+    pooled = F.adaptive_avg_pool2d(patch_grid, list(grid)).flatten(2).transpose(1, 2)  # (T, hp*wp, Dv)
+    return torch.cat([vision.pooler_output[:, None], pooled], dim=1)  # (T, F, Dv)
 
 
 class VideoLLMMoDConnector(nn.Module):
@@ -300,19 +319,8 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
             The vision tower's output, with `pooler_output` replaced by the frame embeddings (T, F, hidden_size).
         """
         vision = self.vision_tower(pixel_values_videos.to(self.vision_tower.dtype), return_dict=True, **kwargs)
-        vision.pooler_output = self.connector(self.pool_frame_tokens(vision))
+        vision.pooler_output = self.connector(pool_frame_tokens(vision, self.config.frame_token_pooled))
         return vision
-
-    def pool_frame_tokens(self, vision: BaseModelOutputWithPooling) -> torch.Tensor:
-        """(T, F, vision_hidden): the pooled token, then the patch grid average-pooled to hp x wp, row-major."""
-        patches = vision.last_hidden_state  # (T, N, Dv), N = g * g
-        frames, num_patches, dim = patches.shape
-        side = int(num_patches**0.5)
-        grid = patches.transpose(1, 2).reshape(frames, dim, side, side)  # (T, Dv, g, g)
-        pooled = (
-            F.adaptive_avg_pool2d(grid, self.config.frame_token_pooled).flatten(2).transpose(1, 2)
-        )  # (T, hp*wp, Dv)
-        return torch.cat([vision.pooler_output[:, None], pooled], dim=1)  # (T, F, Dv)
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the placeholder positions, from `input_ids` or by comparison with the placeholder embedding."""
@@ -348,6 +356,7 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         video_embeds = video_embeds.to(inputs_embeds.dtype).flatten(0, 1)
         return inputs_embeds.masked_scatter(video_mask.unsqueeze(-1), video_embeds)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @capture_outputs
     def forward(
         self,
@@ -425,8 +434,10 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin, VideoL
     def __init__(self, config: VideoLLMMoDConfig):
         super().__init__(config)
         # save_pretrained writes the auto_map entry of the saved class only; name the backbone for AutoModel too.
+        # The head loads through AutoModelForImageTextToText too, as transformers' video LLMs do.
         config.auto_map = {
             "AutoModel": "modeling_videollm_mod.VideoLLMMoDModel",
+            "AutoModelForImageTextToText": "modeling_videollm_mod.VideoLLMMoDForCausalLM",
             **(getattr(config, "auto_map", None) or {}),
         }
         self.model = VideoLLMMoDModel(config)
@@ -449,6 +460,7 @@ class VideoLLMMoDForCausalLM(VideoLLMMoDPreTrainedModel, GenerationMixin, VideoL
             inputs.pop("frame_features", None)
         return inputs
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -529,4 +541,4 @@ VideoLLMMoDConfig.register_for_auto_class()
 VideoLLMMoDModel.register_for_auto_class("AutoModel")
 VideoLLMMoDForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["VideoLLMMoDForCausalLM", "VideoLLMMoDModel", "VideoLLMMoDPreTrainedModel"]
+__all__ = ["VideoLLMMoDForCausalLM", "VideoLLMMoDModel", "VideoLLMMoDPreTrainedModel", "pool_frame_tokens"]

@@ -30,13 +30,11 @@ Training entry points:
         `frame_features` may hold the whole video (sliced to `[start_frame, stop_frame)`) or just the row's frames;
         with neither, the frames are decoded from `video_root/row["video"]` at `row["fps"]`.
 
-Video decoding uses PyAV (imported when needed): `load_video(path, fps=2.0)` -> (uint8 (T, H, W, 3), timestamps);
-frame i is the last source frame shown at time i / fps, for i / fps < duration.
+Videos are sampled by `video_videollm_mod` (PyAV): `load_video(source, fps=2.0)` -> (uint8 (T, H, W, 3), times).
 """
 
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,114 +42,50 @@ import torch.nn.functional as F
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_processing_utils import BaseImageProcessor
 
+from .video_videollm_mod import load_video
+
+# VideoLLM-online's live1+ system prompt (`LiveTrainingArguments.system_prompt`).
 SYSTEM_PROMPT = (
     "A multimodal AI assistant is helping users with some activities. Below is their conversation, interleaved with "
     "the list of video frames received by the assistant."
 )
+# The stream tokens: each frame's placeholder, the interval between frames (its probability after a frame is the
+# "stay silent" probability) and the reply opener (`]\n` is one token in Llama-3's vocabulary: 933).
+VIDEO_TOKEN = "<v>"
+FRAME_INTERVAL = ","
+STREAM_RESPONSE = "]\n"
+# The pieces of the live1+ text. Everything that writes stream text (the renderer and the Jinja template below, the
+# streaming session, the tokenizer builder) is made of these.
+STREAM_OPEN, STREAM_CLOSE = "\n[", "]"
+USER_PREFIX = "\nUser: "
+ASSISTANT_PREFIX = "\nAssistant: "
+GENERATION_PROMPT = "\nAssistant:"
+STREAM_GENERATION_PROMPT = STREAM_CLOSE + GENERATION_PROMPT  # "]\nAssistant:"
+
+
+def _jinja(text: str) -> str:
+    """`text` as a Jinja string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
 
 # The live1+ template in Jinja, for `processor.apply_chat_template(messages, tokenize=False)`: one `<v>` per frame,
-# which the processor expands to `frame_num_tokens` placeholders (the Python renderer below is the one that tokenises
-# and must give the same text; a test pins that).
+# which the processor expands to `frame_num_tokens` placeholders. The Python renderer (`render`) is the one that
+# tokenises and labels; both are built from the pieces above and a test pins that they give the same text.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}{{ bos_token + message['content'] + '\\n' }}"
-    "{%- elif message['role'] == 'user' -%}{{ (']' if add_stream_query_prompt else '') + '\\nUser: ' "
-    "+ message['content'] }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ '\\nAssistant: ' + message['content'] + eos_token }}"
+    f"{{%- elif message['role'] == 'user' -%}}{{{{ {_jinja(USER_PREFIX)} + message['content'] }}}}"
+    f"{{%- elif message['role'] == 'assistant' -%}}{{{{ {_jinja(ASSISTANT_PREFIX)} + message['content'] + eos_token }}}}"
     "{%- elif message['role'] == 'stream' and message['num_frames'] > 0 -%}"
-    "{{ '\\n[' + (['<v>'] * message['num_frames']) | join(',') + ']' }}"
+    f"{{{{ {_jinja(STREAM_OPEN)} + ([{_jinja(VIDEO_TOKEN)}] * message['num_frames']) | join({_jinja(FRAME_INTERVAL)}) "
+    f"+ {_jinja(STREAM_CLOSE)} }}}}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_stream_prompt -%}{{ '\\n[' }}"
-    "{%- elif add_stream_generation_prompt -%}{{ ']\\nAssistant:' }}"
-    "{%- elif add_generation_prompt -%}{{ '\\nAssistant:' }}"
+    f"{{%- if add_stream_prompt -%}}{{{{ {_jinja(STREAM_OPEN)} }}}}"
+    f"{{%- elif add_stream_generation_prompt -%}}{{{{ {_jinja(STREAM_GENERATION_PROMPT)} }}}}"
+    f"{{%- elif add_generation_prompt -%}}{{{{ {_jinja(GENERATION_PROMPT)} }}}}"
     "{%- endif -%}"
 )
-
-_TIME_EPS = 1e-6
-
-
-class VideoDecodingError(ValueError):
-    """A video file that is missing, empty, truncated or not a video; the message names the file."""
-
-
-def _open_video(path: str | os.PathLike):
-    import av
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VideoDecodingError(f"{path}: video file not found")
-    if os.path.getsize(path) == 0:
-        raise VideoDecodingError(f"{path}: video file is empty (0 bytes)")
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoDecodingError(f"{path}: not a readable video (truncated or not a video file: {e})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoDecodingError(f"{path}: the file has no video stream")
-    return container
-
-
-def video_num_frames(path: str | os.PathLike, fps: float = 2.0) -> int | None:
-    """Frames `iter_video_frames(path, fps)` will yield, from the container header (None when it has no duration)."""
-    container = _open_video(path)
-    try:
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000  # AV_TIME_BASE
-        else:
-            return None
-    finally:
-        container.close()
-    return max(1, math.ceil(duration * fps - _TIME_EPS))
-
-
-def iter_video_frames(path: str | os.PathLike, fps: float = 2.0) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode a video resampled to `fps`, frame by frame: yields `(i / fps, uint8 (H, W, 3) RGB)` where frame i is
-    the last source frame shown at time i / fps (what `ffmpeg -r fps` outputs), for i / fps before the end."""
-    if not fps > 0:
-        raise ValueError(f"fps={fps} must be positive")
-    container = _open_video(path)
-    name = os.fspath(path)
-    try:
-        stream = container.streams.video[0]
-        end = None
-        if stream.duration is not None and stream.time_base is not None:
-            end = float(stream.duration * stream.time_base)
-        index, previous, last_time = 0, None, None
-        try:
-            for frame in container.decode(video=0):
-                # every grid time before this frame's timestamp shows the previous source frame
-                while previous is not None and index / fps < frame.time - _TIME_EPS:
-                    yield index / fps, previous
-                    index += 1
-                previous, last_time = frame.to_ndarray(format="rgb24"), frame.time
-        except Exception as e:  # PyAV raises FFmpegError subclasses on corrupt data
-            raise VideoDecodingError(f"{name}: cannot decode video (truncated or corrupt: {e})") from None
-        if previous is None:
-            raise VideoDecodingError(f"{name}: no decodable video frame (empty or truncated video)")
-        # the last source frame stays on screen until the end of the video
-        if end is None:
-            rate = float(stream.average_rate) if stream.average_rate else fps
-            end = last_time + 1 / rate
-        while index == 0 or index / fps < end - _TIME_EPS:
-            yield index / fps, previous
-            index += 1
-    finally:
-        container.close()
-
-
-def load_video(path: str | os.PathLike, fps: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a whole video at `fps`.
-
-    Returns:
-        frames: uint8 (T, H, W, 3) RGB; timestamps: float64 (T,) seconds, `i / fps`.
-    """
-    times, frames = zip(*iter_video_frames(path, fps), strict=True)
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
 
 
 class VideoLLMMoDFrameProcessor(BaseImageProcessor):
@@ -249,12 +183,14 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         image_processor ([`VideoLLMMoDFrameProcessor`]): frames -> `pixel_values_videos` (the `image_processor` slot
             works without torchvision; transformers' video slot needs it).
         tokenizer: a fast tokenizer with `<v>` as a special token and `,` / `]\n` as single tokens.
-        chat_template (`str`, *optional*): Jinja form of the template (defaults to the live1+ one).
+        chat_template (`str`, *optional*): the saved Jinja template; it must be the live1+ one (`CHAT_TEMPLATE`),
+            which is not configurable: the Python renderer that tokenises and labels follows the same format.
         frame_num_tokens (`int`, defaults to 10): placeholders per frame (`config.frame_num_tokens`).
         system_prompt (`str`, *optional*): prepended as the system message when a conversation has none
             (VideoLLM-online's live1+ default); `""` keeps `<bos>\n`.
-        video_token, frame_token_interval, stream_response_token (`str`): `<v>`, `,` and `]\n`.
     """
+
+    video_token, frame_token_interval, stream_response_token = VIDEO_TOKEN, FRAME_INTERVAL, STREAM_RESPONSE
 
     def __init__(
         self,
@@ -263,17 +199,16 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         chat_template: str | None = None,
         frame_num_tokens: int = 10,
         system_prompt: str = SYSTEM_PROMPT,
-        video_token: str = "<v>",
-        frame_token_interval: str = ",",
-        stream_response_token: str = "]\n",
         **kwargs,
     ):
+        if chat_template is not None and chat_template != CHAT_TEMPLATE:
+            raise ValueError(
+                "chat_template: this processor's text format is fixed (live1+, `CHAT_TEMPLATE`); the saved template "
+                "differs from it (a folder saved by another version of the code?)"
+            )
         self.frame_num_tokens = int(frame_num_tokens)
         self.system_prompt = system_prompt
-        self.video_token = video_token
-        self.frame_token_interval = frame_token_interval
-        self.stream_response_token = stream_response_token
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+        super().__init__(image_processor, tokenizer, chat_template=CHAT_TEMPLATE, **kwargs)
 
     # ---------------------------------------------------------------- ids of the stream tokens
     @property
@@ -320,17 +255,20 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         add_generation_prompt: bool = False,
         add_stream_prompt: bool = False,
         add_stream_generation_prompt: bool = False,
+        continuation: bool = False,
     ) -> tuple[str, list[tuple[int, int]], int]:
         """The conversation as live1+ text with placeholders expanded.
 
+        Args:
+            continuation: the messages continue a text already fed (a live stream): no system message is added.
         Returns:
             text; learn ranges as character spans `[start, stop)`; the number of frames.
         """
         messages = list(conversation)
-        if self.system_prompt is not None and (not messages or messages[0]["role"] != "system"):
+        if not continuation and self.system_prompt is not None and (not messages or messages[0]["role"] != "system"):
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         bos, eos = self.tokenizer.bos_token or "", self.tokenizer.eos_token
-        frame = self.video_token * self.frame_num_tokens
+        frame = VIDEO_TOKEN * self.frame_num_tokens
         parts: list[str] = []
         ranges: list[tuple[int, int]] = []
         length, num_frames = 0, 0
@@ -345,13 +283,14 @@ class VideoLLMMoDProcessor(ProcessorMixin):
             role, content = message["role"], message.get("content") or ""
             learn = message.get("learn", False)
             if role == "system":
-                if index:
+                if index or continuation:
                     raise ValueError(f"message {index}: a system message must come first")
                 emit(bos + content + "\n")
             elif role == "user":
-                emit("\nUser: " + content)
+                emit(USER_PREFIX + content)
             elif role == "assistant":
-                start = emit("\nAssistant: ") - len("Assistant: ")
+                # the learned range starts after the newline: `Assistant: {content}{eos}`
+                start = emit(ASSISTANT_PREFIX) - len(ASSISTANT_PREFIX) + 1
                 stop = emit(content + eos)
                 if learn:
                     ranges.append((start, stop))
@@ -362,22 +301,22 @@ class VideoLLMMoDProcessor(ProcessorMixin):
                 if count == 0:
                     continue
                 learned = count if learn is True else int(learn or 0)
-                emit("\n[")
+                emit(STREAM_OPEN)
                 for f in range(count):
                     after = emit(frame)  # the `,` or `]` that follows the frame's last placeholder
                     if f < learned:
                         # the last frame's range covers `]\n` (one token), as VideoLLM-online extends it by one
-                        ranges.append((after, after + (2 if f == count - 1 else 1)))
-                    emit(self.frame_token_interval if f < count - 1 else "]")
+                        ranges.append((after, after + (len(STREAM_RESPONSE) if f == count - 1 else 1)))
+                    emit(FRAME_INTERVAL if f < count - 1 else STREAM_CLOSE)
                 num_frames += count
             else:
                 raise ValueError(f"message {index}: unknown role {role!r} (system, user, assistant or stream)")
         if add_stream_prompt:
-            emit("\n[")
+            emit(STREAM_OPEN)
         elif add_stream_generation_prompt:
-            emit("]\nAssistant:")
+            emit(STREAM_GENERATION_PROMPT)
         elif add_generation_prompt:
-            emit("\nAssistant:")
+            emit(GENERATION_PROMPT)
         return "".join(parts), ranges, num_frames
 
     def tokenize_with_labels(self, text: str, ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
@@ -434,8 +373,8 @@ class VideoLLMMoDProcessor(ProcessorMixin):
                     sample, add_generation_prompt, add_stream_prompt, add_stream_generation_prompt
                 )
             else:
-                count = sample.count(self.video_token)
-                rendered, ranges = sample.replace(self.video_token, self.video_token * self.frame_num_tokens), []
+                count = sample.count(VIDEO_TOKEN)
+                rendered, ranges = sample.replace(VIDEO_TOKEN, VIDEO_TOKEN * self.frame_num_tokens), []
             rows.append(self.tokenize_with_labels(rendered, ranges))
             num_frames.append(count)
         if return_labels is None:
@@ -493,7 +432,9 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         if frames is None and frame_features is None and count:
             if video_root is None:
                 raise ValueError("give frames, frame_features or video_root for a row with stream frames")
-            frames, _ = load_video(os.path.join(video_root, row["video"]), fps=row.get("fps") or 2.0)
+            path = os.path.join(video_root, row["video"])
+            frames, _ = load_video(path, fps=row.get("fps") or self.image_processor.fps, start_frame=start,
+                                   stop_frame=start + count)  # fmt: skip
         source = frames if frames is not None else frame_features
         if source is not None and len(source) != count:
             if len(source) < start + count:
@@ -523,11 +464,11 @@ VideoLLMMoDFrameProcessor.register_for_auto_class("AutoImageProcessor")
 VideoLLMMoDProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "CHAT_TEMPLATE",
+    "FRAME_INTERVAL",
+    "STREAM_RESPONSE",
     "SYSTEM_PROMPT",
-    "VideoDecodingError",
+    "VIDEO_TOKEN",
     "VideoLLMMoDFrameProcessor",
     "VideoLLMMoDProcessor",
-    "iter_video_frames",
-    "load_video",
-    "video_num_frames",
 ]

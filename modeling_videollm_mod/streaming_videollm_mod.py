@@ -2,8 +2,8 @@
 VideoLLM-online demo (`LiveInfer`), on one ever-growing cache.
 
 Token flow (live1+): the first frame is fed after `<bos>{system}\\n\\n[`; after each frame the decision is taken from
-the logits at its last placeholder: P(interval) = softmax(logits)[`,`]. If P(interval) >= threshold the stream stays
-silent and the next frame is fed after `,`. Otherwise the model speaks: `]\\nAssistant:` is fed and a reply generated
+the logits at its last placeholder (`speaks`: VideoLLM-online's rule, P(interval = `,`) below the threshold or `,`
+not the most probable token). If the model stays silent the next frame is fed after `,`. Otherwise it speaks: `]\\nAssistant:` is fed and a reply generated
 (`generate`, sampling from the `GenerationConfig`) until eos or `max_new_tokens`; the final token is not fed yet, the
 next frame follows `{last}\\n[` (an eos closes a reply cut at `max_new_tokens`). A user query is answered after the
 current frame: `]\\nUser: {query}\\nAssistant:` (or `\\nUser: ...` when no stream is open), then generation.
@@ -22,6 +22,27 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from transformers import GenerationConfig
+
+from .processing_videollm_mod import STREAM_CLOSE, STREAM_GENERATION_PROMPT, STREAM_OPEN
+from .video_videollm_mod import iter_video_frames
+
+# The original demo's threshold on P(interval) (`LiveInfer.frame_token_interval_threshold`).
+DEFAULT_THRESHOLD = 0.725
+
+
+def speaks(probs: torch.Tensor, interval_id: int, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """The streaming decision after each frame, as VideoLLM-online takes it (its demo and its `stream_evaluate`):
+    P(interval) below `threshold` is set to 0, then the model speaks unless the interval token is the most probable.
+
+    Args:
+        probs: (..., V) the softmax after the last placeholder of each frame.
+        interval_id: the frame-interval ("stay silent") token.
+        threshold: in [0, 1]; 0 is the plain argmax rule (the original's evaluation), 0.725 the original demo's.
+    Returns:
+        (...) bool: True where the model speaks.
+    """
+    p_interval = probs[..., interval_id]
+    return (p_interval < threshold) | (probs.argmax(-1) != interval_id)
 
 
 class StreamEvent(NamedTuple):
@@ -44,7 +65,7 @@ class VideoLLMMoDStreamSession:
     Args:
         model: the model (eval mode is set by the caller; the session runs under `torch.no_grad`).
         processor: a [`VideoLLMMoDProcessor`] (tokenizer, frame processor, system prompt).
-        threshold (`float`, defaults to 0.725): speak when P(interval) < threshold; in [0, 1].
+        threshold (`float`, defaults to 0.725): the decision threshold of [`speaks`], in [0, 1].
         max_new_tokens (`int`, defaults to 128): the longest reply.
         generation_config ([`GenerationConfig`], *optional*): sampling settings (default: the model's, greedy).
         system_prompt (`str`, *optional*): overrides the processor's.
@@ -61,7 +82,7 @@ class VideoLLMMoDStreamSession:
         self,
         model,
         processor,
-        threshold: float = 0.725,
+        threshold: float = DEFAULT_THRESHOLD,
         max_new_tokens: int = 128,
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
@@ -90,13 +111,14 @@ class VideoLLMMoDStreamSession:
 
         system = processor.system_prompt if system_prompt is None else system_prompt
         self.transcript_ids: list[int] = []  # every token fed to the model
-        self.pending: list[int] = processor.encode_text((tokenizer.bos_token or "") + system + "\n")
+        self.pending: list[int] = processor.encode_text(processor.render([{"role": "system", "content": system}])[0])
         self.stream_open = False
         self.cache = None
         self.time = 0.0
         self.queries: list[tuple[float | None, str]] = []
         self.events: list[StreamEvent] = []
         self.decisions: list[tuple[float, float]] = []
+        self.last_fired = False
         self.reply_logits: list[torch.Tensor] = []
         self.reply_positions: list[int] = []
 
@@ -109,6 +131,8 @@ class VideoLLMMoDStreamSession:
     def push_query(self, text: str, time: float | None = None) -> list[StreamEvent]:
         """Queue a user query. Without `time` (live use) it is answered now, after the current frame; with `time`
         it is answered after the last frame at or before `time` (when a later frame arrives, or `flush()`)."""
+        if time is not None and not (math.isfinite(time) and time >= 0):
+            raise ValueError(f"query time {time!r} must be a time in the video, >= 0 seconds")
         if time is None:
             self.queries.append((self.time, text))
             return self._answer_due(self.time)
@@ -162,7 +186,8 @@ class VideoLLMMoDStreamSession:
         return events
 
     def flush(self) -> list[StreamEvent]:
-        """Answer the queries still queued (end of a recorded video)."""
+        """Answer the queries still queued (end of a recorded video); each answer is stamped at its query's time,
+        never before it."""
         return self._answer_due(math.inf)
 
     # ------------------------------------------------------------------ internals
@@ -196,16 +221,18 @@ class VideoLLMMoDStreamSession:
 
     def _feed_frames(self, inputs: torch.Tensor, times: list[float], key: str) -> int:
         """Feed up to len(inputs) frames in one forward; keep them up to the first that speaks. Returns how many."""
-        prefix = list(self.pending) + ([] if self.stream_open else self.processor.encode_text("\n["))
+        prefix = list(self.pending) + ([] if self.stream_open else self.processor.encode_text(STREAM_OPEN))
         count, frame_len = inputs.shape[0], len(self.frame_ids)
         ids = prefix + self.frame_ids + ([self.interval_id] + self.frame_ids) * (count - 1)
         # logits at the last placeholder of each frame
         last = torch.tensor([len(prefix) + f * (frame_len + 1) + frame_len - 1 for f in range(count)])
         logits = self._forward(ids, logits_at=last.to(self.model.device), **{key: inputs})
-        p_interval = torch.softmax(logits.float(), dim=-1)[:, self.interval_id].tolist()
+        probs = torch.softmax(logits.float(), dim=-1)  # (count, V)
+        p_interval = probs[:, self.interval_id].tolist()
+        fires = speaks(probs, self.interval_id, self.threshold).tolist()
         used = count
-        for f, p in enumerate(p_interval):
-            if p < self.threshold or f == count - 1:
+        for f, fire in enumerate(fires):
+            if fire or f == count - 1:
                 used = f + 1
                 break
         if used < count:  # later frames were computed past a frame that speaks: drop them from the cache
@@ -213,12 +240,12 @@ class VideoLLMMoDStreamSession:
             self.cache.crop(keep)
             del self.transcript_ids[keep:]
         self.decisions += list(zip(times[:used], p_interval[:used], strict=True))
-        self.pending, self.stream_open, self.time = [], True, times[used - 1]
+        self.pending, self.stream_open, self.time, self.last_fired = [], True, times[used - 1], fires[used - 1]
         return used
 
     def _act_on_decision(self) -> list[StreamEvent]:
-        if self.decisions[-1][1] < self.threshold:
-            return [self._reply(self.processor.encode_text("]\nAssistant:"))]
+        if self.last_fired:
+            return [self._reply(self.processor.encode_text(STREAM_GENERATION_PROMPT))]
         self.pending = [self.interval_id]
         return []
 
@@ -229,12 +256,15 @@ class VideoLLMMoDStreamSession:
             events.append(StreamEvent(query_time, "user", text))
             self.events.append(events[-1])
             # an open stream is closed with `]`; a pending `,` (the silent decision) is discarded
-            prompt = ("]" if self.stream_open else "") + f"\nUser: {text}\nAssistant:"
+            query, _, _ = self.processor.render(
+                [{"role": "user", "content": text}], add_generation_prompt=True, continuation=True
+            )
+            prompt = (STREAM_CLOSE if self.stream_open else "") + query
             pending = [] if self.stream_open else self.pending
-            events.append(self._reply(pending + self.processor.encode_text(prompt)))
+            events.append(self._reply(pending + self.processor.encode_text(prompt), at=max(self.time, query_time)))
         return events
 
-    def _reply(self, prompt_ids: list[int]) -> StreamEvent:
+    def _reply(self, prompt_ids: list[int], at: float | None = None) -> StreamEvent:
         """Feed `prompt_ids` and generate a reply on the same cache; the reply's last token stays pending."""
         self._check_context(len(prompt_ids) + self.max_new_tokens)
         device = self.model.device
@@ -253,7 +283,7 @@ class VideoLLMMoDStreamSession:
         text = self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
         self.pending = new[-1:] + ([] if new[-1] == self.eos_token_id else [self.eos_token_id])
         self.stream_open = False
-        event = StreamEvent(self.time, "assistant", text)
+        event = StreamEvent(self.time if at is None else at, "assistant", text)
         self.events.append(event)
         return event
 
@@ -275,7 +305,7 @@ class VideoLLMMoDStreamingMixin:
         frame_features: torch.Tensor | None = None,
         fps: float | None = None,
         queries: Iterable[tuple[float, str]] = (),
-        threshold: float = 0.725,
+        threshold: float = DEFAULT_THRESHOLD,
         max_new_tokens: int = 128,
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
@@ -321,9 +351,7 @@ def _timed_frames(video, frame_features, fps: float) -> Iterator[tuple[float, ob
         for i, features in enumerate(frame_features):
             yield i / fps, features
         return
-    if isinstance(video, (str, os.PathLike)):
-        from .processing_videollm_mod import iter_video_frames
-
+    if isinstance(video, (str, os.PathLike, bytes)):
         yield from iter_video_frames(video, fps)
         return
     for i, item in enumerate(video):
@@ -352,4 +380,11 @@ def _stack(buffer: list[tuple[float, object]]) -> tuple[list[float], torch.Tenso
     return [t for t, _ in buffer], torch.stack(items)
 
 
-__all__ = ["StreamContextLimitError", "StreamEvent", "VideoLLMMoDStreamSession", "VideoLLMMoDStreamingMixin"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "StreamContextLimitError",
+    "StreamEvent",
+    "VideoLLMMoDStreamSession",
+    "VideoLLMMoDStreamingMixin",
+    "speaks",
+]

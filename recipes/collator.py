@@ -38,7 +38,8 @@ class VideoLLMMoDCollator:
         self._videos: dict[str, torch.Tensor] = {}
 
     def frames_of(self, row: dict) -> dict:
-        """Keyword arguments of `prepare_row` holding the whole video's frames or features."""
+        """Keyword arguments of `prepare_row` that give the row's frames: the whole video's features, the whole
+        decoded video (cached), or the video folder (the processor then decodes only the row's frames)."""
         if self.features_dir is not None:
             from safetensors.torch import load_file
 
@@ -46,14 +47,14 @@ class VideoLLMMoDCollator:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"row {row['video_uid']!r}: no pre-computed features at {path}")
             return {"frame_features": load_file(path)["features"].float()}
+        if not self.cache_videos:
+            return {"video_root": self.video_root}
         path = os.path.join(self.video_root, row["video"])
         if path not in self._videos:
-            from modeling_videollm_mod.processing_videollm_mod import load_video
+            from modeling_videollm_mod import load_video
 
-            frames = torch.from_numpy(load_video(path, fps=row.get("fps") or 2.0)[0])
-            if not self.cache_videos:
-                return {"frames": frames}
-            self._videos[path] = frames
+            fps = row.get("fps") or self.processor.image_processor.fps
+            self._videos[path] = torch.from_numpy(load_video(path, fps=fps)[0])
         return {"frames": self._videos[path]}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Check that data-parallel training gives the loss curve of one process with the same global batch.
 
-    python -m recipes.distributed_check --output one.json --per-device-batch-size 4
-    accelerate launch --cpu --num_processes 2 -m recipes.distributed_check --output two.json --per-device-batch-size 2
-    python -m recipes.distributed_check --compare one.json two.json
+    python -m videollm_mod.recipes.distributed_check --output one.json --per-device-batch-size 4
+    accelerate launch --cpu --num_processes 2 -m videollm_mod.recipes.distributed_check --output two.json --per-device-batch-size 2
+    python -m videollm_mod.recipes.distributed_check --compare one.json two.json
 
 Trains a tiny VideoLLM-MoD (pre-computed features, MoD on the odd layers) with the recipe's trainer on a small
 deterministic stream dataset for a few steps and writes the logged losses (main process only).
@@ -50,9 +50,9 @@ def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, videos: boo
     from safetensors.torch import save_file
 
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
-    from modeling_videollm_mod.presets import tiny_config
     from modeling_videollm_mod.processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
-    from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+    from videollm_mod.presets import tiny_config
+    from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
     tokenizer = build_stream_tokenizer([*TEXTS, "Narrate."], vocab_size=120)
     config = tiny_config(vocab_size=len(tokenizer), **stream_token_ids(tokenizer), **config_overrides)
@@ -66,7 +66,7 @@ def tiny_setup(features_dir: str, num_rows: int = 16, seed: int = 0, videos: boo
     generator = torch.Generator().manual_seed(seed)
     for row in rows:
         if videos:
-            from data_scripts._video import write_video
+            from videollm_mod.data_scripts._video import write_video
 
             size = config.vision_config.image_size
             pixels = torch.randint(0, 256, (row["num_frames"], size, size, 3), generator=generator, dtype=torch.uint8)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None):
 
     from trl import SFTConfig
 
-    from recipes.sft import VideoSFTScriptArguments, build_trainer
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, dataset = tiny_setup(tmp)

@@ -7,11 +7,16 @@ per dialogue turn (a turn ends after each eos), then averaged over turns and ove
 - LM-Correctness: the fraction of those positions predicted right (argmax) before the first error.
 - TimeDiff: how many frames too early (> 0) or too late (< 0) the model replies, in seconds (`|frame_diff| / fps`);
   a late reply is found by feeding up to `min(#frames of the next turn, #frames of this turn - 1)` future frames after
-  the turn's last frame ("late-response probing").
+  the turn's last learned frame ("late-response probing"). The probed frames are the ones that follow that frame in
+  the video. The original takes them from a running count of earlier turns' frames instead, which differs in two
+  live-chat layouts: a turn whose last frames are not learned (the original's cache ends at the last learned frame
+  but its probe starts after the turn's last frame, skipping the frames between) and a turn after one with no
+  labels (the original skips that turn's frames in its count, so it probes frames from the past).
 - Fluency: the fraction of the turn's decision + text tokens predicted right in a row.
 
-A frame "fires" (the model speaks) when the interval token is not the argmax after its last placeholder, or when its
-probability is below `threshold` (the original had this threshold as a parameter but always used 0).
+A frame "fires" (the model speaks) by the streaming rule, `modeling_videollm_mod.speaks`: the interval token is not
+the argmax after its last placeholder, or its probability is below `threshold` (the original evaluation used 0:
+argmax only; its demo 0.725).
 
 Labels follow the HF convention (aligned with `input_ids`, shifted here): the target of the prediction made at
 position `t` is `labels[t + 1]`.
@@ -28,25 +33,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from modeling_videollm_mod import speaks
+
 IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # per-turn pieces (pure functions on tensors, tested by hand)
-
-
-def frame_fires(stream_probs: torch.Tensor, interval_id: int, threshold: float = 0.0) -> torch.Tensor:
-    """(N,) bool: whether each decision position fires a reply.
-
-    Args:
-        stream_probs: (N, V) softmax after the last placeholder of each frame.
-        interval_id: the "stay silent" token.
-        threshold: a frame also fires when P(interval) < threshold (0 disables this, as in the original evaluation).
-    """
-    fires = stream_probs.argmax(-1) != interval_id
-    if threshold > 0:
-        fires = fires | (stream_probs[:, interval_id] < threshold)
-    return fires
 
 
 def early_frame_diff(fires: torch.Tensor) -> int | None:
@@ -122,7 +115,7 @@ def stream_evaluate(
         input_ids, labels: (1, L); labels aligned with `input_ids` (-100 = no loss). Decisions are the labels right
             after the last placeholder of each learned frame.
         frame_features / pixel_values_videos: (T, ...) the sample's frames in sequence order (exactly one of them).
-        threshold: P(interval) below which a frame fires (0: argmax only, the original's evaluation).
+        threshold: the decision threshold of `speaks` (0: argmax only, the original's evaluation).
         fire_policy: replaces the model's decisions, `(N, V) probabilities -> (N,) bool fires`, for timing
             baselines (never speak, speak at random); the text metrics stay the model's.
     """
@@ -134,7 +127,7 @@ def stream_evaluate(
     frames = frame_features if frame_features is not None else pixel_values_videos
     frame_key = "frame_features" if frame_features is not None else "pixel_values_videos"
     if fire_policy is None:
-        fire_policy = partial(frame_fires, interval_id=config.frame_token_interval_id, threshold=threshold)
+        fire_policy = partial(speaks, interval_id=config.frame_token_interval_id, threshold=threshold)
     video_id, eos_id = config.video_token_id, config.text_config.eos_token_id
     eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
     frame_tokens = config.frame_num_tokens
@@ -280,7 +273,6 @@ __all__ = [
     "coin_procedure_accuracy",
     "early_frame_diff",
     "fluency",
-    "frame_fires",
     "fuzzy_match",
     "late_frame_diff",
     "levenshtein",

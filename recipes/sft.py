@@ -1,11 +1,12 @@
 """Supervised fine-tuning of VideoLLM-MoD with TRL's `SFTTrainer` on prepared stream datasets.
 
-    videollm-mod train recipes/configs/paper_lora.yaml                      # one process
-    accelerate launch --config_file recipes/accelerate/ddp.yaml -m recipes.sft --config recipes/configs/paper_lora.yaml
+    videollm-mod train --config recipes/configs/tiny_full.yaml             # one process
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m videollm_mod.recipes.sft \
+        --config recipes/configs/paper_lora.yaml                             # several processes or machines
 
 Arguments come from three dataclasses (TRL's `TrlParser`, YAML via `--config`, any field overridable on the command
 line): `VideoSFTScriptArguments` below (data, frames, what trains), TRL's `SFTConfig` (optimiser, schedule, output)
-and TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_*`).
+and TRL's `ModelConfig` (`model_name_or_path`, default: the shipped demo model; `use_peft`, `lora_*`).
 
 The dataset is a prepared `DatasetDict` (`data_scripts`): rows with `conversation` and the video's frame range. The
 collator renders them with the model's processor; TRL does no preparation (`skip_prepare_dataset`) and keeps every
@@ -15,12 +16,16 @@ the vision tower's `q_proj`/`v_proj` are left alone) and `lora_modules_to_save` 
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..errors import UserError
 from .collator import VideoLLMMoDCollator
 
 logger = logging.getLogger(__name__)
@@ -66,17 +71,17 @@ class VideoLLMMoDSFTTrainer(SFTTrainer):
 
 
 def load_model_and_processor(model_args: ModelConfig, dtype: torch.dtype | None = None):
-    """`AutoModelForCausalLM` + `AutoProcessor` from a VideoLLM-MoD folder or Hub repo (remote code)."""
-    from transformers import AutoModelForCausalLM, AutoProcessor
+    """The model (in training mode, on the CPU: the Trainer places it) and its processor, from
+    `model_args.model_name_or_path` (a VideoLLM-MoD folder or Hub repo; `None`: the shipped demo model)."""
+    from ..loading import load_model_and_processor as load
 
-    kwargs = {"trust_remote_code": True, "revision": model_args.model_revision}
+    kwargs = {"revision": model_args.model_revision}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if dtype is not None or model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = dtype or getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
-    return model, processor
+    model, processor = load(model_args.model_name_or_path, device="cpu", **kwargs)
+    return model.train(), processor
 
 
 def prepare_training_args(training_args: SFTConfig) -> SFTConfig:
@@ -121,32 +126,60 @@ def build_trainer(
     )
 
 
-def load_prepared_dataset(name_or_path: str, config: str | None = None):
-    """`load_dataset` of a prepared dataset; a local folder is always re-read (the datasets cache can hand back
-    another folder's rows when file names and sizes match)."""
-    import os
-
+def load_prepared_dataset(name_or_path: str, config: str | None = None, field_name: str = "dataset"):
+    """`load_dataset` of a prepared dataset (folder or Hub id); a local folder is always re-read (the datasets cache
+    can hand back another folder's rows when file names and sizes match). A missing folder is a `UserError` naming
+    `field_name`, not a Hub lookup."""
     from datasets import load_dataset
 
-    local = os.path.isdir(name_or_path)
-    if not local:
-        return load_dataset(name_or_path, config)
-    return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
+    from ..loading import looks_like_repo_id
+
+    if os.path.isdir(name_or_path):
+        return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
+    if not looks_like_repo_id(name_or_path):
+        raise UserError(
+            f"{field_name} {name_or_path}: no such dataset folder (build one with `videollm-mod data ...`, see README)"
+        )
+    return load_dataset(name_or_path, config)
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((VideoSFTScriptArguments, SFTConfig, ModelConfig))
+    parser = TrlParser((VideoSFTScriptArguments, SFTConfig, ModelConfig), prog="videollm-mod train")
+    # TrlParser reads `--config` itself before parsing; declared here (absent from the namespace) so --help lists it.
+    parser.add_argument(
+        "--config", default=argparse.SUPPRESS, help="YAML file of any of the options below (the command line wins)"
+    )
+    return parser
 
 
-def main(argv: list[str] | None = None):
-    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+def parse_args(argv: list[str] | None):
+    """`(script_args, training_args, model_args)`; `videollm-mod train CONFIG.yaml` means `--config CONFIG.yaml`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = ["--config", *argv]
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv) or not os.path.isfile(argv[index + 1]):
+            raise UserError(f"--config {' '.join(argv[index + 1 : index + 2])}: no such YAML file")
+    return make_parser().parse_args_and_config(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required (a VideoLLM-MoD folder or Hub repo)")
     if script_args.dataset_name is None:
-        raise ValueError("dataset_name is required (a prepared dataset folder or Hub id, see data_scripts)")
+        raise UserError("dataset_name is required (a prepared dataset folder or Hub id, see `videollm-mod data`)")
+    for name in ("video_root", "features_dir"):
+        folder = getattr(script_args, name)
+        if folder is not None and not os.path.isdir(folder):
+            raise UserError(f"{name} {folder}: no such folder")
+    dataset = load_prepared_dataset(script_args.dataset_name, script_args.dataset_config, "dataset_name")
+    if script_args.dataset_train_split not in dataset:
+        raise UserError(
+            f"dataset_train_split {script_args.dataset_train_split!r}: {script_args.dataset_name} has the splits "
+            f"{sorted(dataset)}"
+        )
     model, processor = load_model_and_processor(model_args)
-    dataset = load_prepared_dataset(script_args.dataset_name, script_args.dataset_config)
     peft_config = get_peft_config(model_args)
     if peft_config is not None and peft_config.target_modules is None:
         peft_config.target_modules = LLM_LINEARS
@@ -164,8 +197,33 @@ def main(argv: list[str] | None = None):
     )
     trainer.train()
     trainer.save_model(training_args.output_dir)
-    return trainer
+    if trainer.is_world_process_zero():
+        write_fine_tuned_card(training_args.output_dir, model_args.model_name_or_path, script_args.dataset_name, model)
+        print(f"saved the fine-tuned model to {training_args.output_dir}")
+    return 0
+
+
+def write_fine_tuned_card(output_dir: str, parent: str | None, dataset: str, model) -> None:
+    """The model card of a fine-tuned model: its provenance (the parent model and its licence, the dataset)."""
+    from huggingface_hub import ModelCard
+
+    from ..conversion.model_card import fine_tuned_card_data, folder_card_data, render_model_card
+    from ..loading import resolve_model
+
+    parent = resolve_model(parent)
+    if os.path.isdir(parent):
+        parent_card = folder_card_data(parent)
+    else:
+        try:
+            parent_card = ModelCard.load(parent).data
+        except Exception:  # offline, or no card on the Hub: the licence must then be given at release
+            parent_card = None
+    card_data = fine_tuned_card_data(parent, parent_card, dataset)
+    card = render_model_card(card_data, model_id=os.path.basename(os.path.abspath(output_dir)), config=model.config)
+    card.save(os.path.join(output_dir, "README.md"))
 
 
 if __name__ == "__main__":
-    main()
+    from ..cli import run
+
+    sys.exit(run("videollm-mod train", main, sys.argv[1:]))

@@ -1,6 +1,6 @@
 """Reproduce the shipped demo model from scratch: synthetic streams -> narration dataset -> tokenizer -> SFT -> metrics.
 
-    python -m recipes.train_demo --work-dir runs/demo --output-dir modeling_videollm_mod/demo
+    python -m videollm_mod.recipes.train_demo --work-dir runs/demo --output-dir videollm_mod/demo
 
 1. `data_scripts.synthetic` renders shape videos with Ego4D-style narrations; `data_scripts.prepare_ego4d_narration`
    turns them into the narration-stream dataset (train / val by the Ego4D benchmark lists, val held out).
@@ -10,8 +10,8 @@
    `SFTTrainer` (`recipes.sft.build_trainer`).
 4. The model is evaluated on the held-out split (LM-PPL, TimeDiff, Fluency, LM-Correctness) against two timing
    baselines that use the same text predictions: never speak, and speak at random frames at the training rate.
-   The folder (weights, config, processor, tokenizer, remote code) is written with `save_pretrained`; the metrics
-   go to `{output_dir}/demo_metrics.json`.
+   The folder (weights, config, processor, tokenizer: the shipped demo is data, so the code files that
+   `save_pretrained` writes are removed) is written; the metrics go to `{output_dir}/demo_metrics.json`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def build_data(work_dir: str, num_videos: int, seconds: float, seed: int) -> tuple[str, str]:
     """Synthetic videos + the prepared narration dataset (cached in `work_dir`); returns (dataset dir, video root)."""
-    from data_scripts import prepare_ego4d_narration, synthetic
+    from videollm_mod.data_scripts import prepare_ego4d_narration, synthetic
 
     raw = os.path.join(work_dir, "synthetic")
     paths = synthetic.dataset_paths(raw)
@@ -50,13 +52,13 @@ def build_data(work_dir: str, num_videos: int, seconds: float, seed: int) -> tup
 def build_model_and_processor(texts: list[str], image_size: int = 36, hidden_size: int = 128, num_layers: int = 4):
     """A fresh demo-sized VideoLLM-MoD and its processor (tokenizer trained on `texts`)."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
-    from modeling_videollm_mod.presets import tiny_config
     from modeling_videollm_mod.processing_videollm_mod import (
         SYSTEM_PROMPT,
         VideoLLMMoDFrameProcessor,
         VideoLLMMoDProcessor,
     )
-    from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+    from videollm_mod.presets import tiny_config
+    from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
     tokenizer = build_stream_tokenizer([*texts, SYSTEM_PROMPT], vocab_size=320)
     config = tiny_config(
@@ -81,7 +83,7 @@ def conversation_texts(dataset) -> list[str]:
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default="runs/demo")
-    parser.add_argument("--output-dir", default="modeling_videollm_mod/demo")
+    parser.add_argument("--output-dir", default="videollm_mod/demo")
     parser.add_argument("--num-videos", type=int, default=240)
     parser.add_argument("--seconds", type=float, default=24.0)
     parser.add_argument("--epochs", type=float, default=12)
@@ -96,8 +98,8 @@ def main(argv: list[str] | None = None):
 
     from trl import SFTConfig
 
-    from recipes.evaluate import evaluate_streams, speak_rate
-    from recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
+    from videollm_mod.recipes.evaluate import evaluate_streams, speak_rate
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
 
     os.makedirs(args.work_dir, exist_ok=True)
     dataset_dir, video_root = build_data(args.work_dir, args.num_videos, args.seconds, args.seed)
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None):
 
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    for code in Path(args.output_dir).glob("*.py"):  # the demo ships as data: its code is the installed package
+        code.unlink()
     metrics = {
         "train_seconds": train_seconds,
         "train_rows": len(dataset["train"]),
@@ -141,13 +145,13 @@ def main(argv: list[str] | None = None):
         "threshold_0.725": evaluate_streams(
             model, processor, dataset["val"], video_root, threshold=0.725, baselines=True
         ),
-        "command": "python -m recipes.train_demo " + " ".join(argv if argv is not None else []),
+        "command": "python -m videollm_mod.recipes.train_demo " + " ".join(argv if argv is not None else []),
     }
     with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     print(json.dumps(metrics, indent=1))
-    return metrics
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

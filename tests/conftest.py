@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
-from modeling_videollm_mod.presets import TINY_IDS, tiny_config
+from videollm_mod.presets import TINY_IDS, tiny_config
 
 FRAME_TOKENS = 10
 

@@ -16,10 +16,10 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, SiglipVisionConfig, SiglipVisionModel
 
-from conversion import ConversionError, convert
-from conversion.checkpoint_io import remote_code_files
-from conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS, main
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
+from videollm_mod.conversion import ConversionError, convert
+from videollm_mod.conversion.checkpoint_io import remote_code_files
+from videollm_mod.conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS, main
 
 VOCAB, HIDDEN, VISION_HIDDEN, FRAME_TOKENS = 99, 32, 16, 10
 PLACEHOLDER, INTERVAL, RESPONSE = VOCAB, 11, 12  # `<v>` is out of vocabulary, as in the original

@@ -8,8 +8,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from data_scripts._video import probe_num_frames, write_video
-from data_scripts.precompute_features import RandomSiglipFactory, output_path, precompute_features, resize_and_pad
+from videollm_mod.data_scripts._video import probe_num_frames, write_video
+from videollm_mod.data_scripts.precompute_features import (
+    RandomSiglipFactory,
+    output_path,
+    precompute_features,
+    resize_and_pad,
+)
 
 FPS = 2
 

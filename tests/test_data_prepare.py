@@ -9,11 +9,11 @@ import torch
 from datasets import load_dataset
 from safetensors.torch import save_file
 
-from data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
-from data_scripts._stream import AnnotationError, ceil_frame, floor_frame, message
-from data_scripts.prepare_coin import NEXT_QUERY, STEP_QUERY, benchmark_samples, clean_task, read_coin
-from data_scripts.prepare_ego4d_goalstep_livechat import livechat_conversation
-from data_scripts.prepare_ego4d_narration import RAW_INSTRUCTION, clean_narration, narration_conversation
+from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
+from videollm_mod.data_scripts._stream import AnnotationError, ceil_frame, floor_frame, message
+from videollm_mod.data_scripts.prepare_coin import NEXT_QUERY, STEP_QUERY, benchmark_samples, clean_task, read_coin
+from videollm_mod.data_scripts.prepare_ego4d_goalstep_livechat import livechat_conversation
+from videollm_mod.data_scripts.prepare_ego4d_narration import RAW_INSTRUCTION, clean_narration, narration_conversation
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 FRAMES = {"video-a": 21, "video-b": 11, "vidTrain001": 21, "vidTest0002": 11}  # frames at 2 fps

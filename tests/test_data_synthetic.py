@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
-from data_scripts._stream import ceil_frame
-from data_scripts._video import decode_frames, probe_num_frames
-from data_scripts.synthetic import COLORS, generate_dataset
+from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
+from videollm_mod.data_scripts._stream import ceil_frame
+from videollm_mod.data_scripts._video import decode_frames, probe_num_frames
+from videollm_mod.data_scripts.synthetic import COLORS, generate_dataset
 
 FPS = 2
 SMALL = dict(num_videos=3, seconds=8, fps=4, resolution=64, num_coin_videos=2, difficulty=1)

@@ -55,7 +55,7 @@ def test_demo_beats_timing_baselines_on_held_out_split():
 
 
 def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
-    from data_scripts import synthetic
+    from videollm_mod.data_scripts import synthetic
 
     paths = synthetic.generate_dataset(
         str(tmp_path / "syn"), num_videos=1, seconds=8, fps=4.0, resolution=32, seed=777, num_coin_videos=0
@@ -73,7 +73,7 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path):
     """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it."""
     import json
 
-    from modeling_videollm_mod import narrate
+    from videollm_mod import narrate
 
     out = tmp_path / "conversation.json"
     assert narrate.main(["--demo", "--no-progress", "--json", str(out)]) == 0
@@ -87,7 +87,7 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path):
 def test_narrate_needs_a_video_or_demo(capsys):
     import pytest
 
-    from modeling_videollm_mod import narrate
+    from videollm_mod import narrate
 
     with pytest.raises(SystemExit):
         narrate.main([])

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recipes.metrics import (
+from videollm_mod.recipes.metrics import (
     StreamMetrics,
     aggregate_stream_metrics,
     coin_accuracy,

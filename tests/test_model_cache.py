@@ -5,7 +5,7 @@ import torch
 from conftest import FRAME_TOKENS, frame_features, stream_ids
 
 from modeling_videollm_mod import VideoLLMMoDCache, VideoLLMMoDForCausalLM
-from modeling_videollm_mod.presets import TINY_IDS, tiny_config
+from videollm_mod.presets import TINY_IDS, tiny_config
 
 
 def frame_chunks(ids: torch.Tensor):

@@ -1,7 +1,7 @@
 import pytest
 
 from modeling_videollm_mod import VideoLLMMoDConfig
-from modeling_videollm_mod.presets import tiny_config
+from videollm_mod.presets import tiny_config
 
 
 def test_default_routes_interleaved_odd_layers():

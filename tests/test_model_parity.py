@@ -6,7 +6,7 @@ from conftest import frame_features, stream_ids
 from transformers import LlamaForCausalLM
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
-from modeling_videollm_mod.presets import full_size_config, tiny_config
+from videollm_mod.presets import full_size_config, tiny_config
 
 
 def test_dense_language_part_equals_stock_llama():

@@ -10,7 +10,7 @@ import torch
 from conftest import frame_features, stream_ids
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
-from modeling_videollm_mod.presets import tiny_config
+from videollm_mod.presets import tiny_config
 
 # Run in a fresh interpreter where `import modeling_videollm_mod` fails, so only the copied code can serve.
 LOAD_IN_FRESH_PROCESS = """

@@ -5,7 +5,7 @@ import torch
 from conftest import FRAME_TOKENS, frame_features, stream_ids
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
-from modeling_videollm_mod.presets import TINY_IDS, tiny_config
+from videollm_mod.presets import TINY_IDS, tiny_config
 
 
 def capture_layer_io(model, layer_idx):

@@ -18,7 +18,7 @@ from modeling_videollm_mod import (
     load_video,
 )
 from modeling_videollm_mod.processing_videollm_mod import SYSTEM_PROMPT
-from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer
+from videollm_mod.tokenizer_tools import build_stream_tokenizer
 
 TEXTS = ["#C C sees a red circle appear", "#C C picks up a blue square", "what is on the table?"]
 CONVERSATION = [

@@ -6,9 +6,9 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 from trl import SFTConfig
 
-from recipes.collator import VideoLLMMoDCollator
-from recipes.distributed_check import tiny_setup
-from recipes.sft import LLM_LINEARS, VideoSFTScriptArguments, build_trainer, make_parser
+from videollm_mod.recipes.collator import VideoLLMMoDCollator
+from videollm_mod.recipes.distributed_check import tiny_setup
+from videollm_mod.recipes.sft import LLM_LINEARS, VideoSFTScriptArguments, build_trainer, make_parser
 
 ROW = {
     "video_uid": "known",

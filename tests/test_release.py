@@ -10,8 +10,8 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from test_conversion import convert_original, original  # noqa: F401  (the tiny original-format checkpoint)
 
-from conversion.checkpoint_io import remote_code_files
-from conversion.release import ReleaseError, assemble_release, main, release
+from videollm_mod.conversion.checkpoint_io import remote_code_files
+from videollm_mod.conversion.release import ReleaseError, assemble_release, main, release
 
 REPO_ID = "me/videollm-online-tiny"
 DATA_FILES = [

@@ -14,8 +14,8 @@ from modeling_videollm_mod import (
     VideoLLMMoDFrameProcessor,
     VideoLLMMoDProcessor,
 )
-from modeling_videollm_mod.presets import tiny_config
-from modeling_videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+from videollm_mod.presets import tiny_config
+from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
 TEXTS = ["#C C sees a red circle appear", "#C C picks up a blue square", "what is on the table?"]
 MOD_LAYERS = {"dense": [], "mod": None}
@@ -174,7 +174,7 @@ def test_stream_past_the_context_limit_raises(processor):
 
 
 def test_narrate_writes_the_streamed_conversation_as_json(processor, tmp_path, capsys):
-    from modeling_videollm_mod.narrate import main
+    from videollm_mod.narrate import main
 
     model = make_model(processor, None)
     model.save_pretrained(tmp_path / "model")
@@ -191,7 +191,7 @@ def test_narrate_writes_the_streamed_conversation_as_json(processor, tmp_path, c
 
 
 def test_narrate_names_a_missing_video(processor, tmp_path, capsys):
-    from modeling_videollm_mod.narrate import main
+    from videollm_mod.narrate import main
 
     assert main([str(tmp_path / "nope.mp4"), "--model", str(tmp_path)]) == 1
     assert str(tmp_path / "nope.mp4") in capsys.readouterr().err

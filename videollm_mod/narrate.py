@@ -1,12 +1,15 @@
-"""`videollm-mod narrate VIDEO`: stream a video file through a model and print what it says, with timestamps.
+"""Stream a video file through a model and print what it says, with timestamps (`videollm-mod narrate`).
 
     videollm-mod narrate cooking.mp4 --model path/or/repo --fps 2 --threshold 0.725 \\
         --query "Please narrate the video in real time." --query-time 0 --json conversation.json
     videollm-mod narrate --demo      # a freshly rendered synthetic video (not seen in training), the demo model
 
-Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames; `--json` writes
-the conversation as a list of `{"time", "role", "text"}`. Not part of the remote code.
+Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames, then a summary
+line; `--json` writes the conversation as a list of `{"time", "role", "text"}` (to a temporary name, renamed when
+complete).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -15,23 +18,27 @@ import os
 import sys
 from pathlib import Path
 
-# The demo checkpoint that ships with the package (built by the training recipe); absent until it is bundled.
-DEMO_MODEL = Path(__file__).parent / "demo"
+from modeling_videollm_mod import DEFAULT_THRESHOLD
+
+from . import DEMO_MODEL
+from .errors import UserError
+
+PROG = "videollm-mod narrate"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="videollm-mod narrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("video", nargs="?", help="video file (decoded with PyAV)")
-    parser.add_argument(
-        "--demo", action="store_true", help="render a held-out synthetic video (data_scripts.synthetic) and narrate it"
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", nargs="?", help="video file (any format PyAV opens)")
+    parser.add_argument("--demo", action="store_true", help="render a held-out synthetic video and narrate it")
     parser.add_argument("--seed", type=int, default=2024, help="with --demo: the synthetic video's seed")
-    parser.add_argument(
-        "--model", default=None, help=f"checkpoint folder or Hub repo (default: the bundled demo model, {DEMO_MODEL})"
-    )
+    parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
     parser.add_argument("--fps", type=float, default=None, help="frames per second fed to the model (default: 2)")
     parser.add_argument(
-        "--threshold", type=float, default=0.725, help="speak when P(frame interval) < this, in [0, 1]"
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="speak after a frame when P(frame interval) < THRESHOLD or the interval is not the most probable token "
+        "(VideoLLM-online's rule; 0 = argmax), in [0, 1]",
     )
     parser.add_argument("--query", action="append", default=[], help="a user query (repeatable)")
     parser.add_argument(
@@ -51,26 +58,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--fps {args.fps} must be a positive number")
     if len(args.query_time) > len(args.query):
         parser.error(f"{len(args.query_time)} --query-time values for {len(args.query)} --query")
+    if any(not (math.isfinite(t) and t >= 0) for t in args.query_time):
+        parser.error(f"--query-time {args.query_time}: times must be >= 0 seconds")
     if args.max_new_tokens < 1 or args.chunk_size < 1:
         parser.error("--max-new-tokens and --chunk-size must be >= 1")
+    if args.json_out is not None:
+        folder = os.path.dirname(os.path.abspath(args.json_out))
+        if not os.path.isdir(folder):
+            parser.error(f"--json {args.json_out}: the folder {folder} does not exist")
     return args
 
 
-def resolve_model(model: str | None) -> str:
-    if model is not None:
-        return model
-    if not (DEMO_MODEL / "config.json").is_file():
-        raise SystemExit(
-            f"videollm-mod narrate: the demo checkpoint is not bundled with this installation yet (expected at "
-            f"{DEMO_MODEL}); pass --model PATH_OR_REPO"
-        )
-    return str(DEMO_MODEL)
-
-
 def render_demo_video(folder: str, seed: int) -> str:
-    """One synthetic video like the demo model's training data (32 px, 20 s, a shape event every ~2.5 s), from a
-    seed the training set did not use; returns its path."""
-    from data_scripts import synthetic
+    """One synthetic video like the demo model's training data, from a seed the training set did not use."""
+    from .data_scripts import synthetic
 
     paths = synthetic.generate_dataset(
         os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=32, seed=seed,
@@ -88,36 +89,32 @@ def write_json_atomically(path: str, conversation: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.demo:
-        import tempfile
+    if not args.demo:
+        return narrate(args)
+    import tempfile
 
-        with tempfile.TemporaryDirectory() as folder:
-            args.video = render_demo_video(folder, args.seed)
-            print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.video)})")
-            return narrate(args)
-    return narrate(args)
+    with tempfile.TemporaryDirectory() as folder:
+        args.video = render_demo_video(folder, args.seed)
+        print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.video)})")
+        return narrate(args)
 
 
 def narrate(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from .processing_videollm_mod import VideoDecodingError, iter_video_frames, video_num_frames
+    from modeling_videollm_mod import iter_video_frames, video_num_frames
 
-    model_path = resolve_model(args.model)
-    try:
-        total = video_num_frames(args.video, args.fps or 2.0)  # checks the file before the model loads
-    except VideoDecodingError as e:
-        print(f"videollm-mod narrate: {e}", file=sys.stderr)
-        return 1
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
-    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True, dtype="auto").to(device).eval()
+    from .loading import load_model_and_processor
+
+    total = video_num_frames(args.video, args.fps or 2.0)  # checks the file before the model loads
+    model, processor = load_model_and_processor(args.model, device=args.device)
     fps = args.fps or processor.image_processor.fps
-    if args.fps is None:
-        total = video_num_frames(args.video, fps)
+    total = video_num_frames(args.video, fps)
     times = args.query_time + [0.0] * (len(args.query) - len(args.query_time))
+    last_time = (total - 1) / fps
+    late = [t for t in times if t > last_time]
+    if late:
+        raise UserError(f"--query-time {late}: after the last frame of {args.video} (t={last_time:.2f}s)")
     queries = list(zip(times, args.query, strict=True))
 
     bar = tqdm(total=total, unit="frame", desc=os.path.basename(args.video), disable=args.no_progress)
@@ -129,7 +126,7 @@ def narrate(args: argparse.Namespace) -> int:
 
     conversation = []
     try:
-        for event in model.stream_generate(
+        events = model.stream_generate(
             frames(),
             processor,
             fps=fps,
@@ -137,19 +134,23 @@ def narrate(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             max_new_tokens=args.max_new_tokens,
             chunk_size=args.chunk_size,
-        ):
+        )
+        for event in events:
             conversation.append(event._asdict())
             bar.write(f"[{event.time:8.2f}s] {event.role.capitalize()}: {event.text}")
-    except VideoDecodingError as e:
-        bar.close()
-        print(f"videollm-mod narrate: {e}", file=sys.stderr)
-        return 1
     finally:
         bar.close()
         if args.json_out is not None:
             write_json_atomically(args.json_out, conversation)
+    replies = sum(e["role"] == "assistant" for e in conversation)
+    print(
+        f"{total} frames at {fps:g} fps ({last_time:.1f} s), {replies} replies"
+        + (f"; conversation written to {args.json_out}" if args.json_out else "")
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run
+
+    sys.exit(run(PROG, main, sys.argv[1:]))
