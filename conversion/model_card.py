@@ -34,14 +34,9 @@ def folder_card_data(folder: str | Path) -> ModelCardData | None:
 
 
 def base_card_data(**kwargs) -> ModelCardData:
-    return ModelCardData(
-        language="en",
-        library_name="transformers",
-        pipeline_tag=PIPELINE_TAG,
-        tags=list(TAGS),
-        metrics=METRICS,
-        **kwargs,
-    )
+    """The metadata every VideoLLM-MoD card has, with `kwargs` (provenance fields) added or replacing it."""
+    fields = {"language": "en", "library_name": "transformers", "pipeline_tag": PIPELINE_TAG, "tags": list(TAGS)}
+    return ModelCardData(**{**fields, "metrics": METRICS, **kwargs})
 
 
 def converted_card_data(sources: dict[str, str], base_card=None, adapter_card=None, mod: bool = False):

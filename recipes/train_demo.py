@@ -76,6 +76,19 @@ def build_model_and_processor(texts: list[str], image_size: int = 36, hidden_siz
     return VideoLLMMoDForCausalLM(config), processor
 
 
+def write_demo_card(folder: str, config) -> None:
+    """The demo's model card: trained from scratch here (no base model), under the project's licence."""
+    from videollm_mod.conversion.model_card import base_card_data, render_model_card
+
+    data = base_card_data(
+        license="apache-2.0",
+        training_data="Trained from scratch by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
+        "streams of coloured shapes rendered by `videollm-mod data synthetic`: a demonstration of the pipeline, not "
+        "a model of real video.",
+    )
+    render_model_card(data, model_id="videollm-mod-demo", config=config).save(os.path.join(folder, "README.md"))
+
+
 def conversation_texts(dataset) -> list[str]:
     return sorted({m["content"] for row in dataset for m in row["conversation"] if m["content"]})
 
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None):
     processor.save_pretrained(args.output_dir)
     for code in Path(args.output_dir).glob("*.py"):  # the demo ships as data: its code is the installed package
         code.unlink()
+    write_demo_card(args.output_dir, model.config)
     metrics = {
         "train_seconds": train_seconds,
         "train_rows": len(dataset["train"]),

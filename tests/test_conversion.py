@@ -7,59 +7,28 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tokenizers import AddedToken, Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
-from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, SiglipVisionConfig, SiglipVisionModel
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
+from videollm_mod import cli
 from videollm_mod.conversion import ConversionError, convert
 from videollm_mod.conversion.checkpoint_io import remote_code_files
-from videollm_mod.conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS, main
+from videollm_mod.conversion.example import (
+    HIDDEN,
+    INTERVAL,
+    LORA_ALPHA,
+    LORA_R,
+    RESPONSE,
+    VISION_HIDDEN,
+    VOCAB,
+    load_reference,
+    write_example,
+)
 
-VOCAB, HIDDEN, VISION_HIDDEN, FRAME_TOKENS = 99, 32, 16, 10
-PLACEHOLDER, INTERVAL, RESPONSE = VOCAB, 11, 12  # `<v>` is out of vocabulary, as in the original
-LORA_R, LORA_ALPHA = 4, 8
+FRAME_TOKENS = 10
+PLACEHOLDER = VOCAB  # `<v>` is out of vocabulary, as in the original
 ADAPTER_FILE = "adapter_model.safetensors"
-
-
-class LiveLlamaForCausalLM(LlamaForCausalLM):
-    """The original model class: a Llama with a `connector` (Linear -> GELU -> Linear) next to it."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.connector = nn.Sequential(
-            nn.Linear(VISION_HIDDEN, config.hidden_size), nn.GELU(), nn.Linear(config.hidden_size, config.hidden_size)
-        )
-
-
-def llama_config() -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=69,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-
-
-def base_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer with the tiny ids: <pad> 0, <s> 1, </s> 2, `,` 11, `]\\n` 12, 99 tokens in all."""
-    special = {0: "<pad>", 1: "<s>", 2: "</s>", INTERVAL: ",", RESPONSE: "]\n"}
-    vocab = {special.get(i, f"w{i}"): i for i in range(VOCAB)}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<pad>"))
-    tokenizer.pre_tokenizer = WhitespaceSplit()
-    tokenizer.add_tokens([AddedToken("]\n", normalized=False)])  # one token wherever it occurs, as in Llama-3
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
 @pytest.fixture(scope="module")
@@ -67,45 +36,9 @@ def original(tmp_path_factory):
     """Folders `base` (Llama), `adapter` (PEFT LoRA with the original regex + connector), `vision` (SigLIP), and the
     PEFT model and vision model that compute the reference."""
     root = tmp_path_factory.mktemp("original")
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(llama_config())
-    for name, param in base.named_parameters():  # RMSNorm weights start at 1: make them matter
-        if "norm" in name:
-            param.data.uniform_(0.5, 1.5)
-    base.save_pretrained(root / "base")
-    base_tokenizer().save_pretrained(root / "base")
-
-    live = LiveLlamaForCausalLM(llama_config())
-    live.load_state_dict(base.state_dict(), strict=False)
-    lora = LoraConfig(
-        r=LORA_R,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=0.05,
-        target_modules=ORIGINAL_LORA_TARGETS,
-        modules_to_save=["connector"],
-        task_type="CAUSAL_LM",
-        init_lora_weights=False,  # random A and B: the merge must matter
-    )
-    get_peft_model(live, lora).save_pretrained(root / "adapter")
-    # The reference loads the adapter as the original inference does: PeftModel.from_pretrained over the base, whose
-    # connector starts random and is replaced by the adapter's trained copy.
-    torch.manual_seed(1)
-    live = LiveLlamaForCausalLM(llama_config())
-    live.load_state_dict(LlamaForCausalLM.from_pretrained(root / "base").state_dict(), strict=False)
-    peft_model = PeftModel.from_pretrained(live, root / "adapter")
-
-    vision = SiglipVisionModel(
-        SiglipVisionConfig(
-            hidden_size=VISION_HIDDEN,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=24,
-            patch_size=4,
-        )
-    )
-    vision.save_pretrained(root / "vision")
-    return {"root": root, "peft": peft_model.eval(), "vision": vision.eval()}
+    write_example(root)
+    peft_model, vision = load_reference(root)
+    return {"root": root, "peft": peft_model, "vision": vision}
 
 
 def convert_original(original, output, **kwargs):
@@ -383,15 +316,60 @@ def test_dora_adapter_is_refused_naming_the_setting(original, tmp_path):
 
 def test_existing_output_is_not_replaced_without_overwrite(original, converted):
     before = (converted / "model.safetensors").stat().st_mtime_ns
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
         convert_original(original, converted, dtype="float32")
     assert (converted / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_command_reports_the_error_and_exits_1(original, tmp_path, capsys):
+def test_command_reports_the_error_in_one_line_and_exits_1(original, tmp_path, capsys):
     root = original["root"]
     adapter = pickled_adapter(original, tmp_path)
     argv = ["--adapter", str(adapter), "--base", str(root / "base"), "--vision", str(root / "vision")]
-    assert main([*argv, "--output", str(tmp_path / "out")]) == 1
-    assert "adapter_model.bin is a pickle" in capsys.readouterr().err
+    assert cli.main(["convert", *argv, "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("videollm-mod convert: ") and "adapter_model.bin is a pickle" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_local_folder_is_named_not_looked_up_on_the_hub(original, tmp_path, capsys):
+    root = original["root"]
+    argv = ["--adapter", str(tmp_path / "nope"), "--base", str(root / "base"), "--vision", str(root / "vision")]
+    assert cli.main(["convert", *argv, "--output", str(tmp_path / "out")]) == 1
+    assert f"--adapter {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
+def test_report_and_card_publish_no_local_path(original, converted):
+    published = (converted / "conversion_report.json").read_text() + (converted / "README.md").read_text()
+    assert str(original["root"]) not in published and "/tmp" not in published
+    report = json.loads((converted / "conversion_report.json").read_text())
+    assert report["sources"] == {name: f"local folder '{name}'" for name in ("adapter", "base", "vision")}
+
+
+def test_card_of_local_sources_claims_no_base_model_licence_or_data(converted):
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(converted / "README.md").data
+    assert (data.base_model, data.license, data.datasets) == (None, None, None)
+    assert data.pipeline_tag == "video-text-to-text" and "dense" in data.tags
+
+
+def test_card_takes_licence_from_the_base_and_names_hub_sources(original, tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from videollm_mod.conversion.convert_videollm_online import converted_card_data
+
+    root = original["root"]
+    base = tmp_path / "base"
+    shutil.copytree(root / "base", base)
+    ModelCard.from_template(ModelCardData(license="llama3")).save(base / "README.md")
+    data = converted_card_data("chenjoya/videollm-online-8b-v1plus", "meta-llama/Meta-Llama-3-8B-Instruct", base,
+                               root / "adapter", mod=True)  # fmt: skip
+    assert data.license == "llama3"
+    assert data.base_model == ["meta-llama/Meta-Llama-3-8B-Instruct", "chenjoya/videollm-online-8b-v1plus"]
+    assert data.datasets == ["chenjoya/videollm-online-chat-ego4d-134k"] and "dense" not in data.tags
+
+
+def test_released_files_and_folders_are_world_readable(converted):
+    assert converted.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in converted.iterdir()} == {0o644}

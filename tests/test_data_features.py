@@ -1,20 +1,24 @@
-"""Feature pre-computation: encoder numerics, resumable atomic writes, skips, several workers."""
+"""Feature pre-computation: the model's own raw-frame path, resumable atomic writes, skips, several workers."""
 
 import os
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from videollm_mod.data_scripts._video import probe_num_frames, write_video
+from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+from modeling_videollm_mod import video_num_frames as probe_num_frames
+from videollm_mod.data_scripts._video import write_video
 from videollm_mod.data_scripts.precompute_features import (
     RandomSiglipFactory,
+    load_encoder,
     output_path,
     precompute_features,
-    resize_and_pad,
 )
+from videollm_mod.errors import UserError
+from videollm_mod.presets import tiny_config
+from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
 FPS = 2
 
@@ -32,27 +36,25 @@ def videos(tmp_path_factory):
     return paths
 
 
-def test_resize_and_pad_centres_the_frame_on_black():
-    frames = torch.full((1, 16, 32, 3), 255, dtype=torch.uint8)  # wide white frame
-    out = resize_and_pad(frames, 32)
-    assert out.shape == (1, 3, 32, 32)
-    assert out[:, :, :8].abs().max() == 0 and out[:, :, 24:].abs().max() == 0
-    assert torch.allclose(out[:, :, 8:24], torch.tensor(255.0))
-
-
-def test_encoder_gives_pooled_output_then_pooled_patch_grid():
-    encoder = RandomSiglipFactory()()
-    frames = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
-    features = encoder(frames)
-    pixels = frames.permute(0, 3, 1, 2).float() / 255 * 2 - 1
+@pytest.mark.parametrize("height,width", [(561, 1000), (37, 24), (24, 24)])
+def test_precomputed_features_equal_the_models_raw_frame_path(tmp_path, height, width):
+    """Pre-computation runs the saved model's own preprocessing, tower and pooling: its features through the
+    connector equal the model's embeddings of the same raw frames, odd frame sizes included."""
+    tokenizer = build_stream_tokenizer(["a red circle"], vocab_size=120)
+    model = VideoLLMMoDForCausalLM(tiny_config(vocab_size=len(tokenizer), **stream_token_ids(tokenizer))).eval()
+    processor = VideoLLMMoDProcessor(VideoLLMMoDFrameProcessor(size=24), tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    frames = torch.randint(0, 256, (3, height, width, 3), dtype=torch.uint8)
+    features = load_encoder(str(tmp_path / "model"))(frames)  # (3, 10, D) before the connector
+    pixels = processor([{"role": "stream", "num_frames": 3}], videos=frames.numpy(), return_labels=False)[
+        "pixel_values_videos"
+    ]
     with torch.no_grad():
-        out = encoder.vision_tower(pixel_values=pixels)
-    grid = out.last_hidden_state.transpose(1, 2).reshape(3, 32, 4, 4)  # 32 px / patch 8 = 4 x 4
-    expected = torch.cat(
-        [out.pooler_output[:, None], F.adaptive_avg_pool2d(grid, (3, 3)).flatten(2).transpose(1, 2)], 1
-    )
+        expected = model.model.get_video_features(pixels).pooler_output
+        got = model.model.connector(features)
     assert features.shape == (3, 10, 32)
-    torch.testing.assert_close(features, expected)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 def test_features_have_one_row_per_frame_at_the_target_fps(tmp_path, videos):
@@ -86,7 +88,7 @@ def test_undecodable_video_is_skipped_and_counted(tmp_path, videos):
 def test_strict_raises_on_an_undecodable_video(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    with pytest.raises(RuntimeError, match="broken.mp4"):
+    with pytest.raises(UserError, match="broken.mp4"):
         precompute_features([str(broken)], str(tmp_path / "f"), RandomSiglipFactory(), fps=FPS, strict=True,
                             progress=False)  # fmt: skip
 

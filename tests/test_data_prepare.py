@@ -14,6 +14,7 @@ from videollm_mod.data_scripts._stream import AnnotationError, ceil_frame, floor
 from videollm_mod.data_scripts.prepare_coin import NEXT_QUERY, STEP_QUERY, benchmark_samples, clean_task, read_coin
 from videollm_mod.data_scripts.prepare_ego4d_goalstep_livechat import livechat_conversation
 from videollm_mod.data_scripts.prepare_ego4d_narration import RAW_INSTRUCTION, clean_narration, narration_conversation
+from videollm_mod.errors import UserError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 FRAMES = {"video-a": 21, "video-b": 11, "vidTrain001": 21, "vidTest0002": 11}  # frames at 2 fps
@@ -222,15 +223,17 @@ def test_missing_annotation_file_is_named(tmp_path):
 def test_missing_video_is_skipped_and_counted(tmp_path, features_dir):
     os.remove(os.path.join(features_dir, "vidTest0002.safetensors"))
     out = str(tmp_path / "coin")
-    _, skips = prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
-                                  "--benchmarks", "step", "--output-dir", out])  # fmt: skip
+    _, skips = prepare_coin.prepare(prepare_coin.parse_args([
+        "--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
+        "--benchmarks", "step", "--output-dir", out,
+    ]))  # fmt: skip
     assert skips.reasons == {"missing features": 1}
     assert list(load_dataset(out, "step")) == ["train"]
 
 
 def test_strict_turns_a_missing_video_into_an_error(tmp_path, features_dir):
     os.remove(os.path.join(features_dir, "vidTest0002.safetensors"))
-    with pytest.raises(RuntimeError, match="vidTest0002"):
+    with pytest.raises(UserError, match="vidTest0002"):
         prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
                            "--output-dir", str(tmp_path / "coin"), "--strict"])  # fmt: skip
     assert not os.path.exists(tmp_path / "coin")

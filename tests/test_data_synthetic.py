@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
+from modeling_videollm_mod import load_video, video_num_frames
 from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
 from videollm_mod.data_scripts._stream import ceil_frame
-from videollm_mod.data_scripts._video import decode_frames, probe_num_frames
 from videollm_mod.data_scripts.synthetic import COLORS, generate_dataset
 
 FPS = 2
@@ -28,8 +28,8 @@ def test_generation_is_deterministic_for_a_seed(tmp_path, synthetic):
         assert open(again[key]).read() == open(synthetic[key]).read()
     names = sorted(os.listdir(synthetic["ego4d_videos"]))
     assert sorted(os.listdir(again["ego4d_videos"])) == names
-    a = decode_frames(os.path.join(again["ego4d_videos"], names[0]), FPS)
-    b = decode_frames(os.path.join(synthetic["ego4d_videos"], names[0]), FPS)
+    a = load_video(os.path.join(again["ego4d_videos"], names[0]), FPS)[0]
+    b = load_video(os.path.join(synthetic["ego4d_videos"], names[0]), FPS)[0]
     assert np.array_equal(a, b)
 
 
@@ -40,7 +40,7 @@ def test_appearing_shape_is_visible_at_its_snapped_narration_frame(synthetic):
         path = os.path.join(synthetic["ego4d_videos"], f"{video_uid}.mp4")
         if not os.path.exists(path):
             continue
-        frames = decode_frames(path, FPS)
+        frames = load_video(path, FPS)[0]
         for e in video_events:
             if e["kind"] != "appear":
                 continue
@@ -65,18 +65,20 @@ def test_generated_streams_round_trip_through_load_dataset(tmp_path, synthetic):
                                   synthetic["ego4d_videos"], "--variants", "raw", "refined", "--output-dir", out])  # fmt: skip
     for variant in ("raw", "refined"):
         for row in load_dataset(out, variant)["train"]:
-            total = probe_num_frames(os.path.join(synthetic["ego4d_videos"], row["video"]), FPS)
+            total = video_num_frames(os.path.join(synthetic["ego4d_videos"], row["video"]), FPS)
             assert row["num_frames"] == sum(m["num_frames"] for m in row["conversation"])
             assert 0 <= row["start_frame"] < row["stop_frame"] <= total
 
 
 def test_generated_livechat_and_coin_prepare_without_skips(tmp_path, synthetic):
-    _, chat_skips = prepare_ego4d_goalstep_livechat.main([
+    _, chat_skips = prepare_ego4d_goalstep_livechat.prepare(prepare_ego4d_goalstep_livechat.parse_args([
         "--annotation-file", os.path.join(synthetic["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
         "--video-root", synthetic["ego4d_videos"], "--output-dir", str(tmp_path / "chat"),
-    ])  # fmt: skip
-    _, coin_skips = prepare_coin.main(["--coin-json", synthetic["coin_json"], "--video-root", synthetic["coin_videos"],
-                                       "--output-dir", str(tmp_path / "coin")])  # fmt: skip
+    ]))  # fmt: skip
+    _, coin_skips = prepare_coin.prepare(prepare_coin.parse_args([
+        "--coin-json", synthetic["coin_json"], "--video-root", synthetic["coin_videos"],
+        "--output-dir", str(tmp_path / "coin"),
+    ]))  # fmt: skip
     assert (chat_skips.total, coin_skips.total) == (0, 0)
     assert load_dataset(str(tmp_path / "coin"), "task")["train"].num_rows == 1
 

@@ -11,7 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "modeling_videollm_mod", "demo")
+import modeling_videollm_mod  # noqa: F401  registers the classes: the demo is data, loaded with this package's code
+from videollm_mod import DEMO_MODEL
+
+DEMO = str(DEMO_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +27,21 @@ def test_demo_weights_fit_in_the_package():
     assert os.path.getsize(os.path.join(DEMO, "model.safetensors")) <= 25 * 2**20
 
 
-def test_demo_loads_as_remote_code(tmp_path):
-    # a fresh process that has not imported the package, so the classes come from the folder's copied code
+def test_demo_ships_as_data_and_saves_with_its_code(demo, tmp_path):
+    assert not list(DEMO_MODEL.glob("*.py"))
+    model, processor = demo
+    model.save_pretrained(tmp_path / "demo")
+    processor.save_pretrained(tmp_path / "demo")
+    # a fresh process that has not imported the package, so the classes come from the code written next to the weights
     code = (
         "from transformers import AutoModelForCausalLM, AutoProcessor;"
-        f"m = AutoModelForCausalLM.from_pretrained({os.path.abspath(DEMO)!r}, trust_remote_code=True);"
-        f"p = AutoProcessor.from_pretrained({os.path.abspath(DEMO)!r}, trust_remote_code=True);"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'demo')!r}, trust_remote_code=True);"
+        f"p = AutoProcessor.from_pretrained({str(tmp_path / 'demo')!r}, trust_remote_code=True);"
         "print(type(m).__module__, type(p).__module__)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env=env)  # fmt: skip
     model_module, processor_module = out.stdout.split()[-2:]
     assert model_module.startswith("transformers_modules.") and processor_module.startswith("transformers_modules.")
 
@@ -69,37 +78,22 @@ def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
     assert all(re.fullmatch(pattern, e.text) for e in events), [e.text for e in events]
 
 
-def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path):
+def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path, capsys):
     """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it."""
-    import json
-
-    from videollm_mod import narrate
+    from videollm_mod import cli
 
     out = tmp_path / "conversation.json"
-    assert narrate.main(["--demo", "--no-progress", "--json", str(out)]) == 0
+    assert cli.main(["narrate", "--demo", "--no-progress", "--json", str(out)]) == 0
     events = json.loads(out.read_text())
     assert events and {e["role"] for e in events} == {"assistant"}
     times = [e["time"] for e in events]
     assert times == sorted(times) and all(0 <= t < 20 and (t * 2).is_integer() for t in times)
     assert not list(tmp_path.glob("*.tmp-*")), "the JSON is written to a temporary name and renamed"
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies")
 
 
 def test_narrate_needs_a_video_or_demo(capsys):
-    import pytest
+    from videollm_mod import cli
 
-    from videollm_mod import narrate
-
-    with pytest.raises(SystemExit):
-        narrate.main([])
+    assert cli.main(["narrate"]) == 2
     assert "give a VIDEO file or --demo" in capsys.readouterr().err
-
-
-def test_demo_remote_code_is_the_package_code():
-    """The code that ships next to the demo weights is the current remote code, not a stale copy."""
-    from pathlib import Path
-
-    package = Path(__file__).parents[1] / "modeling_videollm_mod"
-    shipped = sorted((package / "demo").glob("*_videollm_mod.py"))
-    assert [p.name for p in shipped] == sorted(p.name for p in package.glob("*_videollm_mod.py"))
-    for path in shipped:
-        assert path.read_text() == (package / path.name).read_text(), path.name

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from modeling_videollm_mod import speaks
 from videollm_mod.recipes.metrics import (
     StreamMetrics,
     aggregate_stream_metrics,
@@ -13,7 +14,6 @@ from videollm_mod.recipes.metrics import (
     coin_procedure_accuracy,
     early_frame_diff,
     fluency,
-    frame_fires,
     fuzzy_match,
     late_frame_diff,
     levenshtein,
@@ -24,14 +24,22 @@ from videollm_mod.recipes.metrics import (
 INTERVAL, RESPONSE, VIDEO, EOS, V = 11, 12, 10, 2, 32
 
 
-def test_frame_fires_on_argmax_without_threshold():
+def test_threshold_zero_is_the_argmax_rule():
     probs = torch.tensor([[0.1, 0.9], [0.6, 0.4], [0.45, 0.55]])  # interval = column 1
-    assert frame_fires(probs, interval_id=1).tolist() == [False, True, False]
+    assert speaks(probs, interval_id=1, threshold=0.0).tolist() == [False, True, False]
 
 
-def test_frame_fires_when_interval_probability_is_below_threshold():
+def test_a_frame_speaks_when_interval_probability_is_below_threshold():
     probs = torch.tensor([[0.1, 0.9], [0.6, 0.4], [0.45, 0.55]])
-    assert frame_fires(probs, interval_id=1, threshold=0.725).tolist() == [False, True, True]
+    assert speaks(probs, interval_id=1, threshold=0.725).tolist() == [False, True, True]
+
+
+def test_a_low_threshold_still_speaks_when_another_token_wins():
+    """VideoLLM-online's rule: below the threshold P(interval) is zeroed, then the argmax decides; so a threshold
+    under 0.5 never silences a frame whose argmax is not the interval token."""
+    probs = torch.tensor([[0.35, 0.4, 0.25], [0.2, 0.3, 0.5]])  # interval = column 2
+    assert speaks(probs, interval_id=2, threshold=0.2).tolist() == [True, False]  # row 0: P 0.25 >= 0.2, argmax 1
+    assert speaks(probs, interval_id=2, threshold=0.55).tolist() == [True, True]
 
 
 @pytest.mark.parametrize(

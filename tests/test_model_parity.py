@@ -6,6 +6,7 @@ from conftest import frame_features, stream_ids
 from transformers import LlamaForCausalLM
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
+from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
 from videollm_mod.presets import full_size_config, tiny_config
 
 
@@ -60,7 +61,7 @@ def test_pixel_and_feature_paths_agree():
     ids = stream_ids(2)
     with torch.no_grad():
         vision = model.model.vision_tower(pixels)
-        features = model.model.pool_frame_tokens(vision)
+        features = pool_frame_tokens(vision, model.config.frame_token_pooled)
         from_pixels = model(input_ids=ids, pixel_values_videos=pixels).logits
         from_features = model(input_ids=ids, frame_features=features).logits
     assert features.shape == (2, 10, 32)

@@ -45,6 +45,7 @@ def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path):
         "AutoConfig": "configuration_videollm_mod.VideoLLMMoDConfig",
         "AutoModel": "modeling_videollm_mod.VideoLLMMoDModel",
         "AutoModelForCausalLM": "modeling_videollm_mod.VideoLLMMoDForCausalLM",
+        "AutoModelForImageTextToText": "modeling_videollm_mod.VideoLLMMoDForCausalLM",
     }
     code = {p.name for p in tmp_path.glob("*.py")}
     assert {"cache_videollm_mod.py", "configuration_videollm_mod.py", "modeling_videollm_mod.py"} <= code

@@ -2,16 +2,19 @@
 push, and the exact files committed, with the Hub client mocked at the `huggingface_hub` API boundary."""
 
 import json
+import shutil
 from unittest import mock
 
 import huggingface_hub
 import pytest
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
-from test_conversion import convert_original, original  # noqa: F401  (the tiny original-format checkpoint)
+from test_conversion import original  # noqa: F401  (the tiny original-format checkpoint)
 
+from videollm_mod import cli
+from videollm_mod.conversion import convert
 from videollm_mod.conversion.checkpoint_io import remote_code_files
-from videollm_mod.conversion.release import ReleaseError, assemble_release, main, release
+from videollm_mod.conversion.release import ReleaseError, assemble_release, release
 
 REPO_ID = "me/videollm-online-tiny"
 DATA_FILES = [
@@ -29,8 +32,13 @@ DATA_FILES = [
 
 @pytest.fixture(scope="module")
 def converted(original, tmp_path_factory):  # noqa: F811
+    """A conversion whose language model's card states its licence, as Llama-3's does."""
+    sources = tmp_path_factory.mktemp("sources")
+    for name in ("adapter", "base", "vision"):
+        shutil.copytree(original["root"] / name, sources / name)
+    ModelCard.from_template(ModelCardData(license="llama3")).save(sources / "base" / "README.md")
     folder = tmp_path_factory.mktemp("model") / "tiny"
-    convert_original(original, folder, dtype="float32")
+    convert(str(sources / "adapter"), str(sources / "base"), str(sources / "vision"), folder, dtype="float32")
     (folder / "optimizer.pt").write_bytes(b"not for release")
     (folder / "trainer_state.json").write_text("{}")
     return folder
@@ -87,28 +95,61 @@ def test_release_folder_leaves_out_training_leftovers(converted, tmp_path):
     assert "optimizer.pt" not in names and "trainer_state.json" not in names
 
 
-def test_card_carries_the_model_card_metadata(converted, tmp_path):
-    assemble_release(converted, tmp_path / "release", REPO_ID, {"license": "other", "metrics": ["perplexity"]})
+def test_card_metadata_comes_from_the_models_provenance(converted, tmp_path):
+    assemble_release(converted, tmp_path / "release", REPO_ID)
     card = ModelCard.load(tmp_path / "release" / "README.md")
-    assert card.data.license == "other" and card.data.metrics == ["perplexity"]
-    assert card.data.base_model == ["meta-llama/Meta-Llama-3-8B-Instruct", "chenjoya/videollm-online-8b-v1plus"]
+    assert card.data.license == "llama3"  # the language model's card
+    assert card.data.base_model is None and card.data.datasets is None  # local sources, no Hub ids to name
     assert card.data.pipeline_tag == "video-text-to-text"
-    assert card.data.datasets == ["chenjoya/videollm-online-chat-ego4d-134k"]
     assert {"videollm-mod", "custom_code", "dense"} <= set(card.data.tags)
     assert f"# {REPO_ID}" in card.text and "VideoLLM-online: Online Video Large Language Model" in card.text
+    assert "Not stated by the model's provenance." in card.text and "Llama-3-8B" not in card.text
+    assert str(converted.parent) not in card.text
 
 
-def test_card_without_required_metadata_is_refused_naming_the_fields(converted, tmp_path):
+def test_options_override_the_card_metadata(converted, tmp_path):
+    overrides = {"license": "other", "metrics": ["perplexity"], "base_model": ["meta-llama/Meta-Llama-3-8B-Instruct"]}
+    assemble_release(converted, tmp_path / "release", REPO_ID, overrides)
+    data = ModelCard.load(tmp_path / "release" / "README.md").data
+    assert (data.license, data.metrics, data.base_model) == ("other", ["perplexity"], overrides["base_model"])
+
+
+def test_install_line_of_the_card_installs_what_the_remote_code_imports(converted, tmp_path):
+    assemble_release(converted, tmp_path / "release", REPO_ID)
+    text = (tmp_path / "release" / "README.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("pip install "))
+    assert "videollm-mod" not in line  # the package is not on PyPI; the code travels with the weights
+    assert all(f"'{name}" in line for name in ("transformers", "torch", "av", "pillow")), line
+
+
+def test_card_without_a_licence_is_refused_naming_the_field(converted, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     for file in converted.iterdir():
         (model / file.name).write_bytes(file.read_bytes())
     card = ModelCard.load(model / "README.md")
-    card.data.license, card.data.datasets = None, None
+    card.data.license = None
     card.save(model / "README.md")
-    with pytest.raises(ReleaseError, match=r"the model card lacks \['license', 'datasets'\]"):
+    with pytest.raises(ReleaseError, match=r"the model card lacks \['license'\]"):
         assemble_release(model, tmp_path / "release", REPO_ID)
     assert not (tmp_path / "release").exists()
+
+
+def test_release_folder_is_world_readable(converted, tmp_path):
+    assemble_release(converted, tmp_path / "release", REPO_ID)
+    folder = tmp_path / "release"
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
+
+
+def test_the_demo_model_releases_with_its_own_provenance_and_code(tmp_path):
+    from videollm_mod import DEMO_MODEL
+
+    names = assemble_release(DEMO_MODEL, tmp_path / "release", "me/videollm-mod-demo")
+    assert {p.name for p in remote_code_files()} <= set(names)  # the demo ships as data; its code is written here
+    data = ModelCard.load(tmp_path / "release" / "README.md").data
+    assert (data.license, data.base_model) == ("apache-2.0", None)
+    assert "Trained from scratch" in (tmp_path / "release" / "README.md").read_text()
 
 
 def test_push_is_refused_when_a_weight_is_missing(converted, hub, tmp_path):
@@ -135,6 +176,6 @@ def test_push_is_refused_when_only_the_installed_package_could_load_it(converted
     config = json.loads((model / "config.json").read_text())
     del config["auto_map"]
     (model / "config.json").write_text(json.dumps(config))
-    assert main([str(model), "--repo-id", REPO_ID, "--output", str(tmp_path / "release")]) == 1
+    assert cli.main(["release", str(model), "--repo-id", REPO_ID, "--output", str(tmp_path / "release")]) == 1
     assert "does not reload with trust_remote_code in a fresh process" in capsys.readouterr().err
     assert hub.repos == [] and hub.commits == []

@@ -43,6 +43,25 @@ def make_model(processor, mod_layers, interval_scale: float = 6.0) -> VideoLLMMo
     return model
 
 
+class InflatedToken(torch.nn.Module):
+    """`lm_head` with one token's logit raised by `value` (to make a random model stay silent)."""
+
+    def __init__(self, lm_head: torch.nn.Linear, token_id: int, value: float):
+        super().__init__()
+        self.lm_head, self.token_id, self.value = lm_head, token_id, value
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden_states)
+        return logits.index_add(-1, torch.tensor([self.token_id]), torch.full((*logits.shape[:-1], 1), self.value))
+
+
+def silent_model(processor) -> VideoLLMMoDForCausalLM:
+    """A model that never speaks by itself at threshold 0: the interval token always wins the argmax."""
+    model = make_model(processor, None)
+    model.lm_head = InflatedToken(model.lm_head, model.config.frame_token_interval_id, 100.0)
+    return model
+
+
 def features(num_frames: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(num_frames, 10, 32, generator=torch.Generator().manual_seed(seed))
 
@@ -100,8 +119,7 @@ def test_session_replies_equal_teacher_forced_forward(processor, name):
 
 
 def test_query_mid_stream_is_answered_after_the_current_frame(processor):
-    model = make_model(processor, None)
-    session = model.stream_session(processor, threshold=0.0, max_new_tokens=2)  # threshold 0: never speaks by itself
+    session = silent_model(processor).stream_session(processor, threshold=0.0, max_new_tokens=2)
     session.push_query("what is on the table?", time=1.2)
     events = session.push_frames(features=features(5), times=[0.0, 0.5, 1.0, 1.5, 2.0])
     frame = "<v>" * 10
@@ -110,7 +128,8 @@ def test_query_mid_stream_is_answered_after_the_current_frame(processor):
     prompt = f"<s>sys\n\n[{frame},{frame},{frame}]\nUser: what is on the table?\nAssistant:"
     assert text.startswith(prompt)
     assert text.endswith(f"\n[{frame},{frame}")
-    assert [(e.time, e.role) for e in events] == [(1.2, "user"), (1.0, "assistant")]
+    # the answer, computed after the frame at 1.0, is stamped at the query's time: never before its question
+    assert [(e.time, e.role) for e in events] == [(1.2, "user"), (1.2, "assistant")]
 
 
 @pytest.mark.parametrize("name", list(MOD_LAYERS))
@@ -164,7 +183,7 @@ def test_features_of_wrong_shape_are_rejected_with_their_shape(processor):
 
 
 def test_stream_past_the_context_limit_raises(processor):
-    model = make_model(processor, None)
+    model = silent_model(processor)
     limit = len(processor.encode_text("<s>sys\n\n[")) + 10 + 11  # two frames fit (`,` + 10 placeholders), not three
     model.config.text_config.max_position_embeddings = limit
     session = model.stream_session(processor, threshold=0.0)
@@ -190,8 +209,8 @@ def test_narrate_writes_the_streamed_conversation_as_json(processor, tmp_path, c
     assert json.loads((tmp_path / "out.json").read_text()) == [e._asdict() for e in expected]
 
 
-def test_narrate_names_a_missing_video(processor, tmp_path, capsys):
-    from videollm_mod.narrate import main
+def test_narrate_names_a_missing_video_in_one_line(processor, tmp_path, capsys):
+    from videollm_mod import cli
 
-    assert main([str(tmp_path / "nope.mp4"), "--model", str(tmp_path)]) == 1
-    assert str(tmp_path / "nope.mp4") in capsys.readouterr().err
+    assert cli.main(["narrate", str(tmp_path / "nope.mp4"), "--model", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"videollm-mod narrate: {tmp_path / 'nope.mp4'}: video file not found\n"

@@ -59,6 +59,11 @@ def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str]) -> int
     debug = "--debug" in argv
     try:
         return int(main([a for a in argv if a != "--debug"]) or 0)
+    except SystemExit as exit_:  # argparse: --help (0) and usage errors (2, the message already printed)
+        if isinstance(exit_.code, str):
+            print(f"{prog}: {exit_.code}", file=sys.stderr)
+            return 1
+        return exit_.code or 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

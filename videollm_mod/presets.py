@@ -1,9 +1,9 @@
 """Configurations built in code: tiny ones for tests, a mid-size one for benchmarks, and the released full size.
 
-Not part of the remote code (nothing here is copied next to the weights).
+Tooling (nothing here is copied next to the weights).
 """
 
-from .configuration_videollm_mod import VideoLLMMoDConfig
+from modeling_videollm_mod.configuration_videollm_mod import VideoLLMMoDConfig
 
 # Ids of the tiny vocabularies used in tests: 0 pad, 1 bos, 2 eos, then the stream tokens.
 TINY_IDS = {"pad": 0, "bos": 1, "eos": 2, "video": 10, "interval": 11, "response": 12}

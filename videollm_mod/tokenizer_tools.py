@@ -7,18 +7,28 @@ replies), and `<pad>`, `<s>`, `</s>` take ids 0, 1, 2 (the ids of `presets.tiny_
     tokenizer = build_stream_tokenizer(["#C C sees a red circle appear", ...], vocab_size=300)
     tokenizer.save_pretrained(folder)
 
-Not part of the remote code: a saved tokenizer is plain `tokenizer.json`, loaded by `AutoTokenizer`.
+Tooling: a saved tokenizer is plain `tokenizer.json`, loaded by `AutoTokenizer`.
 """
 
 from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
-PAD, BOS, EOS, VIDEO = "<pad>", "<s>", "</s>", "<v>"
-FRAME_INTERVAL, STREAM_RESPONSE = ",", "]\n"
+from modeling_videollm_mod.processing_videollm_mod import (
+    ASSISTANT_PREFIX,
+    FRAME_INTERVAL,
+    STREAM_GENERATION_PROMPT,
+    STREAM_OPEN,
+    STREAM_RESPONSE,
+    SYSTEM_PROMPT,
+    USER_PREFIX,
+    VIDEO_TOKEN,
+)
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 
 # Strings of the stream format, added to the training texts so that the template's words get merged tokens.
-_TEMPLATE_TEXTS = ["\nUser: ", "\nAssistant: ", "]\nAssistant:", "\n[", "A multimodal AI assistant"]
+_TEMPLATE_TEXTS = [USER_PREFIX, ASSISTANT_PREFIX, STREAM_GENERATION_PROMPT, STREAM_OPEN, SYSTEM_PROMPT]
 
 
 def build_stream_tokenizer(
@@ -43,7 +53,7 @@ def build_stream_tokenizer(
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=[PAD, BOS, EOS, VIDEO],
+        special_tokens=[PAD, BOS, EOS, VIDEO_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -53,7 +63,7 @@ def build_stream_tokenizer(
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left"
     )
-    for token in (VIDEO, FRAME_INTERVAL, STREAM_RESPONSE):
+    for token in (VIDEO_TOKEN, FRAME_INTERVAL, STREAM_RESPONSE):
         ids = wrapped.encode(token, add_special_tokens=False)
         if len(ids) != 1:  # a guard on the tokenizers library's behaviour, not on the inputs
             raise RuntimeError(f"stream token {token!r} encodes to {len(ids)} tokens {ids}; expected one")
@@ -64,9 +74,12 @@ def stream_token_ids(tokenizer) -> dict[str, int]:
     """The config fields that depend on the tokenizer: `video_token_id`, `frame_token_interval_id`,
     `stream_response_token_id` (+ `eos_token_id` for generation)."""
     return {
-        "video_token_id": tokenizer.convert_tokens_to_ids(VIDEO),
-        "frame_token_interval_id": tokenizer.convert_tokens_to_ids(FRAME_INTERVAL),
-        "stream_response_token_id": tokenizer.convert_tokens_to_ids(STREAM_RESPONSE),
+        name: tokenizer.encode(token, add_special_tokens=False)[0]
+        for name, token in (
+            ("video_token_id", VIDEO_TOKEN),
+            ("frame_token_interval_id", FRAME_INTERVAL),
+            ("stream_response_token_id", STREAM_RESPONSE),
+        )
     }
 
 
