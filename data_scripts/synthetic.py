@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -84,6 +85,11 @@ class Event:
     direction: str | None = None
     position: tuple[float, float] | None = None  # appear: centre, as fractions of the frame
     narration_time: float = 0.0
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Event:
+        """An event read back from ``synthetic_events.json`` (where it is ``asdict(event)``)."""
+        return cls(**{**record, "position": tuple(record["position"]) if record["position"] else None})
 
     @property
     def narration(self) -> str:
@@ -165,6 +171,13 @@ class Renderer:
         return (dy >= -radius) & (dy <= 0.8 * radius) & (np.abs(dx) <= (dy + radius) / height * radius * 1.1)
 
 
+def render_video(video: Video, path: str, resolution: int, difficulty: int, fps: float) -> None:
+    """Write ``video`` as an mp4 at ``fps`` (its background from ``video.seed``)."""
+    renderer = Renderer(resolution, difficulty, video.seed)
+    n = max(1, round(video.seconds * fps))
+    write_video(path, np.stack([renderer.frame(video, i / fps) for i in range(n)]), fps)
+
+
 def _progress(t: float, start: float, end: float) -> float:
     if end <= start:
         return 1.0 if t >= start else 0.0
@@ -172,13 +185,14 @@ def _progress(t: float, start: float, end: float) -> float:
 
 
 def object_states(events: list[Event], t: float) -> list[dict]:
-    """State of every object at time ``t``: shape, centre (fractions), visible scale and RGB colour."""
+    """State of every object at time ``t``: shape, colour name, centre (fractions), visible scale and RGB colour."""
     states: dict[int, dict] = {}
     for e in sorted(events, key=lambda e: e.start):
         p = _progress(t, e.start, e.end)
         if e.kind == "appear":
             x, y = e.position
-            states[e.obj] = {"shape": e.shape, "x": x, "y": y, "scale": p, "rgb": np.array(COLORS[e.color], float)}
+            states[e.obj] = {"shape": e.shape, "color": e.color, "x": x, "y": y, "scale": p,
+                             "rgb": np.array(COLORS[e.color], float)}  # fmt: skip
             continue
         s = states[e.obj]
         if e.kind == "move":
@@ -187,12 +201,35 @@ def object_states(events: list[Event], t: float) -> list[dict]:
             s["y"] += dy * MOVE_DISTANCE * p
         elif e.kind == "recolor":
             s["rgb"] = (1 - p) * s["rgb"] + p * np.array(COLORS[e.new_color], float)
+            s["color"] = e.new_color if p >= 0.5 else s["color"]
         elif e.kind == "disappear":
             s["scale"] *= 1 - p
     return list(states.values())
 
 
 MOVE_DISTANCE = 0.25  # fraction of the frame a move covers
+MOVE_SECONDS = 0.25  # a move is quick: at 2 fps it is seen done one frame after it starts, at most
+MIN_SEPARATION = 0.35  # between two centres, so that shapes never touch (radius 0.14)
+MIN_EVENT_GAP = 1.0  # seconds between two events: at 2 fps each is narrated on its own frame, two frames apart
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# frame captions (for the vision warm-up: what is on screen, in words)
+
+CAPTION_GRID = 5  # a caption places each shape's centre on a 5 x 5 grid: finer than a move (a quarter of the frame)
+
+
+def grid_cell(x: float, y: float) -> tuple[int, int]:
+    """(column, row) of a centre (fractions of the frame) on the caption grid."""
+    return min(int(x * CAPTION_GRID), CAPTION_GRID - 1), min(int(y * CAPTION_GRID), CAPTION_GRID - 1)
+
+
+def frame_caption(events: list[Event], t: float) -> str:
+    """What a frame at time ``t`` shows: "red circle x1 y3 and blue square x3 y0", or "nothing"; shapes are listed
+    top to bottom, then left to right, so that a scene has one caption."""
+    visible = [s for s in object_states(events, t) if s["scale"] >= 0.5]
+    placed = sorted(((grid_cell(s["x"], s["y"])[::-1], s) for s in visible), key=lambda p: p[0])  # by row, column
+    return " and ".join(f"{s['color']} {s['shape']} x{column} y{row}" for (row, column), s in placed) or "nothing"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,35 +237,57 @@ MOVE_DISTANCE = 0.25  # fraction of the frame a move covers
 
 
 def _free_position(rng: random.Random, present: dict[int, dict]) -> tuple[float, float]:
-    """A centre whose four moved positions stay inside the frame and that keeps clear of the present shapes."""
+    """A centre that keeps clear of the present shapes (the best of a few draws)."""
     best = None
     for _ in range(50):
-        x, y = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
-        gap = min((abs(x - o["x"]) + abs(y - o["y"]) for o in present.values()), default=1.0)
+        x, y = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8)
+        gap = min((math.hypot(x - o["x"], y - o["y"]) for o in present.values()), default=1.0)
         if best is None or gap > best[0]:
             best = (gap, (round(x, 3), round(y, 3)))
-        if gap > 0.35:
+        if gap > MIN_SEPARATION:
             break
     return best[1]
 
 
+def _moves(o: dict, present: dict[int, dict]) -> list[str]:
+    """Directions that keep a shape inside [0.15, 0.85] and off the other shapes."""
+    valid = []
+    for direction, (dx, dy) in DIRECTIONS.items():
+        x, y = o["x"] + dx * MOVE_DISTANCE, o["y"] + dy * MOVE_DISTANCE
+        clear = all(math.hypot(x - p["x"], y - p["y"]) > MIN_SEPARATION for p in present.values() if p is not o)
+        if 0.15 <= x <= 0.85 and 0.15 <= y <= 0.85 and clear:
+            valid.append(direction)
+    return valid
+
+
+def event_gap(rng: random.Random, event_interval: float) -> float:
+    """Seconds to the next event: `MIN_EVENT_GAP` plus an exponential draw, so that the mean is `event_interval` and
+    the times follow no rhythm (a Poisson process after a dead time, with long quiet stretches now and then)."""
+    return MIN_EVENT_GAP + rng.expovariate(1.0 / max(event_interval - MIN_EVENT_GAP, 0.05))
+
+
 def ego_video_events(rng: random.Random, seconds: float, difficulty: int, event_interval: float) -> list[Event]:
-    """Random event sequence: at most ``1 + difficulty`` shapes at once, each (colour, shape) unique on screen."""
+    """A random event sequence: at most ``1 + difficulty`` shapes at once, each (colour, shape) unique on screen.
+
+    Event times are irregular (`event_gap`); the kind is drawn uniformly among those possible (a shape appears when
+    the screen is empty), the shape, colour, place and direction uniformly among the free ones. Every change is
+    complete within `MOVE_SECONDS` and narrated when it is complete.
+    """
     max_objects = 1 + difficulty
-    move_seconds = 1.0
     events: list[Event] = []
     present: dict[int, dict] = {}
     next_obj = 0
-    t = rng.uniform(0.5, 1.5)
-    while t < seconds - move_seconds - 0.25:
-        options = []
-        if len(present) < max_objects:
-            options += ["appear"] * (3 if not present else 1)
-        if present:
-            options += ["move", "move", "recolor", "disappear"]
-        kind = rng.choice(options)
+    t = 0.5 + rng.uniform(0.0, 1.0) * max(event_interval - 0.5, 0.0)
+    while t < seconds - MOVE_SECONDS - 0.5:  # the last change is seen at least one frame before the end
         t = round(t, 2)
         taken = {(o["color"], o["shape"]) for o in present.values()}
+        options = ["appear"] if len(present) < max_objects else []
+        for obj, o in present.items():
+            options += [("move", obj)] if _moves(o, present) else []
+            options += [("recolor", obj)] if any((c, o["shape"]) not in taken for c in COLORS) else []
+            options += [("disappear", obj)]
+        # kinds first, then the object: each kind is as likely whatever the number of shapes
+        kind = rng.choice(sorted({o if isinstance(o, str) else o[0] for o in options}))
         if kind == "appear":
             free = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in taken]
             color, shape = rng.choice(free)
@@ -237,37 +296,24 @@ def ego_video_events(rng: random.Random, seconds: float, difficulty: int, event_
             present[obj] = {"color": color, "shape": shape, "x": position[0], "y": position[1]}
             events.append(Event("appear", obj, t, t, shape, color, position=position, narration_time=t))
         else:
-            obj = rng.choice(sorted(present))
+            obj = rng.choice([o[1] for o in options if o != "appear" and o[0] == kind])
             o = present[obj]
             if kind == "move":
-                # a direction that keeps the shape inside [0.15, 0.85]
-                valid = [
-                    d
-                    for d, (dx, dy) in DIRECTIONS.items()
-                    if 0.15 <= o["x"] + dx * MOVE_DISTANCE <= 0.85 and 0.15 <= o["y"] + dy * MOVE_DISTANCE <= 0.85
-                ]
-                direction = rng.choice(valid)
+                direction = rng.choice(_moves(o, present))
                 dx, dy = DIRECTIONS[direction]
                 o["x"] += dx * MOVE_DISTANCE
                 o["y"] += dy * MOVE_DISTANCE
-                end = round(t + move_seconds, 2)
-                # narrated half-way, when the shape has visibly moved by half the distance
-                events.append(
-                    Event(
-                        "move", obj, t, end, o["shape"], o["color"], direction=direction, narration_time=(t + end) / 2
-                    )
-                )
+                end = round(t + MOVE_SECONDS, 2)
+                events.append(Event("move", obj, t, end, o["shape"], o["color"], direction=direction,
+                                    narration_time=end))  # fmt: skip
             elif kind == "recolor":
-                free = [c for c in COLORS if c != o["color"] and (c, o["shape"]) not in taken]
-                if not free:
-                    continue
-                new = rng.choice(free)
+                new = rng.choice([c for c in COLORS if (c, o["shape"]) not in taken])
                 events.append(Event("recolor", obj, t, t, o["shape"], o["color"], new_color=new, narration_time=t))
                 o["color"] = new
             else:
                 events.append(Event("disappear", obj, t, t, o["shape"], o["color"], narration_time=t))
                 del present[obj]
-        t += max(event_interval * rng.uniform(0.7, 1.3), move_seconds + 0.25)
+        t += event_gap(rng, event_interval)
     return events
 
 
@@ -329,15 +375,11 @@ def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
         if i == ask_after and i + 1 < len(video.events):
             t = round((event.narration_time + video.events[i + 1].narration_time) / 2, 2)
             visible = [s for s in object_states(video.events, t) if s["scale"] >= 1]
-            names = [_color_name(s["rgb"]) + " " + s["shape"] for s in visible]
+            names = [s["color"] + " " + s["shape"] for s in visible]
             answer = "I see " + (" and ".join(f"a {n}" for n in names) if names else "nothing") + "."
             conversation.append({"role": "user", "content": "What do you see now?", "time": t})
             conversation.append({"role": "assistant", "content": answer, "time": t})
     return conversation
-
-
-def _color_name(rgb: np.ndarray) -> str:
-    return min(COLORS, key=lambda c: float(np.abs(np.array(COLORS[c]) - rgb).sum()))
 
 
 def generate_dataset(
@@ -352,6 +394,7 @@ def generate_dataset(
     event_interval: float = 2.0,
     val_fraction: float = 0.25,
     test_fraction: float = 0.25,
+    frame_captions: int = 0,
     overwrite: bool = False,
 ) -> dict[str, str]:
     """Render ``num_videos`` Ego4D-style and ``num_coin_videos`` COIN-style videos with annotations under ``output_dir``.
@@ -368,14 +411,17 @@ def generate_dataset(
         event_interval: mean seconds between Ego4D-style events.
         val_fraction, test_fraction: Ego4D videos put in the val / test benchmark lists; COIN ``testing`` fraction
             is ``test_fraction``.
+        frame_captions: random scenes of the world written with their captions for the vision warm-up
+            (`write_frame_captions`).
     Returns:
-        paths: ``ego4d_root``, ``ego4d_annotations``, ``ego4d_videos``, ``coin_root``, ``coin_json``, ``coin_videos``.
+        paths: ``ego4d_root``, ``ego4d_annotations``, ``ego4d_videos``, ``coin_root``, ``coin_json``, ``coin_videos``,
+        ``events``, ``frame_captions``.
     """
     if difficulty not in (0, 1, 2):
         raise ValueError(f"difficulty must be 0, 1 or 2, got {difficulty}")
     with atomic_output_folder(output_dir, overwrite=overwrite) as tmp:
         _generate(str(tmp), num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
-                  val_fraction, test_fraction)  # fmt: skip
+                  val_fraction, test_fraction, frame_captions)  # fmt: skip
     return dataset_paths(os.path.abspath(output_dir))
 
 
@@ -391,11 +437,56 @@ def dataset_paths(output_dir: str) -> dict[str, str]:
         "coin_json": os.path.join(coin, "coin.json"),
         "coin_videos": os.path.join(coin, "videos"),
         "events": os.path.join(output_dir, "synthetic_events.json"),
+        "frame_captions": os.path.join(output_dir, "frame_captions"),
     }
 
 
+def random_scene(rng: random.Random, max_objects: int) -> list[Event]:
+    """1 to ``max_objects`` shapes (one time in 20 none; each colour and shape pair at most once), placed apart,
+    shown from time 0."""
+    events: list[Event] = []
+    present: dict[int, dict] = {}
+    count = rng.randint(1, max_objects) if rng.random() >= 0.05 else 0
+    pairs = rng.sample([(c, s) for c in COLORS for s in SHAPES], count)
+    for obj, (color, shape) in enumerate(pairs):
+        position = _free_position(rng, present)
+        present[obj] = {"x": position[0], "y": position[1]}
+        events.append(Event("appear", obj, 0.0, 0.0, shape, color, position=position))
+    return events
+
+
+def write_frame_captions(folder: str, num_frames: int, resolution: int, difficulty: int, seed: int) -> None:
+    """(frame, caption) pairs for the vision warm-up as an image-folder dataset (`load_dataset("imagefolder",
+    data_dir=folder)` gives the columns `image` and `text`): ``num_frames`` random scenes of the world (`random_scene`
+    on a background of its own), captioned by `frame_caption`. The frames go through the mp4 codec and the model's
+    own sampler, as video frames do, so the warm-up sees the colours a video shows. Scenes are drawn afresh rather
+    than taken from the training videos, whose few scenes each a tower of this size would learn by heart (with their
+    backgrounds) instead of learning shapes."""
+    from PIL import Image
+
+    from modeling_videollm_mod import load_video
+
+    rng = random.Random(seed)
+    os.makedirs(folder)
+    chunk = 256  # scenes per temporary mp4
+    with open(os.path.join(folder, "metadata.jsonl"), "w", encoding="utf-8") as metadata:
+        for first in range(0, num_frames, chunk):
+            scenes = [random_scene(rng, 1 + difficulty) for _ in range(min(chunk, num_frames - first))]
+            frames = [Renderer(resolution, difficulty, rng.getrandbits(32)).frame(Video("", 1.0, events),
+                                                                                  rng.uniform(0, 60))
+                      for events in scenes]  # fmt: skip
+            path = os.path.join(folder, "scenes.mp4")
+            write_video(path, np.stack(frames), fps=1.0)
+            decoded, _ = load_video(path, fps=1.0)
+            os.remove(path)
+            for i, (events, frame) in enumerate(zip(scenes, decoded, strict=True)):
+                name = f"scene{first + i:06d}.png"
+                Image.fromarray(frame).save(os.path.join(folder, name))
+                metadata.write(json.dumps({"file_name": name, "text": frame_caption(events, 0.0)}) + "\n")
+
+
 def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
-              val_fraction, test_fraction):  # fmt: skip
+              val_fraction, test_fraction, frame_captions):  # fmt: skip
     paths = dataset_paths(out)
     for key in ("ego4d_annotations", "ego4d_videos", "coin_videos"):
         os.makedirs(paths[key])
@@ -403,9 +494,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
     all_events: dict[str, list[dict]] = {}
 
     def render(video: Video, path: str) -> None:
-        renderer = Renderer(resolution, difficulty, video.seed)
-        n = max(1, round(video.seconds * fps))
-        write_video(path, np.stack([renderer.frame(video, i / fps) for i in range(n)]), fps)
+        render_video(video, path, resolution, difficulty, fps)
         all_events[video.video_uid] = [asdict(e) for e in video.events]
 
     # Ego4D-style videos: narrations, refined narrations, live chat, benchmark split lists
@@ -421,6 +510,8 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
     num_test = round(test_fraction * num_videos) if num_videos > 2 else 0
     val = {videos[i].video_uid for i in order[:num_val]}
     test = {videos[i].video_uid for i in order[num_val : num_val + num_test]}
+    if frame_captions:
+        write_frame_captions(paths["frame_captions"], frame_captions, resolution, difficulty, rng.getrandbits(32))
 
     narrations, refined = {}, {"train": {}, "val": {}}
     for video in videos:
@@ -501,13 +592,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--difficulty", type=int, default=1, choices=(0, 1, 2))
     parser.add_argument("--event-interval", type=float, default=2.0, help="mean seconds between events")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frame-captions", type=int, default=0,
+                        help="captioned random scenes written for the vision warm-up")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = generate_dataset(
         args.output_dir, num_videos=args.num_videos, seconds=args.seconds, fps=args.fps, resolution=args.resolution,
         seed=args.seed, num_coin_videos=args.num_coin_videos, difficulty=args.difficulty,
-        event_interval=args.event_interval, overwrite=args.overwrite,
+        event_interval=args.event_interval, frame_captions=args.frame_captions, overwrite=args.overwrite,
     )  # fmt: skip
     for key, path in paths.items():
         print(f"{key}: {path}")

@@ -1,11 +1,14 @@
 """Streaming metrics of a VideoLLM-MoD on a prepared dataset split (`videollm-mod evaluate`).
 
-    videollm-mod evaluate --dataset runs/quickstart/narration --config raw --split val \
-        --video-root runs/quickstart/synthetic/ego4d/v2/full_scale --threshold 0.725 --baselines   # the demo model
+    videollm-mod evaluate --dataset runs/demo/val/narration --config raw --split val \
+        --video-root runs/demo/val/synthetic/ego4d/v2/full_scale --free-running --baselines   # the demo model
 
-Prints LM-PPL, TimeDiff (seconds), Fluency and LM-Correctness (`recipes.metrics`, VideoLLM-online's definitions,
-teacher-forced, one sample at a time) as JSON; with `--baselines` also for two timing baselines that keep the model's
-text predictions: never speak, and speak at random frames at the ground truth's rate.
+Prints as JSON the teacher-forced metrics LM-PPL, TimeDiff (seconds), Fluency and LM-Correctness (`recipes.metrics`,
+VideoLLM-online's definitions, one sample at a time); with `--free-running` also the free-running ones (the model
+streams each row conditioned on its own replies: event precision, recall, F1, lag and content accuracy against the
+row's replies, `recipes.free_running`). With `--baselines` each comes with baselines on the same rows: never speak,
+speak at random and periodically at the model's own rate (keeping its text), and the same model fed black frames
+(`blind`: the gap to it is what the model sees).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import sys
 
 import torch
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD, speaks
+from modeling_videollm_mod import DEFAULT_THRESHOLD
 
 from ..errors import UserError
+from ..files import write_text_atomically
 from .collator import VideoLLMMoDCollator
-from .metrics import aggregate_stream_metrics, stream_evaluate
+from .free_running import black_frame_features, evaluate_free_running
+from .metrics import aggregate_stream_metrics, model_fire_policy, periodic_fires, stream_evaluate
 
 
 def speak_rate(dataset) -> float:
@@ -32,6 +37,32 @@ def speak_rate(dataset) -> float:
             frames += message["learn"] if message["role"] == "stream" else 0
             replies += bool(message["role"] == "assistant" and message["learn"])
     return replies / max(frames, 1)
+
+
+class CountingPolicy:
+    """A decision policy that counts its decisions and fires (the model's rate, for the baselines at that rate)."""
+
+    def __init__(self, policy):
+        self.policy, self.fires, self.decisions = policy, 0, 0
+
+    def __call__(self, probs: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        fires = self.policy(probs, frames)
+        self.fires, self.decisions = self.fires + int(fires.sum()), self.decisions + len(fires)
+        return fires
+
+    @property
+    def rate(self) -> float:
+        return self.fires / max(self.decisions, 1)
+
+
+def black_frames(model, processor, frames: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same number of frames, all black, in the same form (`pixel_values_videos`, or `frame_features` through
+    the model's own vision tower and pooling): the input of the blind baseline."""
+    ((key, value),) = frames.items()
+    if key == "frame_features":
+        return {key: black_frame_features(model, processor, len(value)).to(value.dtype)}
+    size = processor.image_processor.size
+    return {key: processor.image_processor.transform(torch.zeros(len(value), 3, size, size, dtype=torch.uint8))}
 
 
 @torch.no_grad()
@@ -45,25 +76,39 @@ def evaluate_streams(
     baselines: bool = False,
     seed: int = 0,
 ) -> dict:
-    """`{"model": metrics}` (+ `"never_speak"`, `"random_same_rate"` with `baselines`) over the rows of `dataset`."""
+    """Teacher-forced metrics (`recipes.metrics`) over the rows of `dataset`: `{"model": metrics}`, with `baselines`
+    also `never_speak`, `random_same_rate` and `periodic_same_rate` (at the model's own rate of speaking, keeping its
+    text predictions), and `blind` (the same model fed black frames); `speak_rate` is the model's rate."""
     model.eval()
     collator = VideoLLMMoDCollator(processor, video_root=video_root, features_dir=features_dir)
     interval = model.config.frame_token_interval_id
-    policies = {"model": lambda probs: speaks(probs, interval, threshold)}
+
+    def run(policies: dict) -> dict[str, list]:
+        """Every policy on every row; `policies[name]` is `(fire_policy, blind)`."""
+        samples = {name: [] for name in policies}
+        for row in dataset:
+            batch = collator([row])
+            frames = {k: batch[k] for k in ("frame_features", "pixel_values_videos") if k in batch}
+            for name, (policy, blind) in policies.items():
+                inputs = black_frames(model, processor, frames) if blind else frames
+                samples[name].append(stream_evaluate(model, batch["input_ids"], batch["labels"], fire_policy=policy,
+                                                     **inputs))  # fmt: skip
+        return samples
+
+    model_policy = CountingPolicy(model_fire_policy(interval, threshold))
+    results = run({"model": (model_policy, False)})
+    rate = model_policy.rate
     if baselines:
         generator = torch.Generator().manual_seed(seed)
-        rate = speak_rate(dataset)
-        policies["never_speak"] = lambda probs: torch.zeros(len(probs), dtype=torch.bool)
-        policies["random_same_rate"] = lambda probs: torch.rand(len(probs), generator=generator) < rate
-    results = {name: [] for name in policies}
-    for row in dataset:
-        batch = collator([row])
-        frames = {k: batch[k] for k in ("frame_features", "pixel_values_videos") if k in batch}
-        for name, policy in policies.items():
-            sample = stream_evaluate(model, batch["input_ids"], batch["labels"], fire_policy=policy, **frames)
-            results[name].append(sample)
+        phase = float(torch.rand(1, generator=generator))
+        results |= run({
+            "never_speak": (lambda probs, f: torch.zeros(len(probs), dtype=torch.bool), False),
+            "random_same_rate": (lambda probs, f: torch.rand(len(probs), generator=generator) < rate, False),
+            "periodic_same_rate": (lambda probs, f: periodic_fires(f, rate, phase), False),
+            "blind": (model_fire_policy(interval, threshold), True),
+        })  # fmt: skip
     fps = dataset[0]["fps"]
-    return {name: aggregate_stream_metrics(samples, fps) for name, samples in results.items()}
+    return {"speak_rate": rate, **{name: aggregate_stream_metrics(samples, fps) for name, samples in results.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         help="decision threshold, as in narrate: a frame fires when P(interval) < THRESHOLD or the interval is not "
         "the most probable token (0 = argmax, the original evaluation)",
     )
-    parser.add_argument("--baselines", action="store_true", help="also never-speak and random-timing baselines")
+    parser.add_argument("--free-running", action="store_true", help="also stream each row, free-running, and score "
+                        "its events (slower: one reply generated at a time)")  # fmt: skip
+    parser.add_argument("--baselines", action="store_true", help="also never speak, random and periodic at the model's "
+                        "rate, and blind (black frames)")  # fmt: skip
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
@@ -104,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     model, processor = load_model_and_processor(args.model, device="cpu", dtype=torch.float32)
-    metrics = evaluate_streams(
-        model, processor, dataset, args.video_root, args.features_dir, args.threshold, args.baselines
-    )
+    metrics = {"teacher_forced": evaluate_streams(model, processor, dataset, args.video_root, args.features_dir,
+                                                  args.threshold, args.baselines)}  # fmt: skip
+    if args.free_running:
+        metrics["free_running"] = evaluate_free_running(model, processor, dataset, args.video_root, args.features_dir,
+                                                        args.threshold, args.baselines)  # fmt: skip
     report = {
         "model_path": resolve_model(args.model),
         "dataset": args.dataset,
@@ -121,13 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         write_text_atomically(args.output, text + "\n")
     return 0
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

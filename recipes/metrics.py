@@ -28,7 +28,6 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +80,21 @@ def fluency(frame_diff: int, num_stream: int, num_lm: int, lm_correct_prefix: in
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# decision policies: `((N, V) probabilities, (N,) frame indices) -> (N,) bool fires`
+
+
+def model_fire_policy(interval_id: int, threshold: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The model's own decisions (`speaks`)."""
+    return lambda probs, frames: speaks(probs, interval_id, threshold)
+
+
+def periodic_fires(frames: torch.Tensor, rate: float, phase: float) -> torch.Tensor:
+    """Fires evenly spaced at `rate` per frame: frame f fires when `f * rate + phase` passes an integer before
+    `(f + 1) * rate + phase` (phase in [0, 1) shifts the pattern)."""
+    return torch.floor((frames + 1) * rate + phase) > torch.floor(frames * rate + phase)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # one sample through a model
 
 
@@ -107,7 +121,7 @@ def stream_evaluate(
     frame_features: torch.Tensor | None = None,
     pixel_values_videos: torch.Tensor | None = None,
     threshold: float = 0.0,
-    fire_policy: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fire_policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> StreamMetrics:
     """VideoLLM-online's `stream_evaluate` for one sample with a [`VideoLLMMoDForCausalLM`].
 
@@ -116,8 +130,9 @@ def stream_evaluate(
             after the last placeholder of each learned frame.
         frame_features / pixel_values_videos: (T, ...) the sample's frames in sequence order (exactly one of them).
         threshold: the decision threshold of `speaks` (0: argmax only, the original's evaluation).
-        fire_policy: replaces the model's decisions, `(N, V) probabilities -> (N,) bool fires`, for timing
-            baselines (never speak, speak at random); the text metrics stay the model's.
+        fire_policy: replaces the model's decisions, `((N, V) probabilities, (N,) index of each decision's frame in
+            the sample) -> (N,) bool fires`, for timing baselines (never speak, speak at random or periodically); the
+            text metrics stay the model's.
     """
     if input_ids.shape[0] != 1:
         raise ValueError(f"stream_evaluate takes one sample at a time; got a batch of {input_ids.shape[0]}")
@@ -127,7 +142,7 @@ def stream_evaluate(
     frames = frame_features if frame_features is not None else pixel_values_videos
     frame_key = "frame_features" if frame_features is not None else "pixel_values_videos"
     if fire_policy is None:
-        fire_policy = partial(speaks, interval_id=config.frame_token_interval_id, threshold=threshold)
+        fire_policy = model_fire_policy(config.frame_token_interval_id, threshold)
     video_id, eos_id = config.video_token_id, config.text_config.eos_token_id
     eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
     frame_tokens = config.frame_num_tokens
@@ -162,7 +177,8 @@ def stream_evaluate(
             correctness.append(lm_correct / num_lm)
 
         if stream_mask.any():
-            fires = fire_policy(turn_logits[stream_mask].softmax(-1))
+            decision_frames = frames_before[start:stop][stream_mask] - 1
+            fires = fire_policy(turn_logits[stream_mask].softmax(-1), decision_frames)
             frame_diff = early_frame_diff(fires)
             if frame_diff is None:
                 frame_diff = 0
@@ -173,7 +189,7 @@ def stream_evaluate(
                         cut = start + int(stream_mask.nonzero()[-1, 0]) + 1
                         first = int(frames_before[cut - 1])
                         probe_fires = _probe_future_frames(
-                            model, cache, cut, frames[first : first + num_probe], frame_key, fire_policy
+                            model, cache, cut, frames[first : first + num_probe], first, frame_key, fire_policy
                         )
                         frame_diff = late_frame_diff(probe_fires)
             frame_diffs.append(abs(frame_diff))
@@ -190,9 +206,9 @@ def stream_evaluate(
     )
 
 
-def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, fire_policy) -> torch.Tensor:
-    """Feed `[interval, placeholders...]` per future frame after the first `cut` tokens (the reply never happened);
-    return whether each appended frame fires."""
+def _probe_future_frames(model, cache, cut: int, future_frames, first_frame: int, frame_key: str, fire_policy):
+    """Feed `[interval, placeholders...]` per future frame (the first is frame `first_frame` of the sample) after
+    the first `cut` tokens (the reply never happened); return whether each appended frame fires."""
     config = model.config
     probe_cache = copy.deepcopy(cache)
     probe_cache.crop(cut)
@@ -201,7 +217,7 @@ def _probe_future_frames(model, cache, cut: int, future_frames, frame_key: str, 
     probe_ids = torch.tensor([pattern * num], device=future_frames.device)
     logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **{frame_key: future_frames}).logits[0]
     last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern), device=logits.device)
-    return fire_policy(logits[last].float().softmax(-1))
+    return fire_policy(logits[last].float().softmax(-1), first_frame + torch.arange(num))
 
 
 def aggregate_stream_metrics(samples: Sequence[StreamMetrics], fps: float) -> dict[str, float]:
@@ -277,5 +293,7 @@ __all__ = [
     "late_frame_diff",
     "levenshtein",
     "lm_turn_metrics",
+    "model_fire_policy",
+    "periodic_fires",
     "stream_evaluate",
 ]

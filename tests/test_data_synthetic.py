@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 from unittest import mock
 
 import numpy as np
@@ -11,7 +12,15 @@ from datasets import load_dataset
 from modeling_videollm_mod import load_video, video_num_frames
 from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
 from videollm_mod.data_scripts._stream import ceil_frame
-from videollm_mod.data_scripts.synthetic import COLORS, generate_dataset
+from videollm_mod.data_scripts.synthetic import (
+    COLORS,
+    MIN_EVENT_GAP,
+    SHAPES,
+    Event,
+    ego_video_events,
+    frame_caption,
+    generate_dataset,
+)
 
 FPS = 2
 SMALL = dict(num_videos=3, seconds=8, fps=4, resolution=64, num_coin_videos=2, difficulty=1)
@@ -50,6 +59,39 @@ def test_appearing_shape_is_visible_at_its_snapped_narration_frame(synthetic):
             assert np.abs(patch - np.array(COLORS[e["color"]])).sum() < 90, (video_uid, e)
             checked += 1
     assert checked >= 3
+
+
+def test_every_change_shows_in_the_caption_at_its_narrated_frame():
+    for seed in range(20):
+        events = ego_video_events(random.Random(seed), 20, 1, 2.5)
+        for e in events:
+            narrated = ceil_frame(e.narration_time, FPS, 0, 39) / FPS
+            assert e.start <= e.narration_time <= narrated < e.start + 0.75, e
+            assert frame_caption(events, e.start - 0.01) != frame_caption(events, narrated), e
+
+
+def test_events_come_at_irregular_times_with_quiet_stretches():
+    gaps, kinds = [], set()
+    for seed in range(100):
+        events = ego_video_events(random.Random(seed), 20, 1, 2.5)
+        gaps += [b.start - a.start for a, b in zip(events, events[1:], strict=False)]
+        kinds |= {(e.kind, e.shape, e.color) for e in events}
+    mean = np.mean(gaps)
+    assert min(gaps) >= MIN_EVENT_GAP and 2.2 < mean < 2.8
+    assert np.std(gaps) / mean > 0.45  # a fixed rhythm has 0
+    assert np.mean(np.array(gaps) > 5) > 0.04  # quiet stretches of more than 5 s
+    assert len(kinds) == 4 * len(SHAPES) * len(COLORS)  # every action on every shape and colour
+
+
+def test_frame_caption_lists_the_shapes_by_row_then_column():
+    events = [
+        Event("appear", 0, 1.0, 1.0, "circle", "red", position=(0.7, 0.3)),
+        Event("appear", 1, 2.0, 2.0, "square", "blue", position=(0.25, 0.3)),
+        Event("move", 1, 3.0, 3.25, "square", "blue", direction="down"),
+    ]
+    assert frame_caption(events, 0.5) == "nothing"
+    assert frame_caption(events, 2.0) == "blue square x1 y1 and red circle x3 y1"
+    assert frame_caption(events, 3.5) == "red circle x3 y1 and blue square x1 y2"
 
 
 def test_narration_annotations_follow_the_ego4d_schema(synthetic):

@@ -18,6 +18,7 @@ from videollm_mod.recipes.metrics import (
     late_frame_diff,
     levenshtein,
     lm_turn_metrics,
+    periodic_fires,
     stream_evaluate,
 )
 
@@ -208,3 +209,28 @@ def test_stream_evaluate_rejects_batches():
         stream_evaluate(
             ScriptedModel(), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), frame_features=torch.zeros(1)
         )
+
+
+def test_stream_evaluate_gives_a_policy_the_frame_of_each_decision():
+    calls = []
+
+    def at_frames_1_and_6(probs, frames):
+        calls.append(frames.tolist())
+        return (frames == 1) | (frames == 6)
+
+    ids = torch.tensor([IDS])
+    labels = torch.tensor([[t if i in LEARNED else -100 for i, t in enumerate(IDS)]])
+    metrics = stream_evaluate(ScriptedModel(), ids, labels, frame_features=torch.arange(7.0)[:, None],
+                              fire_policy=at_frames_1_and_6)  # fmt: skip
+    # turn 1: frames 0-1, on time; turn 2: frames 2-4, silent, so the next 2 frames are probed; turn 3: frames 5-6
+    assert calls == [[0, 1], [2, 3, 4], [5, 6], [5, 6]]
+    assert metrics.frame_diff == pytest.approx((0 + 2 + 0) / 3)
+
+
+@pytest.mark.parametrize(
+    ("rate", "phase", "expected"),
+    [(0.25, 0.0, [3, 7]), (0.25, 0.5, [1, 5]), (0.5, 0.0, [1, 3, 5, 7]), (0.3, 0.0, [3, 6])],
+)
+def test_periodic_fires_evenly_at_the_rate(rate, phase, expected):
+    fires = periodic_fires(torch.arange(8), rate, phase)
+    assert fires.nonzero()[:, 0].tolist() == expected

@@ -3,6 +3,7 @@
     videollm-mod narrate VIDEO [--model PATH_OR_REPO] ...   stream a video and print what the model says
     videollm-mod evaluate --dataset DIR ...                  streaming metrics of a model on a prepared dataset
     videollm-mod train --config CONFIG.yaml ...              fine-tune with the TRL SFT recipe
+    videollm-mod warmup --data FRAMES --output_dir DIR ...   pretrain a small SigLIP on (frame, caption) pairs
     videollm-mod convert ...                                 VideoLLM-online checkpoint -> this format
     videollm-mod release MODEL_FOLDER ...                    assemble a release folder and push it to the Hub
     videollm-mod data NAME ...                               data scripts (synthetic, prepare_coin, ...)
@@ -21,6 +22,7 @@ COMMANDS = {
     "narrate": ("videollm_mod.narrate", "stream a video and print timestamped narration and replies"),
     "evaluate": ("videollm_mod.recipes.evaluate", "streaming metrics of a model on a prepared dataset"),
     "train": ("videollm_mod.recipes.sft", "fine-tune with the TRL SFT recipe (--config CONFIG.yaml)"),
+    "warmup": ("videollm_mod.recipes.vision_warmup", "pretrain a small SigLIP on (frame, caption) pairs"),
     "convert": ("videollm_mod.conversion.convert_videollm_online", "convert a VideoLLM-online checkpoint"),
     "release": ("videollm_mod.conversion.release", "assemble a release folder and push it to the Hub"),
     "data": ("videollm_mod.data_scripts", "data scripts: videollm-mod data NAME --help"),

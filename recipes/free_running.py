@@ -1,0 +1,160 @@
+"""Free-running narration: each row's video streamed through a session at the real threshold, the model conditioned
+on its own replies (never on the reference's), and what it says scored against the row's replies
+(`recipes.event_metrics`: precision, recall, F1, lag, content accuracy). Teacher-forced metrics flatter a model that
+cannot recover from its own mistakes; these do not.
+
+Protocol per row: the row's frames `[start_frame, stop_frame)` at their video times (`i / fps`), its user messages
+pushed as queries at their times (a narration row's instruction is answered after its first frame, as in training),
+8 frames per forward while the model is silent (identical to frame by frame). References: the row's assistant
+messages.
+
+Baselines on the same rows (`baselines=True`):
+
+- `never_speak`: no reply;
+- `random_same_rate`, `periodic_same_rate`: the model's own replies (not its answers to queries, which stay put)
+  moved to random / evenly spaced frames of the stream, as many as it made, texts in their order: only the timing
+  differs;
+- `blind`: the same model and protocol with every frame black. The gap to it measures what the model sees.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, load_video
+
+from .event_metrics import aggregate_event_scores, score_events
+
+MAX_NEW_TOKENS = 32  # narration replies are one short sentence
+
+
+def row_frames(row: dict, video_root: str | None, features_dir: str | None) -> tuple[str, torch.Tensor]:
+    """The row's frames for a session: `("features", (T, F, D))` from `features_dir`, else `("frames", uint8
+    (T, H, W, 3))` decoded from `video_root` by the model's sampler."""
+    start, stop = row["start_frame"], row["stop_frame"]
+    if features_dir is not None:
+        from safetensors.torch import load_file
+
+        path = os.path.join(features_dir, f"{row['video_uid']}.safetensors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"row {row['video_uid']!r}: no pre-computed features at {path}")
+        return "features", load_file(path)["features"][start:stop].float()
+    frames, _ = load_video(os.path.join(video_root, row["video"]), fps=row["fps"], start_frame=start, stop_frame=stop)
+    return "frames", torch.from_numpy(frames)
+
+
+def narrate_stream(
+    model,
+    processor,
+    times: list[float],
+    queries: list[tuple[float, str]] = (),
+    threshold: float = DEFAULT_THRESHOLD,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    chunk_size: int = 8,
+    **frames: torch.Tensor,
+) -> list[StreamEvent]:
+    """Stream `frames=` (T, H, W, 3) uint8 or `features=` (T, F, D) at `times` with `(time, text)` queries; returns
+    the session's events (user queries and the assistant's replies, in order)."""
+    session = model.stream_session(processor, threshold=threshold, max_new_tokens=max_new_tokens,
+                                   chunk_size=chunk_size)  # fmt: skip
+    for time, text in queries:
+        session.push_query(text, time)
+    session.push_frames(times=times, **frames)
+    session.flush()
+    return session.events
+
+
+def split_replies(events: list[StreamEvent]) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
+    """`(spontaneous replies, answers to queries)` as `(time, text)`: an answer is the reply right after a query."""
+    spontaneous, answers = [], []
+    for previous, event in zip([None, *events], events, strict=False):
+        if event.role == "assistant":
+            (answers if previous is not None and previous.role == "user" else spontaneous).append(
+                (event.time, event.text)
+            )
+    return spontaneous, answers
+
+
+def retimed(replies: list[tuple[float, str]], times: list[float], rng: random.Random | None):
+    """The replies' texts at other frames of the stream: random ones (`rng`), or evenly spaced (`rng=None`)."""
+    n = len(replies)
+    if n == 0:
+        return []
+    if rng is None:
+        frames = [min(int((k + 0.5) * len(times) / n), len(times) - 1) for k in range(n)]
+    else:
+        frames = sorted(rng.sample(range(len(times)), min(n, len(times))))
+    return [(times[f], text) for f, (_, text) in zip(frames, replies, strict=False)]
+
+
+def black_frame_features(model, processor, count: int) -> torch.Tensor:
+    """(count, F, D) features of black frames, through the model's own preprocessing, vision tower and pooling."""
+    from ..data_scripts.precompute_features import FrameEncoder
+
+    size = processor.image_processor.size
+    encoder = FrameEncoder(model.model.vision_tower, processor.image_processor, model.config.frame_token_pooled)
+    return encoder(torch.zeros(count, size, size, 3, dtype=torch.uint8))
+
+
+def black_like(model, processor, key: str, frames: torch.Tensor) -> torch.Tensor:
+    """Black frames in the same form: raw black frames, or their features (`black_frame_features`)."""
+    return torch.zeros_like(frames) if key == "frames" else black_frame_features(model, processor, len(frames))
+
+
+@torch.no_grad()
+def evaluate_free_running(
+    model,
+    processor,
+    dataset,
+    video_root: str | None = None,
+    features_dir: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    baselines: bool = False,
+    seed: int = 0,
+    tolerance: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict:
+    """`{policy: aggregate_event_scores(...)}` over the rows of `dataset` (see the module docstring); the model's
+    entry also has `speak_rate`, its spontaneous replies per frame."""
+    if video_root is None and features_dir is None:
+        raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
+    model.eval()
+    rng = random.Random(seed)
+    scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
+                                               if baselines else ()))}  # fmt: skip
+    num_frames = num_spontaneous = 0
+    for row in dataset:
+        key, frames = row_frames(row, video_root, features_dir)
+        times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
+        queries = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "user"]
+        references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
+        run = dict(model=model, processor=processor, times=times, queries=queries, threshold=threshold,
+                   max_new_tokens=max_new_tokens)  # fmt: skip
+        spontaneous, answers = split_replies(narrate_stream(**run, **{key: frames}))
+        scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
+        num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
+        if not baselines:
+            continue
+        scores["never_speak"].append(score_events([], references, tolerance))
+        for name, retime_rng in (("random_same_rate", rng), ("periodic_same_rate", None)):
+            replies = sorted(retimed(spontaneous, times, retime_rng) + answers)
+            scores[name].append(score_events(replies, references, tolerance))
+        blind = narrate_stream(**run, **{key: black_like(model, processor, key, frames)})
+        scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
+    results = {name: aggregate_event_scores(s) for name, s in scores.items()}
+    results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
+    return results
+
+
+__all__ = [
+    "black_frame_features",
+    "black_like",
+    "evaluate_free_running",
+    "narrate_stream",
+    "retimed",
+    "row_frames",
+    "split_replies",
+]

@@ -1,0 +1,59 @@
+"""Event scoring of free-running narration: content word matching, one-to-one matching, aggregation."""
+
+import pytest
+
+from videollm_mod.recipes.event_metrics import aggregate_event_scores, content_words, names, score_events
+
+
+def test_content_words_drop_function_words():
+    assert content_words("C sees the red circle turn blue.") == ["red", "circle", "turn", "blue"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reference", "expected"),
+    [
+        ("C sees the red circle turn blue.", "C sees the red circle turn blue.", True),
+        ("The red circle turns blue.", "C sees the red circle turn blue.", True),  # chat form: "turns" = "turn"
+        ("C sees the blue circle turn red.", "C sees the red circle turn blue.", False),  # same words, wrong order
+        ("C sees the red square turn blue.", "C sees the red circle turn blue.", False),
+        ("C sees a red circle appear.", "C sees a red circle appear.", True),
+        ("C sees a red circle.", "C sees a red circle appear.", False),  # the action is missing
+        ("C picks up the knifes", "C picks up a knife.", True),
+        ("C picks up a knive", "C picks up a knife.", True),  # one edit in a word of >= 5 letters
+        ("C pics up a knife", "C picks up a knife.", False),  # "pick" has 4 letters: no edit forgiven
+    ],
+)
+def test_a_reply_names_a_reference_by_its_content_words_in_order(reply, reference, expected):
+    assert names(reply, reference) is expected
+
+
+def test_events_match_one_to_one_within_the_tolerance_closest_first():
+    references = [(2.0, "C sees a red circle appear."), (5.0, "C sees the red circle move left.")]
+    replies = [
+        (2.5, "C sees a red circle appear."),  # hit, 0.5 s late
+        (3.0, "C sees a red circle appear."),  # names the first event too, but it is taken
+        (4.5, "C sees the red circle move right."),  # in time, wrong direction
+        (9.0, "C sees the red circle move left."),  # right text, too late
+    ]
+    score = score_events(replies, references, tolerance=1.0)
+    assert (score.replies, score.references, score.hits, score.lags) == (4, 2, 1, [0.5])
+    # nearest references: 2.0, 2.0, 5.0, 5.0 -> named: yes, yes, no, yes
+    assert score.named_nearest == 3
+
+
+def test_aggregate_totals_over_streams():
+    a = score_events([(1.0, "a red circle appear")], [(1.0, "a red circle appear"), (4.0, "the red circle move up")])
+    b = score_events(
+        [(3.0, "a blue square appear"), (6.5, "the blue square disappear")], [(6.0, "the blue square disappear")]
+    )
+    metrics = aggregate_event_scores([a, b])
+    # hits 2 of 3 replies, 2 of 3 references; lags 0.0 and 0.5
+    assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["f1"] == pytest.approx(2 / 3)
+    assert (metrics["mean_lag"], metrics["mean_abs_lag"]) == (0.25, 0.25)
+    assert metrics["content_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_a_silent_policy_scores_zero():
+    metrics = aggregate_event_scores([score_events([], [(1.0, "a red circle appear")])])
+    assert (metrics["precision"], metrics["recall"], metrics["f1"], metrics["mean_lag"]) == (0.0, 0.0, 0.0, None)

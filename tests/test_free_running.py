@@ -1,0 +1,91 @@
+"""Free-running evaluation: replies vs answers, re-timed baselines, and `videollm-mod evaluate --free-running`."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from modeling_videollm_mod import StreamEvent, VideoLLMMoDForCausalLM
+from videollm_mod.recipes.free_running import black_like, retimed, split_replies
+
+
+def test_answers_are_the_replies_right_after_a_query():
+    events = [
+        StreamEvent(0.0, "user", "Narrate."),
+        StreamEvent(0.0, "assistant", "A red circle appears."),
+        StreamEvent(2.5, "assistant", "The red circle moves up."),
+        StreamEvent(3.0, "user", "What now?"),
+        StreamEvent(3.0, "assistant", "A red circle."),
+    ]
+    spontaneous, answers = split_replies(events)
+    assert spontaneous == [(2.5, "The red circle moves up.")]
+    assert answers == [(0.0, "A red circle appears."), (3.0, "A red circle.")]
+
+
+def test_periodic_baseline_spreads_the_replies_evenly_in_their_order():
+    times = [i / 2 for i in range(10)]  # 10 frames at 2 fps
+    replies = [(0.5, "a"), (0.5, "b"), (4.5, "c")]
+    assert retimed(replies, times, None) == [(0.5, "a"), (2.5, "b"), (4.0, "c")]  # frames int((k + 0.5) * 10 / 3)
+
+
+def test_random_baseline_keeps_the_count_and_the_order_of_the_texts():
+    times = [i / 2 for i in range(10)]
+    moved = retimed([(1.0, "a"), (1.5, "b"), (2.0, "c")], times, random.Random(0))
+    assert [text for _, text in moved] == ["a", "b", "c"] and len({t for t, _ in moved}) == 3
+    assert [t for t, _ in moved] == sorted(t for t, _ in moved) and all(t in times for t, _ in moved)
+
+
+def test_blind_features_are_black_frames_through_the_model(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    features = black_like(model, processor, "features", torch.randn(3, 10, 32))
+    pixels = processor.image_processor.transform(torch.zeros(1, 3, 24, 24, dtype=torch.uint8))
+    vision = model.model.vision_tower(pixel_values=pixels)
+    from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
+
+    expected = pool_frame_tokens(vision, model.config.frame_token_pooled)
+    assert features.shape == (3, 10, 32) and torch.allclose(features, expected.expand(3, -1, -1), atol=1e-6)
+    assert torch.equal(black_like(model, processor, "frames", torch.full((2, 5, 5, 3), 7)), torch.zeros(2, 5, 5, 3))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_processor(tmp_path_factory):
+    from modeling_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+    from videollm_mod.presets import tiny_config
+    from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
+
+    tokenizer = build_stream_tokenizer(["C sees a red circle appear.", "Please narrate."], vocab_size=300)
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(tokenizer), image_size=24, **stream_token_ids(tokenizer))
+    processor = VideoLLMMoDProcessor(image_processor=VideoLLMMoDFrameProcessor(size=24), tokenizer=tokenizer,
+                                     frame_num_tokens=config.frame_num_tokens)  # fmt: skip
+    return VideoLLMMoDForCausalLM(config).eval(), processor
+
+
+def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_path, tiny_model_and_processor):
+    from videollm_mod import cli
+    from videollm_mod.data_scripts import prepare_ego4d_narration
+    from videollm_mod.data_scripts.synthetic import generate_dataset
+    from videollm_mod.recipes.sft import load_prepared_dataset
+
+    model, processor = tiny_model_and_processor
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    paths = generate_dataset(str(tmp_path / "syn"), num_videos=2, seconds=6, fps=4, resolution=24, seed=7,
+                             num_coin_videos=0, val_fraction=1.0, test_fraction=0.0)  # fmt: skip
+    prepare_ego4d_narration.main(["--annotation-dir", paths["ego4d_annotations"], "--video-root",
+                                  paths["ego4d_videos"], "--output-dir", str(tmp_path / "data")])  # fmt: skip
+    out = tmp_path / "metrics.json"
+    assert cli.main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"), "--config",
+                     "raw", "--split", "val", "--video-root", paths["ego4d_videos"], "--free-running", "--baselines",
+                     "--output", str(out)]) == 0  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    policies = ["model", "never_speak", "random_same_rate", "periodic_same_rate", "blind"]
+    assert list(results["teacher_forced"])[1:] == policies and list(results["free_running"]) == policies
+    free = results["free_running"]
+    rows = load_prepared_dataset(str(tmp_path / "data"), "raw")["val"]
+    references = sum(m["role"] == "assistant" for row in rows for m in row["conversation"])
+    assert {free[p]["references"] for p in policies} == {references}
+    assert free["never_speak"]["replies"] == 0 and free["never_speak"]["f1"] == 0.0
+    # re-timed baselines say what the model said, elsewhere
+    assert free["random_same_rate"]["replies"] == free["periodic_same_rate"]["replies"] == free["model"]["replies"]
