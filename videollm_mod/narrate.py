@@ -70,12 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def render_demo_video(folder: str, seed: int) -> str:
-    """One synthetic video like the demo model's training data, from a seed the training set did not use."""
+    """One synthetic video like the demo model's training data (`recipes.train_demo`: 48 px, events every 2.5 s on
+    average at irregular times), from a seed its training and validation sets did not use (they use 0 and 1)."""
     from .data_scripts import synthetic
 
     paths = synthetic.generate_dataset(
-        os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=32, seed=seed,
-        num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=0.0, test_fraction=0.0,
+        os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=48, seed=seed,
+        num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=1.0, test_fraction=0.0,
     )  # fmt: skip
     return str(next(Path(paths["ego4d_videos"]).glob("*.mp4")))
 
