@@ -149,6 +149,9 @@ def make_parser() -> TrlParser:
     parser.add_argument(
         "--config", default=argparse.SUPPRESS, help="YAML file of any of the options below (the command line wins)"
     )
+    # TRL's default is bf16, which stops the Trainer on a machine without a GPU; there, train in float32 unless told.
+    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    parser.set_defaults(bf16=bf16_ok, use_cpu=not torch.cuda.is_available())
     return parser
 
 

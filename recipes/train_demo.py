@@ -82,7 +82,7 @@ def write_demo_card(folder: str, config) -> None:
 
     data = base_card_data(
         license="apache-2.0",
-        training_data="Trained from scratch by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
+        training_data="Trained from scratch (no base model) by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
         "streams of coloured shapes rendered by `videollm-mod data synthetic`: a demonstration of the pipeline, not "
         "a model of real video.",
     )
