@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not os.path.isdir(folder):
             parser.error(f"--{name.replace('_', '-')} {folder}: no such folder")
 
+    from ..data_scripts._hub import load_prepared_dataset
     from ..loading import load_model_and_processor, resolve_model
-    from .sft import load_prepared_dataset
 
     dataset = load_prepared_dataset(args.dataset, args.config, "--dataset")
     if args.split not in dataset:

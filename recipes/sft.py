@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..data_scripts._hub import load_prepared_dataset
 from ..errors import UserError
 from .collator import VideoLLMMoDCollator
 
@@ -126,23 +127,6 @@ def build_trainer(
     )
 
 
-def load_prepared_dataset(name_or_path: str, config: str | None = None, field_name: str = "dataset"):
-    """`load_dataset` of a prepared dataset (folder or Hub id); a local folder is always re-read (the datasets cache
-    can hand back another folder's rows when file names and sizes match). A missing folder is a `UserError` naming
-    `field_name`, not a Hub lookup."""
-    from datasets import load_dataset
-
-    from ..loading import looks_like_repo_id
-
-    if os.path.isdir(name_or_path):
-        return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
-    if not looks_like_repo_id(name_or_path):
-        raise UserError(
-            f"{field_name} {name_or_path}: no such dataset folder (build one with `videollm-mod data ...`, see README)"
-        )
-    return load_dataset(name_or_path, config)
-
-
 def make_parser() -> TrlParser:
     parser = TrlParser((VideoSFTScriptArguments, SFTConfig, ModelConfig), prog="videollm-mod train")
     # TrlParser reads `--config` itself before parsing; declared here (absent from the namespace) so --help lists it.
@@ -169,7 +153,6 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if script_args.dataset_name is None:
         raise UserError("dataset_name is required (a prepared dataset folder or Hub id, see `videollm-mod data`)")
     for name in ("video_root", "features_dir"):

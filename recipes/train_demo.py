@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None):
 
     from trl import SFTConfig
 
+    from videollm_mod.data_scripts._hub import load_prepared_dataset
     from videollm_mod.recipes.evaluate import evaluate_streams, speak_rate
-    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer
 
     os.makedirs(args.work_dir, exist_ok=True)
     dataset_dir, video_root = build_data(args.work_dir, args.num_videos, args.seconds, args.seed)

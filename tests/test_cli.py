@@ -4,9 +4,9 @@
 import json
 
 import pytest
-from datasets import load_dataset
 
 from videollm_mod import DEMO_MODEL, cli
+from videollm_mod.data_scripts._hub import load_prepared_dataset
 
 
 def run(capsys, *argv):
@@ -106,7 +106,7 @@ def test_data_scripts_and_precompute_run_on_the_quickstart_data(quickstart, caps
     status, _, err = run(capsys, "data", "prepare_coin", "--coin-json", coin / "coin.json", "--features-dir",
                          tmp_path / "features", "--output-dir", tmp_path / "coin", "--benchmarks", "step")  # fmt: skip
     assert status == 0, err
-    assert load_dataset(str(tmp_path / "coin"), "step")["train"].num_rows > 0
+    assert load_prepared_dataset(str(tmp_path / "coin"), "step")["train"].num_rows > 0
 
 
 @pytest.mark.parametrize(

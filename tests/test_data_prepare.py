@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
-from datasets import load_dataset
 from safetensors.torch import save_file
 
 from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
+from videollm_mod.data_scripts._hub import load_prepared_dataset
 from videollm_mod.data_scripts._stream import AnnotationError, ceil_frame, floor_frame, message, stream_row
 from videollm_mod.data_scripts.prepare_coin import NEXT_QUERY, STEP_QUERY, benchmark_samples, clean_task, read_coin
 from videollm_mod.data_scripts.prepare_ego4d_goalstep_livechat import livechat_conversation
@@ -166,7 +166,9 @@ def test_prepare_coin_gives_the_expected_counts_per_benchmark_and_split(tmp_path
     out = str(tmp_path / "coin")
     prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
                        "--output-dir", out])  # fmt: skip
-    counts = {b: {s: load_dataset(out, b)[s].num_rows for s in ("train", "test")} for b in prepare_coin.BENCHMARKS}
+    counts = {
+        b: {s: load_prepared_dataset(out, b)[s].num_rows for s in ("train", "test")} for b in prepare_coin.BENCHMARKS
+    }
     assert counts == {
         "step": {"train": 3, "test": 2},
         "next": {"train": 2, "test": 1},
@@ -182,7 +184,7 @@ def test_prepare_narration_round_trips_through_load_dataset(tmp_path, features_d
     out = str(tmp_path / "narration")
     prepare_ego4d_narration.main(["--annotation-dir", str(annotations), "--features-dir", features_dir,
                                   "--benchmarks", "goalstep", "--output-dir", out])  # fmt: skip
-    dataset = load_dataset(out, "raw")
+    dataset = load_prepared_dataset(out, "raw")
     rows = sorted(dataset["train"], key=lambda r: r["annotation_uid"])
     assert [(r["annotation_uid"], r["start_frame"], r["stop_frame"]) for r in rows] == [
         ("pass-1", 1, 7),
@@ -233,7 +235,7 @@ def test_missing_video_is_skipped_and_counted(tmp_path, features_dir):
         "--benchmarks", "step", "--output-dir", out,
     ]))  # fmt: skip
     assert skips.reasons == {"missing features": 1}
-    assert list(load_dataset(out, "step")) == ["train"]
+    assert list(load_prepared_dataset(out, "step")) == ["train"]
 
 
 def test_strict_turns_a_missing_video_into_an_error(tmp_path, features_dir):
@@ -273,7 +275,7 @@ def test_prepare_scripts_apply_the_cap(tmp_path, features_dir):
     out = str(tmp_path / "coin")
     prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
                        "--benchmarks", "step", "--output-dir", out, "--max-num-frames", "5"])  # fmt: skip
-    steps = load_dataset(out, "step")["train"]
+    steps = load_prepared_dataset(out, "step")["train"]
     assert steps["num_frames"] == [5, 4]  # the training video's steps have 5, 6 and 4 frames at 2 fps
 
 

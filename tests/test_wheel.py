@@ -3,6 +3,7 @@ run from another folder. The environment borrows this one's dependencies (a `.pt
 does not activate this checkout's editable install), so nothing is downloaded."""
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -17,23 +18,23 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the checkout (setuptools writes `build/` into the tree it builds)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(out),
-            str(REPOSITORY),
-        ],
-        check=True,
-        cwd=out,
-    )
+    ignore = shutil.ignore_patterns(".git", ".venv*", "runs", "build", "*.egg-info", "__pycache__", ".*_cache")
+    source = shutil.copytree(REPOSITORY, out / "source", symlinks=True, ignore=ignore)
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(out),
+        str(source),
+    ]
+    subprocess.run(pip, check=True, cwd=out)
     return next(out.glob("videollm_mod-*.whl"))
 
 
