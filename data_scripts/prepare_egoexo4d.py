@@ -37,10 +37,11 @@ takes without an ego video and missing or undecodable videos are skipped and cou
 
 Usage:
 
-    videollm-mod data prepare_egoexo4d --egoexo-root datasets/egoexo4d --video-root datasets/egoexo4d --downscaled \
-        --output-dir data/egoexo4d --fps 2 [--push-to-hub user/egoexo4d-streams]
+    videollm-mod data prepare_egoexo4d --egoexo-root datasets/egoexo4d --downscaled --output-dir data/egoexo4d \
+        --fps 2 [--push-to-hub user/egoexo4d-streams]
 
-With `--features-dir` frame counts come from `{features_dir}/{take_uid}.safetensors` instead of the videos.
+Frame counts come from the videos under `--video-root` (default: the download folder `--egoexo-root`) or, with
+`--features-dir`, from pre-computed `{features_dir}/{take_uid}.safetensors`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import posixpath
 import sys
 
 from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
-from ._sources import VideoSource, add_source_arguments, video_source_from_args
+from ._sources import VideoSource, video_source_from_args
 from ._stream import MAX_NUM_FRAMES, AnnotationError, load_json, require, stream_row
 from .prepare_coin import benchmark_samples
 from .prepare_ego4d_narration import MIN_NARRATION_WORDS, RAW_INSTRUCTION, clean_narration, narration_conversation
@@ -98,10 +99,12 @@ def ego_video(take: dict, file: str, index: int, downscaled: bool = False) -> st
     if len(ego) != 1 or not isinstance(videos.get(ego[0]), dict):
         return None
     streams = videos[ego[0]]
-    stream = streams.get("rgb") if "rgb" in streams else (next(iter(streams.values())) if len(streams) == 1 else None)
-    if not isinstance(stream, dict) or stream.get("relative_path") is None:
+    if "rgb" not in streams and len(streams) != 1:
         return None
-    path = require(stream, "relative_path", str, file, take_uid, f"frame_aligned_videos.{ego[0]}.rgb.")
+    name = "rgb" if "rgb" in streams else next(iter(streams))  # a GoPro worn as ego camera has a single stream
+    if not isinstance(streams[name], dict) or streams[name].get("relative_path") is None:
+        return None
+    path = require(streams[name], "relative_path", str, file, take_uid, f"frame_aligned_videos.{ego[0]}.{name}.")
     if downscaled:
         path = posixpath.join(posixpath.dirname(path), DOWNSCALED_DIR, posixpath.basename(path))
     return posixpath.join(root_dir, path)
@@ -114,11 +117,9 @@ def read_takes(path: str, downscaled: bool = False) -> dict[str, dict]:
         raise AnnotationError(path, f"expected a list of takes, got {type(data).__name__}")
     takes = {}
     for i, take in enumerate(data):
-        video = ego_video(take, path, i, downscaled)
-        takes[take["take_uid"]] = {
-            "take_name": require(take, "take_name", str, path, take["take_uid"]),
-            "video": video,
-        }
+        video = ego_video(take, path, i, downscaled)  # checks the record and its take_uid
+        take_uid = take["take_uid"]
+        takes[take_uid] = {"take_name": require(take, "take_name", str, path, take_uid), "video": video}
     return takes
 
 
@@ -173,7 +174,9 @@ def read_atomic_descriptions(path: str, keep_invisible: bool = False) -> dict[st
     return streams
 
 
-def narration_rows(streams: dict, source: VideoSource, fps: float, max_num_frames: int = MAX_NUM_FRAMES) -> list[dict]:
+def narration_rows(
+    streams: dict, source: TakeVideoSource, fps: float, max_num_frames: int = MAX_NUM_FRAMES
+) -> list[dict]:
     """One row per annotation with at least one narration on the take's frames."""
     rows = []
     for take_uid, passes in streams.items():
@@ -197,6 +200,7 @@ def narration_rows(streams: dict, source: VideoSource, fps: float, max_num_frame
 
 
 def keystep_name(name: str) -> str:
+    """The keystep name without surrounding spaces and trailing period (the answer adds its own period)."""
     return name.strip().rstrip(".").strip()
 
 
@@ -258,7 +262,11 @@ def read_label_mapping(path: str) -> set[int]:
 
 
 def keystep_rows(
-    takes: dict, source: VideoSource, fps: float, max_num_frames: int = MAX_NUM_FRAMES, keep: set[int] | None = None
+    takes: dict,
+    source: TakeVideoSource,
+    fps: float,
+    max_num_frames: int = MAX_NUM_FRAMES,
+    keep: set[int] | None = None,
 ) -> list[dict]:
     """One row per keystep segment (of the keysteps in ``keep`` if given) of the takes that have frames."""
     rows = []
@@ -299,17 +307,27 @@ def taxonomy_doc(taxonomy: dict[str, list[dict]]) -> str:
 CARD_BODY = """\
 # Ego-Exo4D ego-view streams (VideoLLM-online format)
 
-Streams of the ego (Aria RGB) view of Ego-Exo4D v2 takes at {fps} fps, built by `videollm-mod data prepare_egoexo4d`
-from `takes.json` and the atomic-description and keystep annotations (splits `train` and `val` as released).
+Streams of the ego view (the ego camera's RGB stream) of Ego-Exo4D v2 takes at {fps} fps, built by
+`videollm-mod data prepare_egoexo4d` from `takes.json` and the atomic-description and keystep annotations, with the
+splits `train` and `val` as released.
 
-- `narration`: one row per accepted atomic-description annotation of a take, cleaned and snapped as VideoLLM-online's
-  Ego4D narrations (`ceil(t * fps) / fps`); {visibility}. Conversation: `stream` (1 frame, unlearned), `user`
-  instruction "{instruction}", then alternating `assistant` description and `stream` messages, cut before the turn
-  that would take it past {max_num_frames} frames.
-- `keystep`: fine-grained keystep recognition as COIN's step task: `user` question "{query}", `stream` (the
-  segment's frames), `assistant` keystep name; `label` is the lower-cased name.{mapping}
+- `narration`: one row per accepted atomic-description annotation of a take, cleaned and snapped
+  (`ceil(t * fps) / fps`) as VideoLLM-online's Ego4D narrations.
+  {visibility}.
+  Conversation: `stream` (1 frame, unlearned), the `user` instruction, then alternating `assistant` description and
+  `stream` messages, cut before the turn that would take it past {max_num_frames} frames. The instruction:
+
+  > {instruction}
+
+- `keystep`: fine-grained keystep recognition as COIN's step task: the `user` question, a `stream` of the segment's
+  frames, the keystep name as the `assistant` answer; `label` is the lower-cased name.{mapping} The question:
+
+  > {query}
 
 ## Columns
+
+`video_uid` is the take's `take_uid` and `video` its ego video relative to the Ego-Exo4D download folder
+(`takes/<take_name>/frame_aligned_videos/...`); pre-computed features are `{{take_uid}}.safetensors`.
 
 {columns}
 ## Rows
@@ -332,7 +350,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--egoexo-root", required=True, help="Ego-Exo4D download folder (takes.json, annotations/)")
-    add_source_arguments(parser, "take_uid")
+    # not `add_source_arguments`: the videos are not `{id}.mp4` files but the takes' ego videos of the download folder
+    parser.add_argument("--video-root", default=None,
+                        help="folder of takes/<take_name>/frame_aligned_videos/ (default: --egoexo-root)")  # fmt: skip
+    parser.add_argument("--features-dir", default=None, help="folder of {take_uid}.safetensors (instead of videos)")
     parser.add_argument("--downscaled", action="store_true", help="read the 448 px videos (downscaled_takes/448)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--keep-invisible", action="store_true",
@@ -342,6 +363,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=2.0)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.video_root is None and args.features_dir is None:
+        args.video_root = args.egoexo_root
     args.source = video_source_from_args(parser, args)
     return args
 
@@ -385,7 +408,7 @@ def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
         "| `scenario`, `step_unique_id` | string, int | (keystep) the take's scenario, the keystep's unique id |\n"
         "| `label` | list of string | (keystep) the lower-cased keystep name |\n"
     )
-    visibility = "descriptions not visible from the ego view are " + ("kept" if args.keep_invisible else "left out")
+    visibility = "Descriptions not visible from the ego view are " + ("kept" if args.keep_invisible else "left out")
     mapping = f" Only the keysteps of `{os.path.basename(args.label_mapping)}`." if args.label_mapping else ""
     body = CARD_BODY.format(fps=args.fps, visibility=visibility, instruction=RAW_INSTRUCTION,
                             max_num_frames=args.max_num_frames, query=STEP_QUERY, mapping=mapping,

@@ -60,9 +60,9 @@ def question_inputs(processor, row: dict, frames: dict) -> dict[str, torch.Tenso
 
 def black_frames(processor, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same inputs with every frame black, through the model's own vision tower (the blind baseline)."""
-    count = len(inputs.get("pixel_values_videos", inputs.get("frame_features", [])))
+    frames = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["frame_features"]
     size = processor.image_processor.size
-    black = processor.image_processor.transform(torch.zeros(count, 3, size, size, dtype=torch.uint8))
+    black = processor.image_processor.transform(torch.zeros(len(frames), 3, size, size, dtype=torch.uint8))
     return {"input_ids": inputs["input_ids"], "pixel_values_videos": black}
 
 
