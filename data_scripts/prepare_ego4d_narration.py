@@ -60,6 +60,7 @@ BENCHMARK_KEYS = {
     "vq": "videos",
 }
 SPLITS = ("train", "val")
+MIN_NARRATION_WORDS = 2  # VideoLLM-online keeps cleaned narrations of at least two words ("C verb.")
 _TAGS = ("#C", "#c", "@c", "#O", "#o", "#Unsure", "#unsure", "#")
 
 
@@ -100,7 +101,7 @@ def raw_narration_streams(path: str, video_uids: set[str]) -> dict[str, dict[str
                 for name, kind in (("time", float), ("text", str), ("_annotation_uid", str))
             }
             text = clean_narration(fields["text"])
-            if len(text.split(" ")) >= 2:  # at least "C verb."
+            if len(text.split(" ")) >= MIN_NARRATION_WORDS:
                 cleaned.append(fields | {"text": text})
         cleaned.sort(key=lambda n: n["time"])  # stable: equal times keep file order
         passes: dict[str, list[dict]] = {}
