@@ -134,8 +134,11 @@ def make_parser() -> TrlParser:
         "--config", default=argparse.SUPPRESS, help="YAML file of any of the options below (the command line wins)"
     )
     # TRL's default is bf16, which stops the Trainer on a machine without a GPU; there, train in float32 unless told.
+    # TRL 1.16 also defaults the deprecated `gradient_checkpointing`, which warns on every run: default the new name.
     bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    parser.set_defaults(bf16=bf16_ok, use_cpu=not torch.cuda.is_available())
+    parser.set_defaults(bf16=bf16_ok, use_cpu=not torch.cuda.is_available(), activation_checkpointing=True)
+    # A usage error prints one line and where to look, not the usage of the ~250 options.
+    parser.print_usage = lambda file=None: print(f"{parser.prog}: see `{parser.prog} --help`", file=file)
     return parser
 
 
