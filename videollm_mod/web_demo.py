@@ -199,6 +199,13 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
         head = "Done" if done else "Narrating"
         return f"{head}: {fed} frames, {video_time:.1f} s of {live.duration:.1f} s (behind the video by {lag:.1f} s)"
 
+    def stop(live: LiveNarration) -> str:
+        if live is None:
+            return "Upload a video to start."
+        live.stop()
+        seen = live.session.decisions if live.session is not None else []
+        return f"Stopped at {seen[-1][0]:.1f} s." if seen else "Stopped."
+
     def ask(text: str, live: LiveNarration):
         answered = live is not None and live.ask(text)
         return "", live.messages() if answered else gr.skip(), live.figure() if answered else gr.skip()
@@ -227,7 +234,10 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
                         cache_examples=False,
                     )  # fmt: skip
             with gr.Column(scale=6):
-                chat = gr.Chatbot(label="Narration", elem_id="narration", height=360, group_consecutive_messages=False)
+                chat = gr.Chatbot(
+                    label="Narration", elem_id="narration", height=360, group_consecutive_messages=False,
+                    buttons=["copy_all"],
+                )  # fmt: skip
                 with gr.Row():
                     question = gr.Textbox(
                         placeholder="Ask about the current frame…", show_label=False, elem_id="question", scale=5
@@ -246,7 +256,7 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
             start.click(run, inputs, outputs, js=play),
         ]
         for trigger in (stop.click, video.clear):
-            trigger(lambda live: live and live.stop(), live, None, cancels=streams)
+            trigger(stop, live, status_line, cancels=streams)
         for trigger in (question.submit, send.click):
             trigger(ask, [question, live], [question, chat, plot])
     return app
