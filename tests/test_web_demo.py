@@ -130,3 +130,16 @@ def test_demo_command_names_a_missing_model_folder_in_one_line(tmp_path, capsys)
     assert cli.main(["demo", "--model", missing, "--no-example"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"videollm-mod demo: {missing}: no such model folder"
+
+
+def test_camera_frames_are_stamped_in_order_and_stop_starts_a_new_session(demo):
+    live = LiveNarration(*demo, max_new_tokens=8)
+    frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8).numpy()
+    for frame in frames[:3]:
+        live.push_camera_frame(frame, threshold=0.0)
+    first = live.session
+    times = [t for t, _ in first.decisions]
+    assert len(times) == 3 and 0 <= times[0] < times[1] < times[2]
+    live.stop()
+    live.push_camera_frame(frames[3], threshold=0.0)
+    assert live.session is not first and len(live.session.decisions) == 1

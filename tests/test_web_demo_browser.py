@@ -41,6 +41,9 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a synthetic camera (a moving pattern), allowed without asking, for the live camera test
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 FPS = 2.0
 NARRATION_LINE = "#narration .bot-row .message"
@@ -90,6 +93,7 @@ def browser(tmp_path_factory):
             headless=True,
             args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 1000},
+            permissions=["camera"],
         )
         yield context
         context.close()
@@ -186,5 +190,28 @@ def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
         error = page.get_by_text(re.compile(r"bad\.mp4: not a readable video"))
         error.first.wait_for(timeout=60_000)
         assert error.first.is_visible()
+    finally:
+        page.close()
+
+
+def test_live_camera_frames_reach_the_model_and_questions_are_answered(browser, app_url, say):
+    page = browser.new_page()
+    try:
+        page.goto(app_url)
+        page.get_by_role("tab", name="Live camera").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("#camera button").filter(has_text="Record").click()
+        page.wait_for_function(
+            "/^Camera: ([3-9]|\\d\\d+) frames/.test(document.querySelector('#status').innerText)", timeout=60_000
+        )
+        page.fill("#question textarea", "What do you see?")
+        page.press("#question textarea", "Enter")
+        user = page.locator("#narration .user-row .message").filter(has_text="What do you see?")
+        answer = user.locator("xpath=following::div[contains(@class, 'bot-row')]//div[contains(@class, 'message')]")
+        answer.first.wait_for(timeout=30_000)
+        say(f"web demo, live camera: {page.inner_text('#status')}")
+        asked_at, _ = stamped(user.first.inner_text())
+        answered_at, reply = stamped(answer.first.inner_text())
+        assert asked_at > 0 and answered_at == asked_at and reply
     finally:
         page.close()

@@ -5,7 +5,8 @@
     videollm-mod demo --model path/or/repo --host 0.0.0.0 --port 8080
 
 Upload a video (or record one with the webcam): it plays while the model watches it at the video's own pace, and
-each line of narration appears beside it at its video time. A question typed mid-stream is answered at the current
+each line of narration appears beside it at its video time. Or turn on the live camera: its frames go to the model as
+they come, stamped with the time the model takes them. A question typed mid-stream is answered at the current
 frame, as soon as the model is free. Threshold and frame rate apply from the next run; a plot follows P(stay silent)
 per frame with the threshold, the replies and the questions (the figure of `videollm_mod.timeline`).
 
@@ -85,6 +86,7 @@ class LiveNarration:
         self.questions: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.running = False
         self.run_id = 0  # a new run or `stop()` ends the loop of the one before
+        self.camera_started: float | None = None  # when the live camera's first frame came (monotonic seconds)
 
     def new_session(self, threshold: float = DEFAULT_THRESHOLD):
         return self.model.stream_session(
@@ -107,10 +109,21 @@ class LiveNarration:
             return True
 
     def stop(self) -> None:
-        """End the running stream's loop after its current forward."""
+        """End the running stream's loop after its current forward, or the live camera's stream."""
         with self.lock:
             self.run_id += 1
-            self.running = False
+            self.running, self.camera_started = False, None
+
+    def push_camera_frame(self, frame, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """Feed a frame of a live camera, (H, W, 3) uint8, stamped with the time since the camera's first frame at the
+        moment the model takes it. The first frame starts a new session (ending a running video's), `stop()` ends it;
+        questions are answered at once, after the latest frame (`ask`)."""
+        with self.lock:
+            if self.camera_started is None:
+                self.run_id += 1
+                self.running, self.session, self.duration = False, self.new_session(threshold), None
+                self.camera_started = time.monotonic()
+            self.session.push_frame(frame, time.monotonic() - self.camera_started)
 
     def narrate(
         self, video: str, fps: float, threshold: float = DEFAULT_THRESHOLD, realtime: bool = True
@@ -177,12 +190,14 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
     def run(video, threshold, fps, realtime, live: LiveNarration):
         if not video:
             raise gr.Error("Upload a video or record one with the webcam first.")
-        started, drawn, fed, mine = time.monotonic(), -math.inf, 0, None
+        started, drawn, fed, mine, shown = time.monotonic(), -math.inf, 0, None, None
         steps = live.narrate(video, fps, threshold, realtime)
         try:
             for fed in steps:
                 mine = mine or live.session
-                now = time.monotonic()
+                if shown == (fed, len(live.session.events)):  # waiting for the next frame: nothing new to show
+                    continue
+                shown, now = (fed, len(live.session.events)), time.monotonic()
                 redraw = now - drawn >= PLOT_EVERY_SECONDS
                 drawn = now if redraw else drawn
                 yield live.messages(), status(live, fed, started), live.figure() if redraw else gr.skip()
@@ -199,12 +214,22 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
         head = "Done" if done else "Narrating"
         return f"{head}: {fed} frames, {video_time:.1f} s of {live.duration:.1f} s (behind the video by {lag:.1f} s)"
 
-    def stop(live: LiveNarration) -> str:
+    def stop_stream(live: LiveNarration) -> str:
         if live is None:
             return "Upload a video to start."
         live.stop()
         seen = live.session.decisions if live.session is not None else []
         return f"Stopped at {seen[-1][0]:.1f} s." if seen else "Stopped."
+
+    def watch(frame, threshold, live: LiveNarration):
+        """One frame of the live camera: fed to the model, the page redrawn (the plot about once a second)."""
+        if frame is None or live is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        live.push_camera_frame(frame, threshold)
+        decisions = live.session.decisions
+        redraw = len(decisions) % max(1, round(default_fps * PLOT_EVERY_SECONDS)) == 1
+        camera_status = f"Camera: {len(decisions)} frames, {decisions[-1][0]:.1f} s"
+        return live.messages(), camera_status, live.figure() if redraw else gr.skip()
 
     def ask(text: str, live: LiveNarration):
         answered = live is not None and live.ask(text)
@@ -213,21 +238,27 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
     with gr.Blocks(title="VideoLLM-MoD: live narration") as app:
         gr.Markdown(
             "## VideoLLM-MoD: live video narration\n"
-            "Upload a video or record one with the webcam. The model watches it as it plays and narrates it when it "
-            "decides to speak (when P(stay silent) after a frame falls below the threshold). Ask a question at any "
-            "time: it is answered at the current frame."
+            "Upload a video (or record one), or turn on the live camera. The model watches as the video plays and "
+            "narrates when it decides to speak (when P(stay silent) after a frame falls below the threshold). Ask a "
+            "question at any time: it is answered at the current frame."
         )
         live = gr.State()
         with gr.Row():
             with gr.Column(scale=5):
-                video = gr.Video(label="Video", sources=["upload", "webcam"], elem_id="video", height=360)
+                with gr.Tab("Video"):
+                    video = gr.Video(label="Video", sources=["upload", "webcam"], elem_id="video", height=360)
+                with gr.Tab("Live camera", elem_id="camera-tab"):
+                    camera = gr.Image(
+                        label=f"Live camera ({default_fps:g} frames per second)", sources=["webcam"], streaming=True,
+                        type="numpy", elem_id="camera", height=360,
+                    )  # fmt: skip
                 with gr.Row():
                     threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.005, label="Threshold")
                     fps = gr.Slider(0.5, 8.0, value=default_fps, step=0.5, label="Frames per second")
                 realtime = gr.Checkbox(value=True, label="At the video's pace (off: as fast as the model runs)")
                 with gr.Row():
-                    start = gr.Button("Narrate", variant="primary", elem_id="narrate")
-                    stop = gr.Button("Stop", elem_id="stop")
+                    narrate_button = gr.Button("Narrate", variant="primary", elem_id="narrate")
+                    stop_button = gr.Button("Stop", elem_id="stop")
                 if example_videos:
                     gr.Examples(
                         [[v] for v in example_videos], inputs=[video], label="Or pick a clip, then Narrate",
@@ -253,10 +284,13 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
         streams = [
             video.upload(run, inputs, outputs, js=play),
             video.stop_recording(run, inputs, outputs),
-            start.click(run, inputs, outputs, js=play),
+            narrate_button.click(run, inputs, outputs, js=play),
+            camera.stream(
+                watch, [camera, threshold, live], outputs, stream_every=1 / default_fps, show_progress="hidden"
+            ),
         ]
-        for trigger in (stop.click, video.clear):
-            trigger(stop, live, status_line, cancels=streams)
+        for trigger in (stop_button.click, video.clear, camera.clear):
+            trigger(stop_stream, live, status_line, cancels=streams)
         for trigger in (question.submit, send.click):
             trigger(ask, [question, live], [question, chat, plot])
     return app
