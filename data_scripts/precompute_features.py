@@ -268,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--strict", action="store_true", help="stop at a missing or undecodable video")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..loading import resolve_model
 
     if not os.path.isdir(args.video_root):

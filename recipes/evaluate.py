@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         "the most probable token (0 = argmax, the original evaluation)",
     )
     parser.add_argument("--baselines", action="store_true", help="also never-speak and random-timing baselines")
+    parser.add_argument(
+        "--answer-accuracy",
+        action="store_true",
+        help="instead: answer each row's question after its stream, scored against its `label` (COIN step / next / "
+        "task, Ego-Exo4D keystep: exact and fuzzy accuracy, recipes/answer_accuracy.py; --baselines: blind, "
+        "majority, random label)",
+    )
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
@@ -94,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not os.path.isdir(folder):
             parser.error(f"--{name.replace('_', '-')} {folder}: no such folder")
 
+    from ..data_scripts._hub import load_prepared_dataset
     from ..loading import load_model_and_processor, resolve_model
-    from .sft import load_prepared_dataset
 
     dataset = load_prepared_dataset(args.dataset, args.config, "--dataset")
     if args.split not in dataset:
@@ -104,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     model, processor = load_model_and_processor(args.model, device="cpu", dtype=torch.float32)
-    metrics = evaluate_streams(
-        model, processor, dataset, args.video_root, args.features_dir, args.threshold, args.baselines
-    )
+    if args.answer_accuracy:
+        from .answer_accuracy import evaluate_answers
+
+        metrics = evaluate_answers(model, processor, dataset, args.video_root, args.features_dir, args.baselines)
+    else:
+        metrics = evaluate_streams(
+            model, processor, dataset, args.video_root, args.features_dir, args.threshold, args.baselines
+        )
     report = {
         "model_path": resolve_model(args.model),
         "dataset": args.dataset,

@@ -82,7 +82,7 @@ def write_demo_card(folder: str, config) -> None:
 
     data = base_card_data(
         license="apache-2.0",
-        training_data="Trained from scratch by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
+        training_data="Trained from scratch (no base model) by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
         "streams of coloured shapes rendered by `videollm-mod data synthetic`: a demonstration of the pipeline, not "
         "a model of real video.",
     )
@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None):
 
     from trl import SFTConfig
 
+    from videollm_mod.data_scripts._hub import load_prepared_dataset
     from videollm_mod.recipes.evaluate import evaluate_streams, speak_rate
-    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer
 
     os.makedirs(args.work_dir, exist_ok=True)
     dataset_dir, video_root = build_data(args.work_dir, args.num_videos, args.seconds, args.seed)

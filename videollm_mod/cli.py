@@ -15,6 +15,7 @@ argument; `--debug` shows the traceback), 2 for a usage error, 130 when interrup
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -59,6 +60,7 @@ def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str]) -> int
     """Run a tool's `main(argv)` as a command (`python -m` runs its module this way too): its exit status; user errors
     as one line on stderr, or with their traceback after `--debug`."""
     debug = "--debug" in argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(main([a for a in argv if a != "--debug"]) or 0)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2, the message already printed)
