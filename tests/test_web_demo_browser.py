@@ -171,6 +171,7 @@ def test_timeline_is_drawn_and_the_stream_ends(narrating, tmp_path, say):
         "document.querySelector('#status').innerText.startsWith('Done')", timeout=90_000, polling=500
     )
     assert narrating.locator("#timeline img").count() == 1
+    narrating.locator("#narration .user-row").first.scroll_into_view_if_needed()  # the question in the picture
     path = tmp_path / "web_demo.png"
     narrating.screenshot(path=str(path), full_page=True)
     if target := os.environ.get("VIDEOLLM_MOD_SCREENSHOT"):
