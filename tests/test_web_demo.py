@@ -4,6 +4,7 @@ chunks, bad input is refused; `videollm-mod demo` reports a bad option or model 
 
 import glob
 import os
+import sys
 import time
 
 import pytest
@@ -143,3 +144,21 @@ def test_camera_frames_are_stamped_in_order_and_stop_starts_a_new_session(demo):
     live.stop()
     live.push_camera_frame(frames[3], threshold=0.0)
     assert live.session is not first and len(live.session.decisions) == 1
+
+
+def test_demo_command_without_gradio_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what `import gradio` meets where it is not installed
+    assert cli.main(["demo", "--no-example"]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == 'videollm-mod demo: the web demo needs gradio: pip install "videollm-mod[demo]"'
+    )
+
+
+def test_app_has_the_elements_the_page_is_driven_by(demo):
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install 'videollm-mod[demo]')")
+    from videollm_mod.web_demo import build_app
+
+    app = build_app(*demo)
+    ids = {block.elem_id for block in app.blocks.values() if getattr(block, "elem_id", None)}
+    assert {"video", "camera", "narrate", "stop", "narration", "question", "ask", "status", "timeline"} <= ids
