@@ -1,6 +1,7 @@
 """`videollm-mod`: one command, one sub-command per tool (each a module with `main(argv) -> int`, imported lazily).
 
     videollm-mod narrate VIDEO [--model PATH_OR_REPO] ...   stream a video and print what the model says
+    videollm-mod demo [--model PATH_OR_REPO] [--port N]      a web app that narrates a video live (Gradio)
     videollm-mod evaluate --dataset DIR ...                  streaming metrics of a model on a prepared dataset
     videollm-mod train --config CONFIG.yaml ...              fine-tune with the TRL SFT recipe
     videollm-mod convert ...                                 VideoLLM-online checkpoint -> this format
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 COMMANDS = {
     "narrate": ("videollm_mod.narrate", "stream a video and print timestamped narration and replies"),
+    "demo": ("videollm_mod.web_demo", "a web app that narrates a video live, in the browser (Gradio)"),
     "evaluate": ("videollm_mod.recipes.evaluate", "streaming metrics of a model on a prepared dataset"),
     "train": ("videollm_mod.recipes.sft", "fine-tune with the TRL SFT recipe (--config CONFIG.yaml)"),
     "convert": ("videollm_mod.conversion.convert_videollm_online", "convert a VideoLLM-online checkpoint"),
