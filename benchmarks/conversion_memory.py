@@ -30,9 +30,8 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import LlamaConfig, PreTrainedTokenizerFast, SiglipVisionConfig, SiglipVisionModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from videollm_mod.conversion.checkpoint_io import parse_size  # noqa: E402
-from videollm_mod.conversion.convert_videollm_online import ORIGINAL_LORA_TARGETS  # noqa: E402
+from videollm_mod.conversion.checkpoint_io import parse_size
+from videollm_mod.conversion.example import ORIGINAL_LORA_TARGETS
 
 VISION_HIDDEN, LORA_R = 64, 16
 

@@ -31,13 +31,13 @@ import torch
 
 from modeling_videollm_mod import DEFAULT_THRESHOLD
 from videollm_mod.data_scripts import prepare_ego4d_narration, synthetic
+from videollm_mod.data_scripts._hub import load_prepared_dataset
 from videollm_mod.data_scripts._stream import ceil_frame
 from videollm_mod.loading import load_model_and_processor, resolve_model
 from videollm_mod.recipes import counterfactuals as cf
 from videollm_mod.recipes.evaluate import evaluate_streams
 from videollm_mod.recipes.event_metrics import aggregate_event_scores, score_events
 from videollm_mod.recipes.free_running import evaluate_free_running
-from videollm_mod.recipes.sft import load_prepared_dataset
 
 FPS = 2.0
 SHIFT = 3.0

@@ -16,13 +16,10 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import sys
 import tempfile
 import time
 
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_variant(mod: bool, args: argparse.Namespace, queue) -> None:

@@ -538,22 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote a tiny original-format checkpoint; convert it with:\n  videollm-mod convert --adapter "
               f"{paths['adapter']} --base {paths['base']} --vision {paths['vision']} --output OUTPUT")  # fmt: skip
         return 0
-    output = convert(
-        args.adapter,
-        args.base,
-        args.vision,
-        args.output,
-        mod=args.mod,
-        mod_layers=args.mod_layers,
-        mod_keep_ratio=args.mod_keep_ratio,
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-        frame_token_pooled=args.frame_token_pooled,
-        tokenizer=args.tokenizer,
-        allow_pickle=args.allow_pickle,
-        overwrite=args.overwrite,
-        seed=args.seed,
-    )
+    options = vars(args)
+    del options["write_example"]
+    output = convert(**options)  # the options are named as convert's parameters
     print(f"wrote {output}")
     return 0
 

@@ -6,6 +6,8 @@ Each module exposes ``main(argv=None) -> int`` (also runnable as ``python -m vid
 - ``prepare_ego4d_narration``: Ego4D (refined) narration streams -> parquet ``DatasetDict`` + card.
 - ``prepare_ego4d_goalstep_livechat``: Ego4D GoalStep live-chat dialogues -> parquet ``DatasetDict`` + card.
 - ``prepare_coin``: the five COIN benchmarks (step, next, task, procedure, taskprocedure) -> parquet + card.
+- ``synthetic_egoexo4d``: synthetic Ego-Exo4D takes (ego videos, takes.json, atomic descriptions, keysteps).
+- ``prepare_egoexo4d``: Ego-Exo4D ego-view narration and keystep recognition streams -> parquet + card.
 - ``precompute_features``: frozen vision tower -> ``[T, frame_num_tokens, D]`` safetensors per video.
 """
 
@@ -14,5 +16,7 @@ SCRIPTS = (
     "prepare_ego4d_narration",
     "prepare_ego4d_goalstep_livechat",
     "prepare_coin",
+    "synthetic_egoexo4d",
+    "prepare_egoexo4d",
     "precompute_features",
 )

@@ -42,6 +42,23 @@ def conversation_features(extra: dict | None = None):
     )
 
 
+def load_prepared_dataset(name_or_path: str, config: str | None = None, field_name: str = "dataset"):
+    """`load_dataset` of a prepared dataset (folder or Hub id); a local folder is always re-read (the datasets cache
+    can hand back another folder's rows when file names and sizes match). A missing folder is a `UserError` naming
+    `field_name`, not a Hub lookup."""
+    from datasets import load_dataset
+
+    from ..loading import looks_like_repo_id
+
+    if os.path.isdir(name_or_path):
+        return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
+    if not looks_like_repo_id(name_or_path):
+        raise UserError(
+            f"{field_name} {name_or_path}: no such dataset folder (build one with `videollm-mod data ...`, see README)"
+        )
+    return load_dataset(name_or_path, config)
+
+
 def rows_to_dataset(rows: list[dict], features):
     """``Dataset`` of ``rows`` with ``features`` (column-wise, so an empty split keeps its schema)."""
     from datasets import Dataset

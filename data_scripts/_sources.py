@@ -7,7 +7,7 @@ import os
 
 from modeling_videollm_mod import VideoDecodingError, video_num_frames
 
-from ._hub import SkipCounter
+from ._hub import SkipCounter, add_output_arguments
 
 
 class VideoSource:
@@ -71,3 +71,24 @@ def video_source_from_args(parser: argparse.ArgumentParser, args: argparse.Names
     if args.video_root is None and args.features_dir is None:
         parser.error("give --video-root or --features-dir")
     return VideoSource(args.video_root, args.fps, SkipCounter(args.strict), features_dir=args.features_dir)
+
+
+def prepare_parser(name: str, doc: str, id_name: str = "video_uid") -> argparse.ArgumentParser:
+    """The parser of a prepare script with what they all share (frame source, `--fps`, output, Hub, frame cap); the
+    script adds its own arguments, then calls `parse_prepare_args`."""
+    parser = argparse.ArgumentParser(
+        prog=f"videollm-mod data {name}",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    add_source_arguments(parser, id_name)
+    parser.add_argument("--fps", type=float, default=2.0, help="frame rate of the streams")
+    add_output_arguments(parser)
+    return parser
+
+
+def parse_prepare_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parsed arguments, with `args.source` the `VideoSource` they describe."""
+    args = parser.parse_args(argv)
+    args.source = video_source_from_args(parser, args)
+    return args

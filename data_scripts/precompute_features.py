@@ -116,17 +116,35 @@ class RunStats:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def output_path(output_dir: str, video_path: str) -> str:
-    return os.path.join(output_dir, os.path.splitext(os.path.basename(video_path))[0] + ".safetensors")
+def output_path(output_dir: str, name: str) -> str:
+    """Where the features of the video called `name` (its `video_uid`) go."""
+    return os.path.join(output_dir, f"{name}.safetensors")
 
 
-def encode_video(encoder: Encoder, video_path: str, output_dir: str, fps: float, dtype: torch.dtype) -> int:
-    """Decode at ``fps``, encode, write ``{video_uid}.safetensors`` via a temporary name; returns the frame count."""
+def video_names(video_paths: list[str]) -> dict[str, str]:
+    """`{name: path}`, each video named by its file name without extension (`{video_uid}.mp4`)."""
+    return {os.path.splitext(os.path.basename(path))[0]: path for path in video_paths}
+
+
+def dataset_videos(dataset_dir: str, config: str | None, video_root: str) -> dict[str, str]:
+    """`{video_uid: path}` of the videos of a prepared dataset (every split): for datasets whose video files are not
+    named `{video_uid}.mp4` (Ego-Exo4D's ego videos are all `aria01_214-1.mp4`, one per take folder)."""
+    from ._hub import load_prepared_dataset
+
+    videos = {}
+    for split in load_prepared_dataset(dataset_dir, config, "--dataset").values():
+        for video_uid, video in zip(split["video_uid"], split["video"], strict=True):
+            videos[video_uid] = os.path.join(video_root, video)
+    return videos
+
+
+def encode_video(encoder: Encoder, name: str, video_path: str, output_dir: str, fps: float, dtype: torch.dtype) -> int:
+    """Decode at ``fps``, encode, write ``{name}.safetensors`` via a temporary name; returns the frame count."""
     from safetensors.torch import save_file
 
     frames = torch.from_numpy(load_video(video_path, fps)[0])  # [T, H, W, 3] uint8
     features = encoder(frames).to(dtype).contiguous()  # [T, frame_num_tokens, D]
-    final = output_path(output_dir, video_path)
+    final = output_path(output_dir, name)
     tmp = f"{final}.tmp-{os.getpid()}"
     save_file({"features": features}, tmp, metadata={"fps": str(fps), "source": os.path.basename(video_path)})
     os.replace(tmp, final)
@@ -143,16 +161,17 @@ def _init_worker(encoder_factory, threads: int, barrier) -> None:
         barrier.wait()
 
 
-def _work(args: tuple[str, str, float, str]) -> tuple[str, int, str | None]:
-    video_path, output_dir, fps, dtype = args
+def _work(args: tuple[str, str, str, float, str]) -> tuple[str, int, str | None]:
+    name, video_path, output_dir, fps, dtype = args
     try:
-        return video_path, encode_video(_WORKER["encoder"], video_path, output_dir, fps, getattr(torch, dtype)), None
+        frames = encode_video(_WORKER["encoder"], name, video_path, output_dir, fps, getattr(torch, dtype))
+        return video_path, frames, None
     except VideoDecodingError as e:
         return video_path, 0, str(e)
 
 
 def precompute_features(
-    video_paths: list[str],
+    videos: list[str] | dict[str, str],
     output_dir: str,
     encoder_factory: Callable[[], Encoder],
     fps: float = 2.0,
@@ -164,6 +183,8 @@ def precompute_features(
 ) -> RunStats:
     """Encode every video not yet done into ``output_dir``; ``encoder_factory`` (picklable) builds the encoder.
 
+    ``videos`` are paths (the features of ``{video_uid}.mp4`` go to ``{video_uid}.safetensors``) or ``{name: path}``.
+
     With ``num_workers > 1`` the videos are spread over a pool of spawned processes, each with its own encoder and
     ``threads_per_worker`` torch threads. Stale temporary files from an interrupted run are removed first.
     """
@@ -172,11 +193,12 @@ def precompute_features(
     os.makedirs(output_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(output_dir, "*.safetensors.tmp-*")):
         os.remove(stale)
-    todo = [p for p in video_paths if not os.path.exists(output_path(output_dir, p))]
-    stats = RunStats(skipped_done=len(video_paths) - len(todo), failed={})
+    videos = videos if isinstance(videos, dict) else video_names(videos)
+    todo = {name: path for name, path in videos.items() if not os.path.exists(output_path(output_dir, name))}
+    stats = RunStats(skipped_done=len(videos) - len(todo), failed={})
     skips = SkipCounter(strict)
     bar = tqdm(total=len(todo), desc="features", unit="video", disable=not progress)
-    jobs = [(p, output_dir, fps, dtype) for p in todo]
+    jobs = [(name, path, output_dir, fps, dtype) for name, path in todo.items()]
 
     def record(result) -> None:
         path, n, error = result
@@ -259,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint or SiglipVisionModel folder")
     parser.add_argument("--video-root", required=True, help="folder searched (recursively) for *.mp4")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="instead of every *.mp4: the videos of this prepared dataset (its `video` paths under --video-root), "
+        "features named by its `video_uid`s",
+    )
+    parser.add_argument("--dataset-config", default=None, help="with --dataset: its config")
     parser.add_argument("--output-dir", required=True, help="where {video_uid}.safetensors go")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=None, metavar=("HP", "WP"))
@@ -268,12 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--strict", action="store_true", help="stop at a missing or undecodable video")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..loading import resolve_model
 
     if not os.path.isdir(args.video_root):
         parser.error(f"--video-root {args.video_root}: no such folder")
-    videos = sorted(glob.glob(os.path.join(args.video_root, "**", "*.mp4"), recursive=True))
+    if args.dataset is not None:
+        videos = dataset_videos(args.dataset, args.dataset_config, args.video_root)
+    else:
+        videos = sorted(glob.glob(os.path.join(args.video_root, "**", "*.mp4"), recursive=True))
     pooled = tuple(args.frame_token_pooled) if args.frame_token_pooled else None
     resolve_model(args.model)  # a missing --model folder fails here, before any worker starts
     stats = precompute_features(

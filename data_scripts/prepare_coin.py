@@ -25,8 +25,8 @@ import argparse
 import logging
 import sys
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
-from ._sources import VideoSource, add_source_arguments, video_source_from_args
+from ._hub import SkipCounter, build_card, columns_doc, finish
+from ._sources import VideoSource, parse_prepare_args, prepare_parser
 from ._stream import MAX_NUM_FRAMES, AnnotationError, ceil_frame, load_json, message, require, stream, stream_row
 
 logger = logging.getLogger(__name__)
@@ -195,19 +195,10 @@ category.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videollm-mod data prepare_coin",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = prepare_parser("prepare_coin", __doc__, "video_id")
     parser.add_argument("--coin-json", required=True, help="the official COIN.json")
-    add_source_arguments(parser, "video_id")
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
-    parser.add_argument("--fps", type=float, default=2.0)
-    add_output_arguments(parser)
-    args = parser.parse_args(argv)
-    args.source = video_source_from_args(parser, args)
-    return args
+    return parse_prepare_args(parser, argv)
 
 
 def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
@@ -236,7 +227,6 @@ def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prepare(parse_args(argv))
     return 0
 

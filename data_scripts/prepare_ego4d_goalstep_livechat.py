@@ -22,8 +22,8 @@ import logging
 import random
 import sys
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
-from ._sources import VideoSource, add_source_arguments, video_source_from_args
+from ._hub import SkipCounter, build_card, columns_doc, finish
+from ._sources import VideoSource, parse_prepare_args, prepare_parser
 from ._stream import (
     MAX_NUM_FRAMES,
     AnnotationError,
@@ -153,19 +153,10 @@ dropped by the rules (first message not a user message within the video, no fram
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videollm-mod data prepare_ego4d_goalstep_livechat",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = prepare_parser("prepare_ego4d_goalstep_livechat", __doc__)
     parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
-    add_source_arguments(parser, "video_uid")
-    parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames")
-    add_output_arguments(parser)
-    args = parser.parse_args(argv)
-    args.source = video_source_from_args(parser, args)
-    return args
+    return parse_prepare_args(parser, argv)
 
 
 def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
@@ -185,7 +176,6 @@ def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prepare(parse_args(argv))
     return 0
 

@@ -27,8 +27,8 @@ import os
 import random
 import sys
 
-from ._hub import SkipCounter, add_output_arguments, build_card, columns_doc, finish
-from ._sources import VideoSource, add_source_arguments, video_source_from_args
+from ._hub import SkipCounter, build_card, columns_doc, finish
+from ._sources import VideoSource, parse_prepare_args, prepare_parser
 from ._stream import MAX_NUM_FRAMES, AnnotationError, ceil_frame, load_json, message, require, stream, stream_row
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ BENCHMARK_KEYS = {
     "vq": "videos",
 }
 SPLITS = ("train", "val")
+MIN_NARRATION_WORDS = 2  # VideoLLM-online keeps cleaned narrations of at least two words ("C verb.")
 _TAGS = ("#C", "#c", "@c", "#O", "#o", "#Unsure", "#unsure", "#")
 
 
@@ -100,7 +101,7 @@ def raw_narration_streams(path: str, video_uids: set[str]) -> dict[str, dict[str
                 for name, kind in (("time", float), ("text", str), ("_annotation_uid", str))
             }
             text = clean_narration(fields["text"])
-            if len(text.split(" ")) >= 2:  # at least "C verb."
+            if len(text.split(" ")) >= MIN_NARRATION_WORDS:
                 cleaned.append(fields | {"text": text})
         cleaned.sort(key=lambda n: n["time"])  # stable: equal times keep file order
         passes: dict[str, list[dict]] = {}
@@ -220,22 +221,13 @@ Videos are not included (Ego4D licence); point the processor at your `full_scale
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="videollm-mod data prepare_ego4d_narration",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    parser = prepare_parser("prepare_ego4d_narration", __doc__)
     parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
-    add_source_arguments(parser, "video_uid")
     parser.add_argument("--variants", nargs="+", default=["raw"], choices=["raw", "refined"])
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARK_KEYS), choices=list(BENCHMARK_KEYS),
                         help="benchmark files defining the val/test videos (raw variant)")  # fmt: skip
-    parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0, help="seed of the refined instruction choice")
-    add_output_arguments(parser)
-    args = parser.parse_args(argv)
-    args.source = video_source_from_args(parser, args)
-    return args
+    return parse_prepare_args(parser, argv)
 
 
 def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
@@ -283,7 +275,6 @@ def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prepare(parse_args(argv))
     return 0
 

@@ -38,23 +38,13 @@ import numpy as np
 
 from ..files import atomic_output_folder
 from ._video import write_video
+from .prepare_ego4d_narration import BENCHMARK_KEYS
 
 logger = logging.getLogger(__name__)
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {"red": (225, 35, 35), "green": (35, 200, 60), "blue": (40, 70, 235), "yellow": (240, 220, 30)}
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-# Ego4D benchmark files that define the narration val/test splits, with the key that lists their videos.
-EGO4D_BENCHMARK_KEYS = {
-    "goalstep": "videos",
-    "fho_lta": "clips",
-    "nlq": "videos",
-    "moments": "videos",
-    "av": "videos",
-    "fho_oscc-pnr": "clips",
-    "fho_sta": "annotations",
-    "vq": "videos",
-}
 # COIN-style tasks: CamelCase class -> ordered steps (kind, argument). The main object of a task is its first placed.
 COIN_TASKS = {
     "PaintCircle": [("place", "red circle"), ("paint", "blue"), ("remove", None)],
@@ -536,7 +526,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
     _dump({"videos": narrations}, os.path.join(annotations, "all_narrations_redacted.json"))
     for split, streams in refined.items():
         _dump(streams, os.path.join(annotations, f"refined_narration_stream_{split}.json"))
-    for benchmark, key in EGO4D_BENCHMARK_KEYS.items():
+    for benchmark, key in BENCHMARK_KEYS.items():
         for split, uids in (("val", val), ("test_unannotated", test)):
             listed = sorted(uids) if benchmark in ("goalstep", "nlq") else []
             _dump(
@@ -596,7 +586,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="captioned random scenes written for the vision warm-up")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = generate_dataset(
         args.output_dir, num_videos=args.num_videos, seconds=args.seconds, fps=args.fps, resolution=args.resolution,
         seed=args.seed, num_coin_videos=args.num_coin_videos, difficulty=args.difficulty,

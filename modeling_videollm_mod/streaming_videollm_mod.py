@@ -310,6 +310,7 @@ class VideoLLMMoDStreamingMixin:
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
         chunk_size: int = 1,
+        session: VideoLLMMoDStreamSession | None = None,
     ) -> Iterator[StreamEvent]:
         """Stream a video through the model and yield what is said, as it is said.
 
@@ -321,24 +322,27 @@ class VideoLLMMoDStreamingMixin:
             fps: frame rate of the stream (default: the frame processor's, 2); file videos are decoded at it.
             queries: `(time, text)` user queries, each answered after the last frame at or before its time.
             threshold, max_new_tokens, generation_config, system_prompt, chunk_size: see the session.
+            session: stream into this session (from `stream_session`) instead of a new one made with the settings
+                above, whose own then apply; its `decisions` and `events` stay readable after the stream.
         Yields:
             [`StreamEvent`] `(time, role, text)`.
         """
         if processor is None:
             raise ValueError("stream_generate needs the model's processor (AutoProcessor.from_pretrained(...))")
         fps = float(fps or processor.image_processor.fps)
-        session = self.stream_session(
-            processor,
-            threshold=threshold,
-            max_new_tokens=max_new_tokens,
-            generation_config=generation_config,
-            system_prompt=system_prompt,
-            chunk_size=chunk_size,
-        )
+        if session is None:
+            session = self.stream_session(
+                processor,
+                threshold=threshold,
+                max_new_tokens=max_new_tokens,
+                generation_config=generation_config,
+                system_prompt=system_prompt,
+                chunk_size=chunk_size,
+            )
         for time, text in queries:
             session.push_query(text, time)
         key = "features" if frame_features is not None else "frames"
-        for times, batch in _chunks(_timed_frames(video, frame_features, fps), chunk_size):
+        for times, batch in _chunks(_timed_frames(video, frame_features, fps), session.chunk_size):
             yield from session.push_frames(times=times, **{key: batch})
         yield from session.flush()
 

@@ -6,7 +6,7 @@
 Prints as JSON the teacher-forced metrics LM-PPL, TimeDiff (seconds), Fluency and LM-Correctness (`recipes.metrics`,
 VideoLLM-online's definitions, one sample at a time); with `--free-running` also the free-running ones (the model
 streams each row conditioned on its own replies: event precision, recall, F1, lag and content accuracy against the
-row's replies, `recipes.free_running`). With `--baselines` each comes with baselines on the same rows: never speak,
+row's replies, `recipes.free_running`; under `free_running_results`). With `--baselines` each comes with baselines on the same rows: never speak,
 speak at random and periodically at the model's own rate (keeping its text), and the same model fed black frames
 (`blind`: the gap to it is what the model sees).
 """
@@ -130,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                         "its events (slower: one reply generated at a time)")  # fmt: skip
     parser.add_argument("--baselines", action="store_true", help="also never speak, random and periodic at the model's "
                         "rate, and blind (black frames)")  # fmt: skip
+    parser.add_argument(
+        "--answer-accuracy",
+        action="store_true",
+        help="instead: answer each row's question after its stream, scored against its `label` (COIN step / next / "
+        "task, Ego-Exo4D keystep: exact and fuzzy accuracy, recipes/answer_accuracy.py; --baselines: blind, "
+        "majority, random label)",
+    )
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
@@ -142,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not os.path.isdir(folder):
             parser.error(f"--{name.replace('_', '-')} {folder}: no such folder")
 
+    from ..data_scripts._hub import load_prepared_dataset
     from ..loading import load_model_and_processor, resolve_model
-    from .sft import load_prepared_dataset
 
     dataset = load_prepared_dataset(args.dataset, args.config, "--dataset")
     if args.split not in dataset:
@@ -152,11 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     model, processor = load_model_and_processor(args.model, device="cpu", dtype=torch.float32)
-    metrics = {"teacher_forced": evaluate_streams(model, processor, dataset, args.video_root, args.features_dir,
-                                                  args.threshold, args.baselines)}  # fmt: skip
-    if args.free_running:
-        metrics["free_running"] = evaluate_free_running(model, processor, dataset, args.video_root, args.features_dir,
-                                                        args.threshold, args.baselines)  # fmt: skip
+    free_running = None
+    if args.answer_accuracy:
+        from .answer_accuracy import evaluate_answers
+
+        metrics = evaluate_answers(model, processor, dataset, args.video_root, args.features_dir, args.baselines)
+    else:
+        metrics = evaluate_streams(
+            model, processor, dataset, args.video_root, args.features_dir, args.threshold, args.baselines
+        )
+        if args.free_running:
+            free_running = evaluate_free_running(model, processor, dataset, args.video_root, args.features_dir,
+                                                 args.threshold, args.baselines)  # fmt: skip
     report = {
         "model_path": resolve_model(args.model),
         "dataset": args.dataset,
@@ -166,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": args.threshold,
         "results": metrics,
     }
+    if free_running is not None:
+        report["free_running_results"] = free_running
     text = json.dumps(report, indent=1)
     print(text)
     if args.output:

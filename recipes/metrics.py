@@ -253,15 +253,19 @@ def fuzzy_match(text: str, categories: Sequence[str]) -> str:
     return min((levenshtein(text, c), c) for c in categories)[1]
 
 
+def coin_match(prediction: str, label: str, categories: Sequence[str]) -> tuple[bool, bool]:
+    """`(exact, right)` for one answer as COIN scores it: the prediction, lower-cased with its trailing '.' stripped,
+    is exact if it equals the label, and right if it is exact or its nearest category is the label."""
+    prediction = prediction.lower().rstrip(".")
+    exact = prediction == label
+    return exact, exact or fuzzy_match(prediction, categories) == label
+
+
 def coin_accuracy(predictions: Sequence[str], labels: Sequence[str], categories: Sequence[str]) -> float:
-    """Step / Next / Task accuracy in percent: a prediction (lower-cased, trailing '.' stripped) is right if it equals
-    the label or if its nearest category is the label."""
+    """Step / Next / Task accuracy in percent: the share of right answers (`coin_match`: exact or fuzzy)."""
     if len(predictions) != len(labels) or not labels:
         raise ValueError(f"need as many predictions as labels (> 0); got {len(predictions)} and {len(labels)}")
-    correct = 0
-    for prediction, label in zip(predictions, labels, strict=True):
-        prediction = prediction.lower().rstrip(".")
-        correct += prediction == label or fuzzy_match(prediction, categories) == label
+    correct = sum(coin_match(p, label, categories)[1] for p, label in zip(predictions, labels, strict=True))
     return 100.0 * correct / len(labels)
 
 
@@ -286,6 +290,7 @@ __all__ = [
     "StreamMetrics",
     "aggregate_stream_metrics",
     "coin_accuracy",
+    "coin_match",
     "coin_procedure_accuracy",
     "early_frame_diff",
     "fluency",

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..data_scripts._hub import load_prepared_dataset
 from ..errors import UserError
 from .collator import VideoLLMMoDCollator
 
@@ -126,29 +127,18 @@ def build_trainer(
     )
 
 
-def load_prepared_dataset(name_or_path: str, config: str | None = None, field_name: str = "dataset"):
-    """`load_dataset` of a prepared dataset (folder or Hub id); a local folder is always re-read (the datasets cache
-    can hand back another folder's rows when file names and sizes match). A missing folder is a `UserError` naming
-    `field_name`, not a Hub lookup."""
-    from datasets import load_dataset
-
-    from ..loading import looks_like_repo_id
-
-    if os.path.isdir(name_or_path):
-        return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
-    if not looks_like_repo_id(name_or_path):
-        raise UserError(
-            f"{field_name} {name_or_path}: no such dataset folder (build one with `videollm-mod data ...`, see README)"
-        )
-    return load_dataset(name_or_path, config)
-
-
 def make_parser() -> TrlParser:
     parser = TrlParser((VideoSFTScriptArguments, SFTConfig, ModelConfig), prog="videollm-mod train")
     # TrlParser reads `--config` itself before parsing; declared here (absent from the namespace) so --help lists it.
     parser.add_argument(
         "--config", default=argparse.SUPPRESS, help="YAML file of any of the options below (the command line wins)"
     )
+    # TRL's default is bf16, which stops the Trainer on a machine without a GPU; there, train in float32 unless told.
+    # TRL 1.16 also defaults the deprecated `gradient_checkpointing`, which warns on every run: default the new name.
+    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    parser.set_defaults(bf16=bf16_ok, use_cpu=not torch.cuda.is_available(), activation_checkpointing=True)
+    # A usage error prints one line and where to look, not the usage of the ~250 options.
+    parser.print_usage = lambda file=None: print(f"{parser.prog}: see `{parser.prog} --help`", file=file)
     return parser
 
 
@@ -166,7 +156,6 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if script_args.dataset_name is None:
         raise UserError("dataset_name is required (a prepared dataset folder or Hub id, see `videollm-mod data`)")
     for name in ("video_root", "features_dir"):

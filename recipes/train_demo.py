@@ -101,9 +101,9 @@ def write_demo_card(folder: str, config) -> None:
 
     data = base_card_data(
         license="apache-2.0",
-        training_data="Trained from scratch by `python -m videollm_mod.recipes.train_demo` on synthetic narration "
-        "streams of coloured shapes rendered by `videollm-mod data synthetic`, after a SigLIP warm-up on captioned "
-        "frames of the same videos: a demonstration of the pipeline, not a model of real video.",
+        training_data="Trained from scratch (no base model) by `python -m videollm_mod.recipes.train_demo` on "
+        "synthetic narration streams of coloured shapes rendered by `videollm-mod data synthetic`, after a SigLIP "
+        "warm-up on captioned frames of the same videos: a demonstration of the pipeline, not a model of real video.",
     )
     render_model_card(data, model_id="videollm-mod-demo", config=config).save(os.path.join(folder, "README.md"))
 
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-videos", type=int, default=200, help="training videos")
     parser.add_argument("--num-val-videos", type=int, default=40, help="validation videos (another seed)")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--frame-captions", type=int, default=20, help="captioned frames per training video")
-    parser.add_argument("--warmup-epochs", type=float, default=20)
+    parser.add_argument("--frame-captions", type=int, default=12000, help="captioned random scenes for the warm-up")
+    parser.add_argument("--warmup-epochs", type=float, default=5)
     parser.add_argument("--warmup-learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=15)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import TrainingArguments
     from trl import SFTConfig
 
-    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer, load_prepared_dataset
+    from videollm_mod.data_scripts._hub import load_prepared_dataset
+    from videollm_mod.recipes.sft import VideoSFTScriptArguments, build_trainer
     from videollm_mod.recipes.vision_warmup import WarmupArguments, load_vision_tower, warmup
 
     seconds: dict[str, float] = {}

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
 from modeling_videollm_mod import video_num_frames as probe_num_frames
+from videollm_mod import DEMO_MODEL
 from videollm_mod.data_scripts._video import write_video
 from videollm_mod.data_scripts.precompute_features import (
     RandomSiglipFactory,
@@ -21,6 +22,10 @@ from videollm_mod.presets import tiny_config
 from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
 FPS = 2
+
+
+def video_stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +64,14 @@ def test_precomputed_features_equal_the_models_raw_frame_path(tmp_path, height, 
 
 def test_features_have_one_row_per_frame_at_the_target_fps(tmp_path, videos):
     stats = precompute_features(videos, str(tmp_path), RandomSiglipFactory(), fps=FPS, dtype="float32", progress=False)
-    shapes = [tuple(load_file(output_path(str(tmp_path), p))["features"].shape) for p in videos]
+    shapes = [tuple(load_file(output_path(str(tmp_path), video_stem(p)))["features"].shape) for p in videos]
     assert shapes == [(probe_num_frames(p, FPS), 10, 32) for p in videos] == [(4, 10, 32), (6, 10, 32)]
     assert (stats.encoded, stats.frames) == (2, 10)
 
 
 def test_rerun_skips_finished_videos_and_removes_stale_temporaries(tmp_path, videos):
     precompute_features(videos[:1], str(tmp_path), RandomSiglipFactory(), fps=FPS, progress=False)
-    done = output_path(str(tmp_path), videos[0])
+    done = output_path(str(tmp_path), video_stem(videos[0]))
     mtime = os.stat(done).st_mtime_ns
     stale = tmp_path / "clip1.safetensors.tmp-12345"  # what an interrupted run leaves
     stale.write_bytes(b"half")
@@ -100,4 +105,28 @@ def test_two_workers_write_the_same_features_as_one(tmp_path, videos):
                                 progress=False)  # fmt: skip
     assert stats.encoded == 2
     for p in videos:
-        torch.testing.assert_close(load_file(output_path(str(two), p)), load_file(output_path(str(one), p)))
+        torch.testing.assert_close(
+            load_file(output_path(str(two), video_stem(p))), load_file(output_path(str(one), video_stem(p)))
+        )
+
+
+def test_videos_of_a_prepared_dataset_are_named_by_their_video_uid(tmp_path):
+    """Ego-Exo4D's ego videos share one file name (one per take folder): `--dataset` names features by `video_uid`."""
+    from datasets import Dataset, DatasetDict
+
+    from videollm_mod import cli
+    from videollm_mod.data_scripts._hub import write_dataset
+
+    rng = np.random.default_rng(0)
+    for take, seconds in (("take-a", 2.0), ("take-b", 3.0)):
+        (tmp_path / "videos" / take).mkdir(parents=True)
+        frames = rng.integers(0, 255, size=(int(seconds * 4), 24, 32, 3), dtype=np.uint8)
+        write_video(str(tmp_path / "videos" / take / "aria01_214-1.mp4"), frames, fps=4)
+    takes = ["take-a", "take-b", "take-a"]  # a take may have several rows
+    rows = {"video_uid": takes, "video": [f"{take}/aria01_214-1.mp4" for take in takes]}
+    write_dataset(str(tmp_path / "data"), {"default": DatasetDict({"train": Dataset.from_dict(rows)})}, "---\n---\n")
+    argv = ["data", "precompute_features", "--model", str(DEMO_MODEL), "--video-root", str(tmp_path / "videos"),
+            "--dataset", str(tmp_path / "data"), "--output-dir", str(tmp_path / "features"), "--dtype", "float32"]  # fmt: skip
+    assert cli.main(argv) == 0
+    shapes = {p.name: load_file(p)["features"].shape[0] for p in sorted((tmp_path / "features").iterdir())}
+    assert shapes == {"take-a.safetensors": 4, "take-b.safetensors": 6}

@@ -6,14 +6,19 @@ import shutil
 
 import pytest
 import torch
-from datasets import load_dataset
 from safetensors.torch import save_file
 
 from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
-from videollm_mod.data_scripts._stream import AnnotationError, ceil_frame, floor_frame, message
+from videollm_mod.data_scripts._hub import load_prepared_dataset
+from videollm_mod.data_scripts._stream import AnnotationError, ceil_frame, floor_frame, message, stream_row
 from videollm_mod.data_scripts.prepare_coin import NEXT_QUERY, STEP_QUERY, benchmark_samples, clean_task, read_coin
 from videollm_mod.data_scripts.prepare_ego4d_goalstep_livechat import livechat_conversation
-from videollm_mod.data_scripts.prepare_ego4d_narration import RAW_INSTRUCTION, clean_narration, narration_conversation
+from videollm_mod.data_scripts.prepare_ego4d_narration import (
+    RAW_INSTRUCTION,
+    clean_narration,
+    narration_conversation,
+    refined_narration_streams,
+)
 from videollm_mod.errors import UserError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
@@ -161,7 +166,9 @@ def test_prepare_coin_gives_the_expected_counts_per_benchmark_and_split(tmp_path
     out = str(tmp_path / "coin")
     prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
                        "--output-dir", out])  # fmt: skip
-    counts = {b: {s: load_dataset(out, b)[s].num_rows for s in ("train", "test")} for b in prepare_coin.BENCHMARKS}
+    counts = {
+        b: {s: load_prepared_dataset(out, b)[s].num_rows for s in ("train", "test")} for b in prepare_coin.BENCHMARKS
+    }
     assert counts == {
         "step": {"train": 3, "test": 2},
         "next": {"train": 2, "test": 1},
@@ -177,7 +184,7 @@ def test_prepare_narration_round_trips_through_load_dataset(tmp_path, features_d
     out = str(tmp_path / "narration")
     prepare_ego4d_narration.main(["--annotation-dir", str(annotations), "--features-dir", features_dir,
                                   "--benchmarks", "goalstep", "--output-dir", out])  # fmt: skip
-    dataset = load_dataset(out, "raw")
+    dataset = load_prepared_dataset(out, "raw")
     rows = sorted(dataset["train"], key=lambda r: r["annotation_uid"])
     assert [(r["annotation_uid"], r["start_frame"], r["stop_frame"]) for r in rows] == [
         ("pass-1", 1, 7),
@@ -228,7 +235,7 @@ def test_missing_video_is_skipped_and_counted(tmp_path, features_dir):
         "--benchmarks", "step", "--output-dir", out,
     ]))  # fmt: skip
     assert skips.reasons == {"missing features": 1}
-    assert list(load_dataset(out, "step")) == ["train"]
+    assert list(load_prepared_dataset(out, "step")) == ["train"]
 
 
 def test_strict_turns_a_missing_video_into_an_error(tmp_path, features_dir):
@@ -245,3 +252,52 @@ def test_existing_output_is_not_replaced_without_overwrite(tmp_path, features_di
     with pytest.raises(FileExistsError, match="--overwrite"):
         prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
                            "--output-dir", str(out)])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ max_num_frames
+def test_stream_is_cut_before_the_turn_that_would_pass_max_num_frames():
+    """VideoLLM-online's `max_frames_clip`: the conversation stops before the first stream that would take it past
+    the cap, and the row loads only the frames kept."""
+    narrations = [{"time": t, "text": f"N{t}."} for t in (0.5, 2.0, 3.5, 6.0)]  # frames 1, 4, 7, 12
+    conversation, start, _ = narration_conversation(narrations, fps=2, total_frames=21, instruction="go")
+    row = stream_row("v", "v.mp4", 2.0, 21, conversation, start, max_num_frames=7)
+    assert [m["content"] for m in row["conversation"] if m["role"] == "assistant"] == ["N0.5.", "N2.0.", "N3.5."]
+    assert (row["start_frame"], row["stop_frame"], row["num_frames"]) == (1, 8, 7)  # 1 + 3 + 3 frames; +5 > 7
+    assert stream_row("v", "v.mp4", 2.0, 21, conversation, start, max_num_frames=100)["stop_frame"] == 13
+
+
+def test_a_row_left_without_frames_by_the_cap_is_dropped():
+    conversation = [message("user", "q", 0.0), stream(10, 4.5), message("assistant", "a", 4.5, 1)]  # a COIN sample
+    assert stream_row("v", "v.mp4", 2.0, 21, conversation, 0, max_num_frames=5) is None
+
+
+def test_prepare_scripts_apply_the_cap(tmp_path, features_dir):
+    out = str(tmp_path / "coin")
+    prepare_coin.main(["--coin-json", os.path.join(FIXTURES, "coin.json"), "--features-dir", features_dir,
+                       "--benchmarks", "step", "--output-dir", out, "--max-num-frames", "5"])  # fmt: skip
+    steps = load_prepared_dataset(out, "step")["train"]
+    assert steps["num_frames"] == [5, 4]  # the training video's steps have 5, 6 and 4 frames at 2 fps
+
+
+# ------------------------------------------------------------------------------------------------ refined order
+def refined_file(tmp_path, narrations):
+    annotations = tmp_path / "annotations"
+    shutil.copytree(FIXTURES, annotations)
+    for split in ("train", "val"):
+        data = {"video-a": {"pass-r": narrations}} if split == "train" else {}
+        (annotations / f"refined_narration_stream_{split}.json").write_text(json.dumps(data))
+    return annotations
+
+
+def test_refined_passes_keep_their_file_order(tmp_path):
+    narrations = [{"time": 0.3, "text": "You pick a knife."}, {"time": 0.3, "text": "You cut."}]
+    path = refined_file(tmp_path, narrations) / "refined_narration_stream_train.json"
+    assert [n["text"] for n in refined_narration_streams(str(path))["video-a"]["pass-r"]] == ["You pick a knife.",
+                                                                                                "You cut."]  # fmt: skip
+
+
+def test_refined_pass_whose_times_go_backwards_is_named(tmp_path):
+    narrations = [{"time": 1.0, "text": "You pick a knife."}, {"time": 0.5, "text": "You cut."}]
+    path = refined_file(tmp_path, narrations) / "refined_narration_stream_train.json"
+    with pytest.raises(AnnotationError, match=r"video 'video-a', field 'pass-r\[1\]\.time': time 0\.5 is before"):
+        refined_narration_streams(str(path))

@@ -7,10 +7,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from datasets import load_dataset
 
 from modeling_videollm_mod import load_video, video_num_frames
 from videollm_mod.data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration
+from videollm_mod.data_scripts._hub import load_prepared_dataset
 from videollm_mod.data_scripts._stream import ceil_frame
 from videollm_mod.data_scripts.synthetic import (
     COLORS,
@@ -106,7 +106,7 @@ def test_generated_streams_round_trip_through_load_dataset(tmp_path, synthetic):
     prepare_ego4d_narration.main(["--annotation-dir", synthetic["ego4d_annotations"], "--video-root",
                                   synthetic["ego4d_videos"], "--variants", "raw", "refined", "--output-dir", out])  # fmt: skip
     for variant in ("raw", "refined"):
-        for row in load_dataset(out, variant)["train"]:
+        for row in load_prepared_dataset(out, variant)["train"]:
             total = video_num_frames(os.path.join(synthetic["ego4d_videos"], row["video"]), FPS)
             assert row["num_frames"] == sum(m["num_frames"] for m in row["conversation"])
             assert 0 <= row["start_frame"] < row["stop_frame"] <= total
@@ -122,7 +122,7 @@ def test_generated_livechat_and_coin_prepare_without_skips(tmp_path, synthetic):
         "--output-dir", str(tmp_path / "coin"),
     ]))  # fmt: skip
     assert (chat_skips.total, coin_skips.total) == (0, 0)
-    assert load_dataset(str(tmp_path / "coin"), "task")["train"].num_rows == 1
+    assert load_prepared_dataset(str(tmp_path / "coin"), "task")["train"].num_rows == 1
 
 
 class RecordingCommits:

@@ -65,8 +65,8 @@ def tiny_model_and_processor(tmp_path_factory):
 def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_path, tiny_model_and_processor):
     from videollm_mod import cli
     from videollm_mod.data_scripts import prepare_ego4d_narration
+    from videollm_mod.data_scripts._hub import load_prepared_dataset
     from videollm_mod.data_scripts.synthetic import generate_dataset
-    from videollm_mod.recipes.sft import load_prepared_dataset
 
     model, processor = tiny_model_and_processor
     model.save_pretrained(tmp_path / "model")
@@ -79,10 +79,10 @@ def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_
     assert cli.main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"), "--config",
                      "raw", "--split", "val", "--video-root", paths["ego4d_videos"], "--free-running", "--baselines",
                      "--output", str(out)]) == 0  # fmt: skip
-    results = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
     policies = ["model", "never_speak", "random_same_rate", "periodic_same_rate", "blind"]
-    assert list(results["teacher_forced"])[1:] == policies and list(results["free_running"]) == policies
-    free = results["free_running"]
+    assert list(report["results"])[1:] == policies and list(report["free_running_results"]) == policies
+    free = report["free_running_results"]
     rows = load_prepared_dataset(str(tmp_path / "data"), "raw")["val"]
     references = sum(m["role"] == "assistant" for row in rows for m in row["conversation"])
     assert {free[p]["references"] for p in policies} == {references}

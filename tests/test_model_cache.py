@@ -132,3 +132,19 @@ def test_foreign_nonempty_cache_is_rejected():
         cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8), 0)
         with pytest.raises(ValueError, match="cache must be a VideoLLMMoDCache"):
             model(input_ids=stream_ids(1), frame_features=frame_features(1), cache=cache, use_cache=True)
+
+
+def test_past_key_values_is_accepted_as_the_deprecated_name_of_cache():
+    """As on transformers' own models: `past_key_values=` is `cache=` (a fresh cache would change the logits)."""
+    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+    ids, features = stream_ids(2), frame_features(2)
+    split = 3 + FRAME_TOKENS + 1  # the prefix holds frame 0 and its interval; the rest holds frame 1
+    with torch.no_grad():
+        logits = {}
+        for name in ("cache", "past_key_values"):
+            prefix = model(input_ids=ids[:, :split], frame_features=features[:1], use_cache=True)
+            rest = model(input_ids=ids[:, split:], frame_features=features[1:], use_cache=True, **{name: prefix.cache})
+            logits[name] = rest.logits
+        full = model(input_ids=ids, frame_features=features).logits[:, split:]
+    assert torch.equal(logits["past_key_values"], logits["cache"])
+    torch.testing.assert_close(logits["cache"], full, rtol=0, atol=1e-5)

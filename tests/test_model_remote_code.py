@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import frame_features, stream_ids
 
@@ -22,9 +23,9 @@ try:
 except ImportError:
     pass
 import torch
-from transformers import AutoModelForCausalLM
-folder = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+import transformers
+folder, auto_class = sys.argv[1], sys.argv[2]
+model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
 inputs = torch.load(folder + "/inputs.pt")
 with torch.no_grad():
     logits = model(**inputs).logits
@@ -32,7 +33,8 @@ torch.save({"logits": logits, "class": type(model).__module__ + "." + type(model
 """
 
 
-def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path):
+@pytest.mark.parametrize("auto_class", ["AutoModelForCausalLM", "AutoModelForImageTextToText"])
+def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path, auto_class):
     model = VideoLLMMoDForCausalLM(tiny_config()).eval()
     inputs = {"input_ids": stream_ids(2), "frame_features": frame_features(2)}
     with torch.no_grad():
@@ -52,7 +54,8 @@ def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path):
     assert all(name.endswith("_videollm_mod.py") for name in code), code  # remote code only, no tooling
 
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    subprocess.run([sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(tmp_path)], check=True, env=env, cwd=tmp_path)
+    subprocess.run([sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(tmp_path), auto_class], check=True, env=env,
+                   cwd=tmp_path)  # fmt: skip
     out = torch.load(tmp_path / "out.pt")
     assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".VideoLLMMoDForCausalLM")
     assert torch.equal(out["logits"], expected)

@@ -1,6 +1,7 @@
 """`videollm-mod`: one command, one sub-command per tool (each a module with `main(argv) -> int`, imported lazily).
 
     videollm-mod narrate VIDEO [--model PATH_OR_REPO] ...   stream a video and print what the model says
+    videollm-mod demo [--model PATH_OR_REPO] [--port N]      a web app that narrates a video live (Gradio)
     videollm-mod evaluate --dataset DIR ...                  streaming metrics of a model on a prepared dataset
     videollm-mod train --config CONFIG.yaml ...              fine-tune with the TRL SFT recipe
     videollm-mod warmup --data FRAMES --output_dir DIR ...   pretrain a small SigLIP on (frame, caption) pairs
@@ -15,11 +16,13 @@ argument; `--debug` shows the traceback), 2 for a usage error, 130 when interrup
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 COMMANDS = {
     "narrate": ("videollm_mod.narrate", "stream a video and print timestamped narration and replies"),
+    "demo": ("videollm_mod.web_demo", "a web app that narrates a video live, in the browser (Gradio)"),
     "evaluate": ("videollm_mod.recipes.evaluate", "streaming metrics of a model on a prepared dataset"),
     "train": ("videollm_mod.recipes.sft", "fine-tune with the TRL SFT recipe (--config CONFIG.yaml)"),
     "warmup": ("videollm_mod.recipes.vision_warmup", "pretrain a small SigLIP on (frame, caption) pairs"),
@@ -59,6 +62,7 @@ def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str]) -> int
     """Run a tool's `main(argv)` as a command (`python -m` runs its module this way too): its exit status; user errors
     as one line on stderr, or with their traceback after `--debug`."""
     debug = "--debug" in argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(main([a for a in argv if a != "--debug"]) or 0)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2, the message already printed)

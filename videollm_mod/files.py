@@ -48,11 +48,16 @@ def make_world_readable(folder: str | os.PathLike) -> None:
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to a temporary name next to `path`, then rename it to `path` (mode 0644)."""
+    """Write `text` (UTF-8) to a temporary name next to `path`, then rename it to `path` (mode 0644)."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary name next to `path`, then rename it to `path` (mode 0644)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         tmp.chmod(0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -1,7 +1,7 @@
 """Stream a video file through a model and print what it says, with timestamps (`videollm-mod narrate`).
 
     videollm-mod narrate cooking.mp4 --model path/or/repo --fps 2 --threshold 0.725 \\
-        --query "Please narrate the video in real time." --query-time 0 --json conversation.json
+        --query "Please narrate the video in real time." --query-time 0 --json conversation.json --plot timeline.png
     videollm-mod narrate --demo      # a freshly rendered synthetic video (not seen in training), the demo model
 
 Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames, then a summary
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=128, help="longest reply in tokens")
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per forward while the model stays silent")
     parser.add_argument("--json", dest="json_out", default=None, help="write the conversation to this JSON file")
+    parser.add_argument(
+        "--plot", default=None, help="draw the stream's timeline (P(stay silent) per frame, threshold, replies) here"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -106,8 +109,11 @@ def narrate(args: argparse.Namespace) -> int:
     from modeling_videollm_mod import iter_video_frames, video_num_frames
 
     from .loading import load_model_and_processor
+    from .timeline import check_plot_path, save_timeline
 
     total = video_num_frames(args.video, args.fps or 2.0)  # checks the file before the model loads
+    if args.plot is not None:
+        check_plot_path(args.plot)
     model, processor = load_model_and_processor(args.model, device=args.device)
     fps = args.fps or processor.image_processor.fps
     total = video_num_frames(args.video, fps)
@@ -126,16 +132,11 @@ def narrate(args: argparse.Namespace) -> int:
             bar.update(1)
 
     conversation = []
+    session = model.stream_session(
+        processor, threshold=args.threshold, max_new_tokens=args.max_new_tokens, chunk_size=args.chunk_size
+    )
     try:
-        events = model.stream_generate(
-            frames(),
-            processor,
-            fps=fps,
-            queries=queries,
-            threshold=args.threshold,
-            max_new_tokens=args.max_new_tokens,
-            chunk_size=args.chunk_size,
-        )
+        events = model.stream_generate(frames(), processor, fps=fps, queries=queries, session=session)
         for event in events:
             conversation.append(event._asdict())
             bar.write(f"[{event.time:8.2f}s] {event.role.capitalize()}: {event.text}")
@@ -143,10 +144,15 @@ def narrate(args: argparse.Namespace) -> int:
         bar.close()
         if args.json_out is not None:
             write_json_atomically(args.json_out, conversation)
+        if args.plot is not None:
+            save_timeline(
+                args.plot, session.decisions, session.threshold, session.events, title=os.path.basename(args.video)
+            )
     replies = sum(e["role"] == "assistant" for e in conversation)
     print(
         f"{total} frames at {fps:g} fps ({last_time:.1f} s), {replies} replies"
         + (f"; conversation written to {args.json_out}" if args.json_out else "")
+        + (f"; timeline drawn in {args.plot}" if args.plot else "")
     )
     return 0
 
