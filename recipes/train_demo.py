@@ -103,7 +103,7 @@ def write_demo_card(folder: str, config) -> None:
         license="apache-2.0",
         training_data="Trained from scratch (no base model) by `python -m videollm_mod.recipes.train_demo` on "
         "synthetic narration streams of coloured shapes rendered by `videollm-mod data synthetic`, after a SigLIP "
-        "warm-up on captioned frames of the same videos: a demonstration of the pipeline, not a model of real video.",
+        "warm-up on captioned random scenes of the same world: a demonstration of the pipeline, not a model of real video.",
     )
     render_model_card(data, model_id="videollm-mod-demo", config=config).save(os.path.join(folder, "README.md"))
 
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-val-videos", type=int, default=40, help="validation videos (another seed)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--frame-captions", type=int, default=12000, help="captioned random scenes for the warm-up")
-    parser.add_argument("--warmup-epochs", type=float, default=5)
+    parser.add_argument("--warmup-epochs", type=float, default=3)
     parser.add_argument("--warmup-learning-rate", type=float, default=1e-3)
-    parser.add_argument("--epochs", type=float, default=15)
+    parser.add_argument("--epochs", type=float, default=30)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

@@ -67,7 +67,7 @@ def test_black_frames_are_one_black_image_per_frame(demo, features):
     _, processor = demo
     inputs = question_inputs(processor, step_row("take", 2, 3, "Loosen the nuts."), {"frame_features": features})
     blind = black_frames(processor, inputs)
-    assert blind["pixel_values_videos"].shape == (3, 3, 36, 36)
+    assert blind["pixel_values_videos"].shape == (3, 3, 48, 48)  # the demo's 48 px frames
     assert (blind["pixel_values_videos"] == -1.0).all()  # 0 / 255 normalised with mean = std = 0.5
     assert torch.equal(blind["input_ids"], inputs["input_ids"])
 

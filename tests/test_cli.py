@@ -72,7 +72,7 @@ def test_train_evaluate_release_on_the_quickstart_data(quickstart, capsys, tmp_p
     )  # fmt: skip
     assert status == 0, err
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["model_path"] == str(tmp_path / "model") and set(report["results"]) == {"model"}
+    assert report["model_path"] == str(tmp_path / "model") and set(report["results"]) == {"model", "speak_rate"}
     status, out, err = run(capsys, "release", tmp_path / "model", "--repo-id", "me/tiny", "--no-push")
     assert status == 0, err
 
