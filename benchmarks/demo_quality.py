@@ -1,6 +1,6 @@
 """Does the demo model see? Its quality on held-out synthetic streams against baselines, and the counterfactuals.
 
-    python benchmarks/demo_quality.py                       # the shipped demo, 40 held-out streams (~10 min, 2 CPUs)
+    python benchmarks/demo_quality.py                       # the shipped demo, 40 held-out streams (~2 min, 2 CPUs)
     python benchmarks/demo_quality.py --model runs/demo/model --num-videos 40 --output quality.json
 
 1. Held-out streams: `--num-videos` synthetic videos rendered from `--seed` (the demo recipe trains on seed 0 and
