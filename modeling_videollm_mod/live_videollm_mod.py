@@ -81,8 +81,8 @@ class PacedFrames:
     def summary(self) -> str:
         """One line: frames delivered and dropped, lag."""
         return (
-            f"{self.delivered} frames fed, {self.dropped} dropped (the model fell behind); lag mean "
-            f"{self.mean_lag:.2f} s, max {self.max_lag:.2f} s"
+            f"{self.delivered} frames fed, {self.dropped} dropped; lag mean {self.mean_lag:.2f} s, "
+            f"max {self.max_lag:.2f} s"
         )
 
 

@@ -129,15 +129,15 @@ SINK, FRAME, TURN = "sink", "frame", "turn"
 
 class Segment:
     """A stretch of a stream's cache: the sink, one frame (with the `,` before it) or one turn; `length` tokens from
-    `start` (positions), `frames` of them frames."""
+    position `start`, fed from `transcript_ids[origin]` on; `frames`: 1 for a frame."""
 
-    __slots__ = ("kind", "start", "length", "frames")
+    __slots__ = ("kind", "start", "origin", "length", "frames")
 
-    def __init__(self, kind: str, start: int, frames: int):
-        self.kind, self.start, self.length, self.frames = kind, start, 0, frames
+    def __init__(self, kind: str, start: int, origin: int, frames: int):
+        self.kind, self.start, self.origin, self.length, self.frames = kind, start, origin, 0, frames
 
     def __repr__(self) -> str:
-        return f"Segment({self.kind}, start={self.start}, length={self.length})"
+        return f"Segment({self.kind}, start={self.start}, origin={self.origin}, length={self.length})"
 
 
 class ChunkSchedule:
@@ -211,7 +211,7 @@ class StreamState:
                 self.segments[-1].length += offset - done
                 done = offset
             if kind is not None:
-                self.segments.append(Segment(kind, self.position + offset, frames))
+                self.segments.append(Segment(kind, self.position + offset, len(self.transcript_ids) + offset, frames))
         self.transcript_ids += ids
         self.position += len(ids)
 
