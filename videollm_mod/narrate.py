@@ -124,15 +124,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def render_demo_video(folder: str, seed: int) -> str:
-    """One synthetic video like the demo model's training data, from a seed the training set did not use."""
+def render_demo_videos(folder: str, seed: int, count: int = 1, seconds: float = 20.0) -> list[str]:
+    """`count` synthetic videos like the demo model's training data, from a seed the training set did not use; their
+    paths, and the generator's ground truth in `{folder}/synthetic/synthetic_events.json`."""
     from .data_scripts import synthetic
 
     paths = synthetic.generate_dataset(
-        os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=32, seed=seed,
+        os.path.join(folder, "synthetic"), num_videos=count, seconds=seconds, fps=4.0, resolution=32, seed=seed,
         num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=0.0, test_fraction=0.0,
     )  # fmt: skip
-    return str(next(Path(paths["ego4d_videos"]).glob("*.mp4")))
+    return sorted(str(path) for path in Path(paths["ego4d_videos"]).glob("*.mp4"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        args.videos = [render_demo_video(folder, args.seed)]
+        args.videos = render_demo_videos(folder, args.seed)
         print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.videos[0])})")
         return narrate(args)
 
