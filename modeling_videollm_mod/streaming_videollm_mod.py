@@ -278,7 +278,8 @@ class _StreamSessionBase:
         self.speak_ids = processor.encode_text(STREAM_GENERATION_PROMPT)
         self.max_positions = model.config.text_config.max_position_embeddings
         self.budget = budget if budget is not None else CacheBudget()
-        self.limits = self._limits(model.config)
+        self.limits = self._limits()
+        self.token_bytes, self.frame_bytes = self._entry_bytes(model.config)
         self.input_key: str | None = None  # "pixel_values_videos" or "frame_features", fixed by the first frames
 
         system = processor.system_prompt if system_prompt is None else system_prompt
@@ -289,24 +290,26 @@ class _StreamSessionBase:
         self.cache = None
 
     # ------------------------------------------------------------------ budget
-    def _limits(self, config) -> tuple[int, int | None]:
-        """(max tokens, max bytes) of a stream's cache; and the bytes one text token / one frame costs."""
-        text = config.text_config
-        budget = self.budget
-        max_tokens = budget.max_tokens if budget.max_tokens is not None else self.max_positions
-        if budget.positions == "reindex" and max_tokens > self.max_positions:
+    def _limits(self) -> tuple[int, int | None]:
+        """(max tokens, max bytes) of a stream's cache."""
+        max_tokens = self.budget.max_tokens if self.budget.max_tokens is not None else self.max_positions
+        if self.budget.positions == "reindex" and max_tokens > self.max_positions:
             raise ValueError(
                 f"CacheBudget max_tokens={max_tokens} exceeds the model's context (max_position_embeddings="
                 f"{self.max_positions}): re-indexed positions would run past it"
             )
+        return max_tokens, self.budget.max_bytes
+
+    def _entry_bytes(self, config) -> tuple[int, int]:
+        """Bytes of keys and values, over all layers, of one text token and of one frame's placeholders."""
+        text = config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         per_layer = 2 * text.num_key_value_heads * head_dim * self.model.dtype.itemsize  # keys + values, one token
         routed = len(config.mod_layers)
         dense = text.num_hidden_layers - routed
-        self.token_bytes = per_layer * text.num_hidden_layers
         # a frame's placeholders: every one in a dense layer, k of them in a routed layer
-        self.frame_bytes = per_layer * (dense * config.frame_num_tokens + routed * config.mod_keep_per_frame)
-        return max_tokens, budget.max_bytes
+        frame = dense * config.frame_num_tokens + routed * config.mod_keep_per_frame
+        return per_layer * text.num_hidden_layers, per_layer * frame
 
     def cost(self, tokens: int, frames: int) -> tuple[int, int]:
         """(tokens, bytes) in the cache of `tokens` tokens of which `frames` frames' placeholders."""
@@ -837,6 +840,7 @@ class VideoLLMMoDStreamingMixin:
         queries = queries if queries is not None else [()] * count
         if not count or not len(videos) == len(frame_features) == len(queries):
             raise ValueError("give one or more videos (or frame_features), and one list of queries per video")
+        settings.setdefault("chunk_size", "auto")
         yield from self._stream_sources(videos, frame_features, processor, fps, queries, settings)
 
     def _stream_sources(self, videos, frame_features, processor, fps, queries, settings, sessions=None):
