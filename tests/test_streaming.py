@@ -185,3 +185,41 @@ def test_narrate_names_a_missing_video_in_one_line(processor, tmp_path, capsys):
 
     assert cli.main(["narrate", str(tmp_path / "nope.mp4"), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"videollm-mod narrate: {tmp_path / 'nope.mp4'}: video file not found\n"
+
+
+def test_narrate_several_videos_writes_each_conversation(processor, tmp_path, capsys):
+    from videollm_mod.narrate import main
+
+    model = make_model(processor, None)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    videos = [str(tmp_path / f"clip{i}.mp4") for i in range(2)]
+    for i, video in enumerate(videos):
+        write_video(video, random_video(6 + 2 * i, seed=i), fps=2)
+    argv = [*videos, "--model", str(tmp_path / "model"), "--threshold", "0.5", "--max-new-tokens", "2"]
+    assert main([*argv, "--json", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    written = json.loads((tmp_path / "out.json").read_text())
+    for video in videos:
+        expected = model.stream_generate(video, processor, threshold=0.5, max_new_tokens=2)
+        assert written[video] == [e._asdict() for e in expected]
+    summary = capsys.readouterr().out.splitlines()[-2:]
+    assert summary[0].startswith("clip0.mp4: 6 frames at 2 fps (2.5 s)")
+    assert summary[1].startswith("clip1.mp4: 8 frames at 2 fps (3.5 s)")
+
+
+@pytest.mark.parametrize(
+    "text, tokens, size",
+    [("4096", 4096, None), ("512MB", None, 512 * 10**6), ("1.5GiB", None, 3 * 2**29), ("64 kib", None, 2**16)],
+)
+def test_narrate_cache_budget_is_tokens_or_a_size(text, tokens, size):
+    from videollm_mod.narrate import cache_budget
+
+    assert cache_budget(text) == CacheBudget(max_tokens=tokens, max_bytes=size)
+
+
+@pytest.mark.parametrize("text", ["1.5", "12 parsecs", "-3", "0"])
+def test_narrate_rejects_a_cache_budget_that_is_neither(text, capsys):
+    from videollm_mod import cli
+
+    assert cli.main(["narrate", "clip.mp4", "--cache-budget", text]) == 2
+    assert "--cache-budget" in capsys.readouterr().err
