@@ -124,6 +124,18 @@ class CacheBudget:
         if self.positions not in POSITION_POLICIES:
             raise ValueError(f"CacheBudget positions={self.positions!r} must be one of {POSITION_POLICIES}")
 
+    @classmethod
+    def of(cls, budget: "CacheBudget | dict | int | None") -> "CacheBudget":
+        """A budget from what a session takes: a `CacheBudget`, its fields as a dict (handy with remote code, where
+        the class is not importable by name), a number of tokens, or None (the default)."""
+        if budget is None:
+            return cls()
+        if isinstance(budget, dict):
+            return cls(**budget)
+        if isinstance(budget, int):
+            return cls(max_tokens=budget)
+        return budget
+
 
 SINK, FRAME, TURN = "sink", "frame", "turn"
 
@@ -251,7 +263,7 @@ class _StreamSessionBase:
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
         chunk_size: int | str = 1,
-        budget: CacheBudget | None = None,
+        budget: CacheBudget | dict | int | None = None,
     ):
         if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold={threshold!r} must lie in [0, 1]")
@@ -277,7 +289,7 @@ class _StreamSessionBase:
         self.open_ids = processor.encode_text(STREAM_OPEN)
         self.speak_ids = processor.encode_text(STREAM_GENERATION_PROMPT)
         self.max_positions = model.config.text_config.max_position_embeddings
-        self.budget = budget if budget is not None else CacheBudget()
+        self.budget = CacheBudget.of(budget)
         self.limits = self._limits()
         self.token_bytes, self.frame_bytes = self._entry_bytes(model.config)
         self.input_key: str | None = None  # "pixel_values_videos" or "frame_features", fixed by the first frames
@@ -656,7 +668,8 @@ class VideoLLMMoDStreamSession(_StreamSessionBase):
         generation_config ([`GenerationConfig`], *optional*): sampling settings (default: the model's, greedy).
         system_prompt (`str`, *optional*): overrides the processor's.
         chunk_size (`int` or `"auto"`, defaults to 1): frames per forward in `push_frames` (see the module docstring).
-        budget ([`CacheBudget`], *optional*): what the cache keeps (default: `CacheBudget()`, the model's context).
+        budget ([`CacheBudget`], `dict` or `int`, *optional*): what the cache keeps (a `CacheBudget`, its fields as a
+            dict, or tokens; default: `CacheBudget()`, the model's context).
 
     Attributes:
         events, decisions, transcript_ids, pending, reply_logits, reply_positions, time: those of its
@@ -672,7 +685,7 @@ class VideoLLMMoDStreamSession(_StreamSessionBase):
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
         chunk_size: int | str = 1,
-        budget: CacheBudget | None = None,
+        budget: CacheBudget | dict | int | None = None,
     ):
         super().__init__(
             model, processor, 1, threshold, max_new_tokens, generation_config, system_prompt, chunk_size, budget
@@ -787,7 +800,7 @@ class VideoLLMMoDStreamingMixin:
         generation_config: GenerationConfig | None = None,
         system_prompt: str | None = None,
         chunk_size: int | str = "auto",
-        budget: CacheBudget | None = None,
+        budget: CacheBudget | dict | int | None = None,
         session: VideoLLMMoDStreamSession | None = None,
     ) -> Iterator[StreamEvent]:
         """Stream a video through the model and yield what is said, as it is said.

@@ -103,3 +103,12 @@ def test_eviction_keeps_reindexed_keys_of_the_kept_tokens(processor):
         fresh = model(input_ids=torch.tensor([kept_ids]), frame_features=kept_frames, use_cache=True).cache
     assert len(stream.transcript_ids) > 2 * len(kept_ids)
     assert (session.cache.layers[0].keys - fresh.layers[0].keys).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [(None, CacheBudget()), (256, CacheBudget(max_tokens=256)), ({"max_bytes": 2**20}, CacheBudget(max_bytes=2**20))],
+)
+def test_session_takes_a_budget_as_tokens_or_fields(processor, given, expected):
+    session = silent_model(processor).stream_session(processor, budget=given)
+    assert session.budget == expected
