@@ -676,20 +676,8 @@ class VideoLLMMoDStreamSession(_StreamSessionBase):
         [`StreamState`] (`streams[0]`).
     """
 
-    def __init__(
-        self,
-        model,
-        processor,
-        threshold: float = DEFAULT_THRESHOLD,
-        max_new_tokens: int = 128,
-        generation_config: GenerationConfig | None = None,
-        system_prompt: str | None = None,
-        chunk_size: int | str = 1,
-        budget: CacheBudget | dict | int | None = None,
-    ):
-        super().__init__(
-            model, processor, 1, threshold, max_new_tokens, generation_config, system_prompt, chunk_size, budget
-        )
+    def __init__(self, model, processor, *args, **kwargs):
+        super().__init__(model, processor, 1, *args, **kwargs)  # the base's arguments after `num_streams`
 
     def __getattr__(self, name: str):
         if name in _STREAM_ATTRIBUTES:
