@@ -189,10 +189,10 @@ class StreamState:
     Attributes:
         events (`list[StreamEvent]`); decisions (`list[tuple[float, float]]`: (time, P(interval)) per frame whose
         decision was taken); transcript_ids (`list[int]`: every token fed, evicted ones included); pending
-        (`list[int]`: tokens to feed before the next input); reply_logits (`list[torch.Tensor]`: per reply, (n, V)
-        logits of the generated tokens); reply_positions (`list[int]`: per reply, the index in `transcript_ids` of its
-        first generated token); segments (`list[Segment]`: what the cache holds of the stream, in order); time (video
-        time of the last frame fed); position (the next token's position).
+        (`list[int]`: tokens to feed before the next input); reply_logits (`list[torch.Tensor]`: with
+        `record_logits`, per reply, (n, V) logits of the generated tokens); reply_positions (`list[int]`: per reply,
+        the index in `transcript_ids` of its first generated token); segments (`list[Segment]`: what the cache holds
+        of the stream, in order); time (video time of the last frame fed); position (the next token's position).
     """
 
     def __init__(self, system_ids: list[int], chunk_size: int | str, largest_chunk: int):
@@ -264,6 +264,7 @@ class _StreamSessionBase:
         system_prompt: str | None = None,
         chunk_size: int | str = 1,
         budget: CacheBudget | dict | int | None = None,
+        record_logits: bool = False,
     ):
         if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold={threshold!r} must lie in [0, 1]")
@@ -278,7 +279,7 @@ class _StreamSessionBase:
         self.generation_config = copy.deepcopy(generation_config or model.generation_config)
         self.generation_config.max_new_tokens = self.max_new_tokens
         self.generation_config.return_dict_in_generate = True
-        self.generation_config.output_logits = True
+        self.generation_config.output_logits = self.record_logits = record_logits
         tokenizer = processor.tokenizer
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -521,7 +522,8 @@ class _StreamSessionBase:
             stream.reply_positions.append(len(stream.transcript_ids) + len(ids))
             marks = ([] if stream.segments else [(0, SINK, 0)]) + [(turn, TURN, 0)]
             stream.append(ids + new[:-1], marks)  # generate does not feed its last token
-            stream.reply_logits.append(torch.stack([step[r] for step in out.logits[: len(new)]]).float().cpu())
+            if self.record_logits:
+                stream.reply_logits.append(torch.stack([step[r] for step in out.logits[: len(new)]]).float().cpu())
             stream.pending = new[-1:] + ([] if new[-1] == self.eos_token_id else [self.eos_token_id])
             stream.stream_open = False
             text = self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
@@ -670,6 +672,8 @@ class VideoLLMMoDStreamSession(_StreamSessionBase):
         chunk_size (`int` or `"auto"`, defaults to 1): frames per forward in `push_frames` (see the module docstring).
         budget ([`CacheBudget`], `dict` or `int`, *optional*): what the cache keeps (a `CacheBudget`, its fields as a
             dict, or tokens; default: `CacheBudget()`, the model's context).
+        record_logits (`bool`, defaults to False): keep each reply's logits in `reply_logits` (a vocabulary-sized row
+            per generated token: off for long streams).
 
     Attributes:
         events, decisions, transcript_ids, pending, reply_logits, reply_positions, time: those of its
@@ -767,7 +771,7 @@ class VideoLLMMoDStreamingMixin:
 
     def stream_session(self, processor, **kwargs) -> VideoLLMMoDStreamSession:
         """A new [`VideoLLMMoDStreamSession`] over this model (kwargs: threshold, max_new_tokens,
-        generation_config, system_prompt, chunk_size, budget)."""
+        generation_config, system_prompt, chunk_size, budget, record_logits)."""
         return VideoLLMMoDStreamSession(self, processor, **kwargs)
 
     def batch_stream_session(self, processor, num_streams: int, **kwargs) -> VideoLLMMoDBatchStreamSession:

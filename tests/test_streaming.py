@@ -42,7 +42,7 @@ def test_session_decisions_equal_teacher_forced_forward(processor, name):
 def test_session_replies_equal_teacher_forced_forward(processor, name):
     model = make_model(processor, MOD_LAYERS[name])
     frames = features(10)
-    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3)
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, record_logits=True)
     session.push_frames(features=frames, times=[i / 2 for i in range(10)])
     assert session.reply_logits  # the model spoke
     logits, ids = teacher_forced(model, session, frames)
