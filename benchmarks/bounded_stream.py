@@ -30,7 +30,7 @@ import tempfile
 
 import numpy as np
 import torch
-from stream_models import benchmark_processor, frame_features, silent_benchmark_model
+from stream_models import benchmark_processor, frame_features, parse_with_threads, silent_benchmark_model
 
 from modeling_videollm_mod import DEFAULT_THRESHOLD, CacheBudget, load_video
 
@@ -207,15 +207,7 @@ def main(argv=None) -> None:
     parser.add_argument("--windows", type=int, default=10, help="quality: stream length in budgets")
     parser.add_argument("--streams", type=int, default=2, help="quality: held-out streams")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default: torch's; 1 steadies ratios on a busy machine)",
-    )
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(parser, argv)
     if args.what == "memory-child":
         return memory_child(args.frames, args.window, args.device)
     {"memory": memory, "frames": frames_held, "quality": quality}[args.what](args)

@@ -1,6 +1,8 @@
 """Models and inputs shared by the streaming benchmarks: the benchmark-size model (`presets.benchmark_config`), made
 to stay silent so that only frames are timed, a processor for it."""
 
+import argparse
+
 import torch
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
@@ -39,3 +41,17 @@ def frame_features(model, num_frames: int, seed: int = 0) -> torch.Tensor:
     config = model.config
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(num_frames, config.frame_num_tokens, config.vision_config.hidden_size, generator=generator)
+
+
+def parse_with_threads(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse `argv` with a `--threads` option added, and apply it (torch's thread count)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's; 1 steadies ratios on a busy machine)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 import torch
-from stream_models import benchmark_processor, frame_features, silent_benchmark_model
+from stream_models import benchmark_processor, frame_features, parse_with_threads, silent_benchmark_model
 
 from modeling_videollm_mod import load_video
 from videollm_mod.loading import load_model_and_processor
@@ -132,15 +132,7 @@ def main(argv=None) -> None:
     parser.add_argument("--streams", type=int, default=8, help="streams (batched)")
     parser.add_argument("--model", default=None, help="model of the narrated clips (default: the shipped demo)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default: torch's; 1 steadies ratios on a busy machine)",
-    )
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(parser, argv)
     for name, run in (("silent", silent), ("narrated", narrated), ("batched", batched)):
         if args.only in (None, name):
             run(args)

@@ -15,8 +15,7 @@ import argparse
 import statistics
 import time
 
-import torch
-from stream_models import benchmark_processor, frame_features, silent_benchmark_model
+from stream_models import benchmark_processor, frame_features, parse_with_threads, silent_benchmark_model
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -36,16 +35,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default: torch's; 1 steadies ratios on a busy machine)",
-    )
     parser.add_argument("--profile", action="store_true", help="print the operators that take the time")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_threads(parser, argv)
 
     processor = benchmark_processor()
     models = {name: silent_benchmark_model(processor, layers) for name, layers in (("dense", []), ("mod", None))}
