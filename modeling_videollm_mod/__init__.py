@@ -15,12 +15,15 @@ from transformers import (
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
+from .live_videollm_mod import PacedFrames, is_live_source
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
 from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
 from .streaming_videollm_mod import (
     DEFAULT_THRESHOLD,
+    CacheBudget,
     StreamContextLimitError,
     StreamEvent,
+    VideoLLMMoDBatchStreamSession,
     VideoLLMMoDStreamSession,
     speaks,
 )
@@ -35,6 +38,8 @@ AutoProcessor.register(VideoLLMMoDConfig, VideoLLMMoDProcessor, exist_ok=True)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "CacheBudget",
+    "PacedFrames",
     "StreamContextLimitError",
     "StreamEvent",
     "VideoDecodingError",
@@ -43,9 +48,11 @@ __all__ = [
     "VideoLLMMoDForCausalLM",
     "VideoLLMMoDFrameProcessor",
     "VideoLLMMoDModel",
+    "VideoLLMMoDBatchStreamSession",
     "VideoLLMMoDPreTrainedModel",
     "VideoLLMMoDProcessor",
     "VideoLLMMoDStreamSession",
+    "is_live_source",
     "iter_video_frames",
     "load_video",
     "speaks",

@@ -19,6 +19,7 @@ from transformers.models.llama.modeling_llama import (
     LlamaDecoderLayer,
     LlamaRMSNorm,
     LlamaRotaryEmbedding,
+    rotate_half,
 )
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -95,6 +96,7 @@ class FrameLayout:
             missing frames of rows that hold fewer than `Nf` frames.
         token_index: (B, L) long, index of each token in the whole sequence (past tokens included).
         token_valid: (B, L) bool, False at padding.
+        token_position: (B, L) long, position (RoPE) of each token.
         kept_length: tokens per row that a routed layer processes (the most over the batch).
         num_frames: frames in the batch.
     """
@@ -103,6 +105,7 @@ class FrameLayout:
     frame_slots: torch.Tensor
     token_index: torch.Tensor
     token_valid: torch.Tensor
+    token_position: torch.Tensor
     kept_length: int
     num_frames: int
     dense_mask: torch.Tensor | None = None
@@ -112,6 +115,7 @@ class FrameLayout:
         cls,
         video_mask: torch.Tensor,
         attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor,
         past_length: int,
         frame_num_tokens: int,
         keep_per_frame: int,
@@ -143,7 +147,16 @@ class FrameLayout:
                     f"attention_mask must be 2-D (batch, length); got shape {tuple(attention_mask.shape)}"
                 )
             token_valid = attention_mask[:, -length:].bool()
-        return cls(video_mask, frame_slots, token_index, token_valid, kept_length, sum(counts) // frame_num_tokens)
+        token_position = position_ids.expand(batch, -1)
+        return cls(
+            video_mask,
+            frame_slots,
+            token_index,
+            token_valid,
+            token_position,
+            kept_length,
+            sum(counts) // frame_num_tokens,
+        )
 
 
 class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
@@ -183,7 +196,7 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         is_kept = kept.gather(1, order)  # (B, Lk)
         gather_idx = order.unsqueeze(-1).expand(-1, -1, hidden)  # (B, Lk, D)
         sub_states = hidden_states.gather(1, gather_idx)  # (B, Lk, D)
-        sub_positions = position_ids.expand(batch, -1).gather(1, order)  # (B, Lk)
+        sub_positions = layout.token_position.gather(1, order)  # (B, Lk)
         cos, sin = (
             e.expand(batch, -1, -1).gather(1, order.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
             for e in position_embeddings
@@ -191,7 +204,7 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
 
         q_index = layout.token_index.gather(1, order)
         q_valid = layout.token_valid.gather(1, order) & is_kept
-        kv_index, kv_valid = self.tag_cache(cache, use_cache, q_index, q_valid)
+        kv_index, kv_valid = self.tag_cache(cache, use_cache, q_index, q_valid, sub_positions)
         mask = attention_mask_from_tags(
             q_index, kv_index, kv_valid, sub_states.dtype, self.self_attn.config._attn_implementation
         )
@@ -212,7 +225,9 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         return hidden_states.scatter(1, gather_idx, out)
 
     def dense_forward(self, hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs):
-        kv_index, kv_valid = self.tag_cache(cache, use_cache, layout.token_index, layout.token_valid)
+        kv_index, kv_valid = self.tag_cache(
+            cache, use_cache, layout.token_index, layout.token_valid, layout.token_position
+        )
         # Dense layers cache every token, so they share one mask; a routed layer's cache holds a subset of its own.
         mask = None if self.routed else layout.dense_mask
         if mask is None:
@@ -231,11 +246,11 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
             **kwargs,
         )
 
-    def tag_cache(self, cache, use_cache, q_index, q_valid):
+    def tag_cache(self, cache, use_cache, q_index, q_valid, q_position):
         """Record which tokens this layer caches; return the tags of every key it attends to (past + new)."""
         if cache is None or not use_cache:
             return q_index, q_valid
-        return cache.layers[self.layer_idx].tag(q_index, q_valid)
+        return cache.layers[self.layer_idx].tag(q_index, q_valid, q_position)
 
     def select(self, scores: torch.Tensor | None, layout: FrameLayout) -> torch.Tensor:
         """(B, L) bool: every non-vision token, plus the top-k vision tokens of each frame."""
@@ -322,6 +337,22 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         vision.pooler_output = self.connector(pool_frame_tokens(vision, self.config.frame_token_pooled))
         return vision
 
+    def rotate_cached_keys(self, keys: torch.Tensor, delta: torch.LongTensor) -> torch.Tensor:
+        """Move cached keys to other positions. Keys are cached with RoPE applied, and RoPE turns each frequency pair
+        by an angle proportional to the position, so the key of position `p` turned by `delta` is the key of position
+        `p + delta` (up to rounding; computed in float32 so that a stream's repeated moves do not drift in bf16).
+
+        Args:
+            keys: (B, H, L, D) cached keys; delta: (B, L) positions to move each entry by.
+        Returns:
+            (B, H, L, D) the moved keys, in the keys' dtype.
+        """
+        cos, sin = self.rotary_emb(keys.float(), delta)  # (B, L, D), both scaled by attention_scaling
+        scale = self.rotary_emb.attention_scaling
+        cos, sin = (cos / scale).unsqueeze(1), (sin / scale).unsqueeze(1)  # (B, 1, L, D)
+        moved = keys.float() * cos + rotate_half(keys.float()) * sin
+        return moved.to(keys.dtype)
+
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the placeholder positions, from `input_ids` or by comparison with the placeholder embedding."""
         if input_ids is not None:
@@ -405,7 +436,12 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
             position_ids = (torch.arange(length, device=inputs_embeds.device) + past_length).unsqueeze(0)
 
         layout = FrameLayout.build(
-            video_mask, attention_mask, past_length, self.config.frame_num_tokens, self.config.mod_keep_per_frame
+            video_mask,
+            attention_mask,
+            position_ids,
+            past_length,
+            self.config.frame_num_tokens,
+            self.config.mod_keep_per_frame,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = inputs_embeds

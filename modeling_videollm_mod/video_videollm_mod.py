@@ -31,11 +31,16 @@ def _name(source: VideoSource) -> str:
     return "<video bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
 
 
-def _open(source: VideoSource):
-    """The PyAV container of a path or of the bytes of a file, with its first video stream checked."""
+def _open(source: VideoSource, input_format: str | None = None):
+    """The PyAV container of a path, the bytes of a file or a live source (see `live_videollm_mod`), with its first
+    video stream checked."""
     import av
 
-    if isinstance(source, (bytes, bytearray)):
+    from .live_videollm_mod import is_live_source
+
+    if is_live_source(source):
+        source, input_format = ("pipe:0" if source == "-" else source), input_format or _device_format(source)
+    elif isinstance(source, (bytes, bytearray)):
         if not source:
             raise VideoDecodingError("<video bytes>: empty (0 bytes)")
         source = io.BytesIO(source)
@@ -47,7 +52,7 @@ def _open(source: VideoSource):
             raise VideoDecodingError(f"{path}: video file is empty (0 bytes)")
         source = path
     try:
-        container = av.open(source)
+        container = av.open(source, format=input_format)
     except (av.error.FFmpegError, OSError) as e:
         raise VideoDecodingError(
             f"{_name(source)}: not a readable video (truncated or not a video file: {e})"
@@ -56,6 +61,11 @@ def _open(source: VideoSource):
         container.close()
         raise VideoDecodingError(f"{_name(source)}: the file has no video stream")
     return container
+
+
+def _device_format(source: str) -> str | None:
+    """FFmpeg's input format for a Linux camera (`/dev/video*`); other sources are probed."""
+    return "v4l2" if source.startswith("/dev/video") else None
 
 
 class _StreamClock:
@@ -119,20 +129,28 @@ def video_num_frames(source: VideoSource, fps: float = 2.0) -> int:
 
 
 def iter_video_frames(
-    source: VideoSource, fps: float = 2.0, start_frame: int = 0, stop_frame: int | None = None
+    source: VideoSource,
+    fps: float = 2.0,
+    start_frame: int = 0,
+    stop_frame: int | None = None,
+    input_format: str | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Decode a video resampled to `fps`, frame by frame (see the module docstring).
 
     Args:
-        source: a video file path, or the bytes of one.
+        source: a video file path, or the bytes of one; or a live source (`live_videollm_mod.is_live_source`: a
+            camera device, a URL, `-` for standard input), whose times start at its first frame.
         fps: the target frame rate.
         start_frame, stop_frame: yield only grid frames `[start_frame, stop_frame)` (default: all). Source frames
             that no yielded grid frame shows are decoded but never converted to RGB.
+        input_format: FFmpeg's input format (`v4l2`, `avfoundation`, `dshow`, `nut`, ...) where it cannot be probed.
     Yields:
         `(i / fps, uint8 (H, W, 3) RGB)`.
     """
+    from .live_videollm_mod import is_live_source
+
     _check_fps(fps)
-    container = _open(source)
+    container = _open(source, input_format)
     stop = math.inf if stop_frame is None else stop_frame
     try:
         stream = container.streams.video[0]
@@ -142,6 +160,8 @@ def iter_video_frames(
             for packet in container.demux(stream):
                 clock.add_packet(packet)
                 for frame in packet.decode():
+                    if not decoded and is_live_source(source) and frame.pts is not None:
+                        clock.start = frame.time  # a live stream's clock (a camera's: the system's) starts with it
                     time = clock.frame_time(frame, decoded)
                     decoded += 1
                     # every grid time before this frame's time shows the previous source frame

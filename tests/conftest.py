@@ -39,3 +39,11 @@ def _seed():
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture(scope="module")
+def processor():
+    """The streaming tests' processor (`stream_helpers.stream_processor`)."""
+    from stream_helpers import stream_processor
+
+    return stream_processor()

@@ -111,16 +111,45 @@ def test_crop_goes_by_token_index_in_every_layer():
     assert [layer.keys.shape[-2] for layer in cache.layers] == lengths == [14, 6, 14, 6]
 
 
-def test_evict_keeps_sink_and_recent_window_by_token_index():
+def test_remap_drops_positions_per_row_and_right_aligns_the_rows():
     cache = VideoLLMMoDCache(1)
     layer = cache.layers[0]
-    keys = torch.arange(8.0).view(1, 1, 8, 1)
+    keys = torch.arange(10.0).view(2, 1, 5, 1)  # row 0: 0..4, row 1: 5..9
     layer.update(keys, keys)
-    layer.tag(torch.tensor([[0, 1, 2, 4, 5, 7, 8, 9]]), torch.ones(1, 8, dtype=torch.bool))
-    cache.seen_tokens = 10
-    cache.evict(sink_tokens=2, window_tokens=3)
-    assert layer.token_index.tolist() == [[0, 1, 7, 8, 9]]
-    assert layer.keys.flatten().tolist() == [0.0, 1.0, 5.0, 6.0, 7.0]
+    positions = torch.tensor([[0, 1, 2, 3, 4], [0, 2, 3, 5, 6]])  # row 1 is a routed layer's subset
+    layer.tag(torch.arange(5).expand(2, -1), torch.ones(2, 5, dtype=torch.bool), positions)
+    cache.seen_tokens = 5
+    # row 0 keeps positions 0, 3, 4 of its timeline; row 1 keeps 0-3 and 6, of which its layer holds 0, 2, 3, 6
+    position_map = torch.tensor([[0, -1, -1, 1, 2, -1, -1], [0, 1, 2, 3, -1, -1, 4]])
+    cache.remap_positions(position_map)
+    assert cache.get_seq_length() == 5  # columns of the longest timeline
+    assert layer.token_valid.tolist() == [[False, True, True, True], [True, True, True, True]]
+    assert layer.token_index.tolist() == [[-1, 2, 3, 4], [0, 2, 3, 4]]  # each row ends at the last column
+    assert layer.token_position[layer.token_valid].tolist() == [0, 1, 2, 0, 2, 3, 4]
+    assert layer.keys[0, 0, 1:, 0].tolist() == [0.0, 3.0, 4.0]
+    assert layer.keys[1, 0, :, 0].tolist() == [5.0, 6.0, 7.0, 9.0]
+
+
+@pytest.mark.parametrize("mod_layers", [[], None], ids=["dense", "interleaved"])
+def test_moved_keys_equal_keys_computed_at_the_new_positions(mod_layers):
+    """Layer 0 keys depend only on each token and its position, so after dropping a stretch of the stream and moving
+    the rest back, they equal those of a fresh forward over the kept tokens at consecutive positions."""
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+    ids, features = stream_ids(4), frame_features(4)
+    frame = FRAME_TOKENS + 1  # each frame and the interval token after it
+    dropped = range(3, 3 + 2 * frame)  # the first two frames, after 3 text tokens
+    kept = [i for i in range(ids.shape[1]) if i not in dropped]
+    with torch.no_grad():
+        cache = model(input_ids=ids, frame_features=features, use_cache=True).cache
+        position_map = torch.full((1, ids.shape[1]), -1)
+        position_map[0, kept] = torch.arange(len(kept))
+        cache.remap_positions(position_map, model.model.rotate_cached_keys)
+        fresh = model(input_ids=ids[:, kept], frame_features=features[2:], use_cache=True).cache
+    assert cache.get_seq_length() == len(kept)
+    assert (cache.layers[0].keys - fresh.layers[0].keys).abs().max() <= 1e-5
+    assert torch.equal(cache.layers[0].token_position, fresh.layers[0].token_position)
+    # a routed layer keeps its own subset, k per frame: moved by the same map
+    assert [layer.keys.shape[-2] for layer in cache.layers] == [layer.keys.shape[-2] for layer in fresh.layers]
 
 
 def test_foreign_nonempty_cache_is_rejected():

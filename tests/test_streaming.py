@@ -1,90 +1,25 @@
 """Streaming sessions: their decisions and replies equal a teacher-forced forward over the transcript; queries land
-after the current frame; the chunked path equals frame-by-frame; bad inputs and the context limit say so."""
+after the current frame; the chunked path (fixed or automatic chunk size) equals frame-by-frame; bad inputs and the
+context limit say so."""
 
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
-
-from modeling_videollm_mod import (
-    StreamContextLimitError,
-    VideoLLMMoDForCausalLM,
-    VideoLLMMoDFrameProcessor,
-    VideoLLMMoDProcessor,
+from stream_helpers import (
+    MOD_LAYERS,
+    assert_same_stream,
+    features,
+    half_seconds,
+    make_model,
+    random_video,
+    silent_model,
+    teacher_forced,
+    write_video,
 )
-from videollm_mod.presets import tiny_config
-from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
-TEXTS = ["#C C sees a red circle appear", "#C C picks up a blue square", "what is on the table?"]
-MOD_LAYERS = {"dense": [], "mod": None}
-
-
-@pytest.fixture(scope="module")
-def processor():
-    tokenizer = build_stream_tokenizer(TEXTS, vocab_size=120)
-    return VideoLLMMoDProcessor(
-        VideoLLMMoDFrameProcessor(size=24), tokenizer, frame_num_tokens=10, system_prompt="sys"
-    )
-
-
-def make_model(processor, mod_layers, interval_scale: float = 6.0) -> VideoLLMMoDForCausalLM:
-    """A tiny random model whose P(interval) varies around 0.5 from frame to frame, so that threshold 0.5 gives both
-    silent and spoken frames (a random lm_head row would make the interval token ~1/V likely everywhere)."""
-    torch.manual_seed(0)
-    config = tiny_config(
-        vocab_size=len(processor.tokenizer), mod_layers=mod_layers, **stream_token_ids(processor.tokenizer)
-    )
-    model = VideoLLMMoDForCausalLM(config).eval()
-    with torch.no_grad():
-        direction = torch.randn(config.text_config.hidden_size)
-        model.lm_head.weight[config.frame_token_interval_id] = interval_scale * direction / direction.norm()
-    return model
-
-
-class InflatedToken(torch.nn.Module):
-    """`lm_head` with one token's logit raised by `value` (to make a random model stay silent)."""
-
-    def __init__(self, lm_head: torch.nn.Linear, token_id: int, value: float):
-        super().__init__()
-        self.lm_head, self.token_id, self.value = lm_head, token_id, value
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden_states)
-        return logits.index_add(-1, torch.tensor([self.token_id]), torch.full((*logits.shape[:-1], 1), self.value))
-
-
-def silent_model(processor) -> VideoLLMMoDForCausalLM:
-    """A model that never speaks by itself at threshold 0: the interval token always wins the argmax."""
-    model = make_model(processor, None)
-    model.lm_head = InflatedToken(model.lm_head, model.config.frame_token_interval_id, 100.0)
-    return model
-
-
-def features(num_frames: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(num_frames, 10, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def teacher_forced(model, session, frame_features):
-    """Logits of one full-sequence forward over the session's transcript (+ its pending tokens)."""
-    ids = torch.tensor([session.transcript_ids + session.pending])
-    with torch.no_grad():
-        return model(input_ids=ids, frame_features=frame_features).logits[0], ids[0]
-
-
-def write_video(path, frames: np.ndarray, fps: int) -> None:
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps))
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+from modeling_videollm_mod import CacheBudget, StreamContextLimitError
 
 
 @pytest.mark.parametrize("name", list(MOD_LAYERS))
@@ -107,7 +42,7 @@ def test_session_decisions_equal_teacher_forced_forward(processor, name):
 def test_session_replies_equal_teacher_forced_forward(processor, name):
     model = make_model(processor, MOD_LAYERS[name])
     frames = features(10)
-    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3)
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, record_logits=True)
     session.push_frames(features=frames, times=[i / 2 for i in range(10)])
     assert session.reply_logits  # the model spoke
     logits, ids = teacher_forced(model, session, frames)
@@ -132,35 +67,55 @@ def test_query_mid_stream_is_answered_after_the_current_frame(processor):
     assert [(e.time, e.role) for e in events] == [(1.2, "user"), (1.2, "assistant")]
 
 
+@pytest.mark.parametrize("chunk_size", [5, "auto"])
 @pytest.mark.parametrize("name", list(MOD_LAYERS))
-def test_chunked_frames_equal_frame_by_frame(processor, name):
+def test_chunked_frames_equal_frame_by_frame(processor, name, chunk_size):
     model = make_model(processor, MOD_LAYERS[name])
-    frames, times = features(12), [i / 2 for i in range(12)]
-    runs = {}
-    for chunk_size in (1, 5):
-        session = model.stream_session(processor, threshold=0.5, max_new_tokens=2, chunk_size=chunk_size)
+    frames, times = features(24), half_seconds(24)
+    sessions = []
+    for size in (1, chunk_size):
+        session = model.stream_session(processor, threshold=0.5, max_new_tokens=2, chunk_size=size)
         session.push_query("what is on the table?", time=3.2)
-        events = session.push_frames(features=frames, times=times)
-        runs[chunk_size] = (session, events)
-    (one, events_one), (chunked, events_chunked) = runs[1], runs[5]
-    assert chunked.transcript_ids == one.transcript_ids
-    assert events_chunked == events_one
-    assert [t for t, _ in chunked.decisions] == [t for t, _ in one.decisions]
-    assert np.abs(np.subtract([p for _, p in chunked.decisions], [p for _, p in one.decisions])).max() <= 1e-5
+        session.push_frames(features=frames, times=times)
+        sessions.append(session)
+    assert 0 < sum(e.role == "assistant" for e in sessions[0].events) < 23  # replies cut chunks
+    assert_same_stream(sessions[1], sessions[0])
+
+
+def test_automatic_chunks_grow_while_silent_and_end_at_the_expected_reply():
+    from modeling_videollm_mod.streaming_videollm_mod import ChunkSchedule
+
+    schedule, sizes = ChunkSchedule("auto", largest=16), []
+    for fired_at in (None, None, None, 5, None, 1, None):  # the frame of the chunk that speaks, if one does
+        size = schedule.next_size()
+        sizes.append(size)
+        schedule.record(size, fired_at or size, fired_at is not None)
+    # silent: 2, 4, 8, 16; a reply 5 frames into the 16 (gap 14 + 5 = 19): the next is expected 19 frames later,
+    # so chunks of 16 then 3; a reply 1 frame into the 3 (gap 17): expected after (19 + 17) / 2 = 18 frames
+    assert sizes == [2, 4, 8, 16, 16, 3, 16]
+    assert schedule.gap == 18
 
 
 def test_stream_generate_over_file_equals_session_over_decoded_frames(processor, tmp_path):
     from modeling_videollm_mod import load_video
 
     path = tmp_path / "clip.mp4"
-    write_video(path, np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), fps=8)
+    write_video(path, random_video(16), fps=8)
     model = make_model(processor, None)
-    events = list(model.stream_generate(str(path), processor, threshold=0.5, max_new_tokens=2, chunk_size=2))
+    events = list(model.stream_generate(str(path), processor, threshold=0.5, max_new_tokens=2))
     decoded, times = load_video(path, fps=2)
     session = model.stream_session(processor, threshold=0.5, max_new_tokens=2)
     expected = session.push_frames(decoded, times=times.tolist())
+    assert [e.role for e in events].count("assistant") > 1
     assert events == expected
     assert json.loads(json.dumps([e._asdict() for e in events])) == [e._asdict() for e in expected]
+
+
+def test_stream_generate_into_a_given_session_keeps_its_decisions(processor):
+    model = make_model(processor, None)
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=2)
+    events = list(model.stream_generate(processor=processor, frame_features=features(6), session=session))
+    assert events == session.events and len(session.decisions) == 6
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
@@ -182,14 +137,31 @@ def test_features_of_wrong_shape_are_rejected_with_their_shape(processor):
         session.push_frame(features=torch.zeros(9, 32), time=0.0)
 
 
-def test_stream_past_the_context_limit_raises(processor):
+def test_stream_past_the_context_with_original_positions_raises(processor):
     model = silent_model(processor)
     limit = len(processor.encode_text("<s>sys\n\n[")) + 10 + 11  # two frames fit (`,` + 10 placeholders), not three
     model.config.text_config.max_position_embeddings = limit
-    session = model.stream_session(processor, threshold=0.0)
+    session = model.stream_session(processor, threshold=0.0, budget=CacheBudget(max_tokens=100, positions="original"))
     with pytest.raises(StreamContextLimitError, match=f"max_position_embeddings={limit}"):
         session.push_frames(features=features(3), times=[0.0, 0.5, 1.0])
     assert len(session.decisions) == 2
+
+
+def test_stream_past_the_context_goes_on_with_reindexed_positions(processor):
+    model = silent_model(processor)
+    model.config.text_config.max_position_embeddings = 64
+    session = model.stream_session(processor, threshold=0.0)  # the default budget: the model's context
+    session.push_frames(features=features(40), times=half_seconds(40))
+    assert len(session.decisions) == 40
+    assert session.cache.get_seq_length() <= 64
+    assert max(int(layer.token_position.max()) for layer in session.cache.layers) < 64
+
+
+def test_reindexed_budget_beyond_the_context_is_rejected(processor):
+    model = silent_model(processor)
+    limit = model.config.text_config.max_position_embeddings
+    with pytest.raises(ValueError, match=f"max_tokens={limit + 1} exceeds the model's context"):
+        model.stream_session(processor, budget=CacheBudget(max_tokens=limit + 1))
 
 
 def test_narrate_writes_the_streamed_conversation_as_json(processor, tmp_path, capsys):
@@ -198,9 +170,8 @@ def test_narrate_writes_the_streamed_conversation_as_json(processor, tmp_path, c
     model = make_model(processor, None)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     video = tmp_path / "clip.mp4"
-    write_video(video, frames, fps=2)
+    write_video(video, random_video(6), fps=2)
     argv = [str(video), "--model", str(tmp_path / "model"), "--threshold", "0.5", "--max-new-tokens", "2"]
     assert (
         main([*argv, "--json", str(tmp_path / "out.json"), "--no-progress", "--query", "hi", "--query-time", "1"]) == 0
@@ -214,3 +185,41 @@ def test_narrate_names_a_missing_video_in_one_line(processor, tmp_path, capsys):
 
     assert cli.main(["narrate", str(tmp_path / "nope.mp4"), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"videollm-mod narrate: {tmp_path / 'nope.mp4'}: video file not found\n"
+
+
+def test_narrate_several_videos_writes_each_conversation(processor, tmp_path, capsys):
+    from videollm_mod.narrate import main
+
+    model = make_model(processor, None)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    videos = [str(tmp_path / f"clip{i}.mp4") for i in range(2)]
+    for i, video in enumerate(videos):
+        write_video(video, random_video(6 + 2 * i, seed=i), fps=2)
+    argv = [*videos, "--model", str(tmp_path / "model"), "--threshold", "0.5", "--max-new-tokens", "2"]
+    assert main([*argv, "--json", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    written = json.loads((tmp_path / "out.json").read_text())
+    for video in videos:
+        expected = model.stream_generate(video, processor, threshold=0.5, max_new_tokens=2)
+        assert written[video] == [e._asdict() for e in expected]
+    summary = capsys.readouterr().out.splitlines()[-2:]
+    assert summary[0].startswith("clip0.mp4: 6 frames at 2 fps (2.5 s)")
+    assert summary[1].startswith("clip1.mp4: 8 frames at 2 fps (3.5 s)")
+
+
+@pytest.mark.parametrize(
+    "text, tokens, size",
+    [("4096", 4096, None), ("512MB", None, 512 * 10**6), ("1.5GiB", None, 3 * 2**29), ("64 kib", None, 2**16)],
+)
+def test_narrate_cache_budget_is_tokens_or_a_size(text, tokens, size):
+    from videollm_mod.narrate import cache_budget
+
+    assert cache_budget(text) == CacheBudget(max_tokens=tokens, max_bytes=size)
+
+
+@pytest.mark.parametrize("text", ["1.5", "12 parsecs", "-3", "0"])
+def test_narrate_rejects_a_cache_budget_that_is_neither(text, capsys):
+    from videollm_mod import cli
+
+    assert cli.main(["narrate", "clip.mp4", "--cache-budget", text]) == 2
+    assert "--cache-budget" in capsys.readouterr().err

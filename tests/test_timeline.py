@@ -98,3 +98,21 @@ def test_narrate_plot_draws_the_narrated_session(tmp_path, monkeypatch):
     assert threshold == 0.725
     assert [e._asdict() for e in events] == json.loads(out.read_text())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_narrate_plot_over_several_videos_draws_one_numbered_figure_each(tmp_path):
+    import glob
+
+    from videollm_mod import cli
+    from videollm_mod.data_scripts import synthetic
+
+    paths = synthetic.generate_dataset(
+        str(tmp_path / "syn"), num_videos=2, seconds=3, fps=4.0, resolution=32, seed=778, num_coin_videos=0,
+        val_fraction=0.0, test_fraction=0.0,
+    )  # fmt: skip
+    videos = sorted(glob.glob(f"{paths['ego4d_videos']}/*.mp4"))
+    assert len(videos) == 2
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert cli.main(["narrate", *videos, "--plot", str(figures / "timeline.png"), "--no-progress"]) == 0
+    assert sorted(p.name for p in figures.iterdir()) == ["timeline-1.png", "timeline-2.png"]

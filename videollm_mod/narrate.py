@@ -1,12 +1,19 @@
-"""Stream a video file through a model and print what it says, with timestamps (`videollm-mod narrate`).
+"""Stream videos or a live source through a model and print what it says, with timestamps (`videollm-mod narrate`).
 
     videollm-mod narrate cooking.mp4 --model path/or/repo --fps 2 --threshold 0.725 \\
         --query "Please narrate the video in real time." --query-time 0 --json conversation.json --plot timeline.png
+    videollm-mod narrate a.mp4 b.mp4 c.mp4          # several videos at once: one batched session
+    videollm-mod narrate /dev/video0                # a camera; also a URL (rtsp://..., http://...) or - (stdin):
+    ffmpeg -i input -f mpegts - | videollm-mod narrate - --format mpegts
     videollm-mod narrate --demo      # a freshly rendered synthetic video (not seen in training), the demo model
 
 Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames, then a summary
-line; `--json` writes the conversation as a list of `{"time", "role", "text"}` (to a temporary name, renamed when
-complete).
+line; `--json` writes the conversation as a list of `{"time", "role", "text"}` (with several videos: an object
+mapping each video to its list), to a temporary name renamed when complete. Recorded videos run as fast as the model
+goes, in chunks of frames it sizes by itself; a live source runs in real time until it ends (or Ctrl-C): frames the
+model has no time for are dropped (it always takes the most recent one), and the summary reports how many and the
+lag. The cache keeps the system prompt, the last replies and the most recent frames within `--cache-budget`, so a
+stream of any length runs in bounded memory.
 """
 
 from __future__ import annotations
@@ -15,24 +22,53 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD
+from modeling_videollm_mod import DEFAULT_THRESHOLD, is_live_source
 
 from . import DEMO_MODEL
 from .errors import UserError
+from .files import write_text_atomically
 
 PROG = "videollm-mod narrate"
+BYTE_UNITS = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def cache_budget(text: str):
+    """`--cache-budget`: a number of tokens (`4096`) or a size in bytes (`512MB`, `1.5GiB`)."""
+    from modeling_videollm_mod import CacheBudget
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or (unit and unit not in BYTE_UNITS) or (not unit and "." in match.group(1)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give tokens (4096) or a size (512MB, 1.5GiB)")
+    value = float(match.group(1)) * BYTE_UNITS[unit or ""]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return CacheBudget(max_bytes=int(value)) if unit else CacheBudget(max_tokens=int(value))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("video", nargs="?", help="video file (any format PyAV opens)")
+    parser.add_argument(
+        "videos",
+        nargs="*",
+        metavar="VIDEO",
+        help="video file(s) (any format PyAV opens; several run as one batch), or one live source: a camera device "
+        "(/dev/video0), a URL (rtsp://, http://, udp://, ...) or - for a stream on standard input",
+    )
     parser.add_argument("--demo", action="store_true", help="render a held-out synthetic video and narrate it")
     parser.add_argument("--seed", type=int, default=2024, help="with --demo: the synthetic video's seed")
     parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
     parser.add_argument("--fps", type=float, default=None, help="frames per second fed to the model (default: 2)")
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        default=None,
+        help="FFmpeg input format of a live source where it cannot be probed (mpegts, nut, v4l2, avfoundation, ...)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -45,16 +81,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--query-time", type=float, action="append", default=[], help="video time (s) of each --query (default 0)"
     )
     parser.add_argument("--max-new-tokens", type=int, default=128, help="longest reply in tokens")
-    parser.add_argument("--chunk-size", type=int, default=8, help="frames per forward while the model stays silent")
+    parser.add_argument(
+        "--chunk-size",
+        default="auto",
+        help="frames per forward of a recorded video: auto (default: sized by the model's recent replies) or N",
+    )
+    parser.add_argument(
+        "--cache-budget",
+        type=cache_budget,
+        default=None,
+        help="what the cache may hold per video: tokens (4096) or bytes (512MB, 1.5GiB) (default: the model's "
+        "context in tokens)",
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="write the conversation to this JSON file")
     parser.add_argument(
-        "--plot", default=None, help="draw the stream's timeline (P(stay silent) per frame, threshold, replies) here"
+        "--plot",
+        default=None,
+        help="draw the stream's timeline (P(stay silent) per frame, threshold, replies) here; with several videos, "
+        "one figure each, numbered (timeline-1.png, ...)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    if (args.video is None) == (not args.demo):
+    if bool(args.videos) == args.demo:
         parser.error("give a VIDEO file or --demo (not both)")
+    live = [v for v in args.videos if is_live_source(v)]
+    if live and len(args.videos) > 1:
+        parser.error(f"a live source ({live[0]}) streams alone; several videos at once must be files")
+    args.live = bool(live)
     if not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold} must lie in [0, 1]")
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
@@ -63,8 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"{len(args.query_time)} --query-time values for {len(args.query)} --query")
     if any(not (math.isfinite(t) and t >= 0) for t in args.query_time):
         parser.error(f"--query-time {args.query_time}: times must be >= 0 seconds")
-    if args.max_new_tokens < 1 or args.chunk_size < 1:
-        parser.error("--max-new-tokens and --chunk-size must be >= 1")
+    if args.chunk_size != "auto":
+        if not args.chunk_size.isdigit() or int(args.chunk_size) < 1:
+            parser.error(f"--chunk-size {args.chunk_size}: give auto or a number >= 1")
+        args.chunk_size = int(args.chunk_size)
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be >= 1")
     if args.json_out is not None:
         folder = os.path.dirname(os.path.abspath(args.json_out))
         if not os.path.isdir(folder):
@@ -72,23 +130,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def render_demo_video(folder: str, seed: int) -> str:
-    """One synthetic video like the demo model's training data (`recipes.train_demo`: 48 px, events every 2.5 s on
-    average at irregular times), from a seed its training and validation sets did not use (they use 0 and 1)."""
+def render_demo_videos(folder: str, seed: int, count: int = 1, seconds: float = 20.0) -> list[str]:
+    """`count` synthetic videos like the demo model's training data (`recipes.train_demo`: 48 px, events every 2.5 s
+    on average at irregular times), from a seed its training and validation sets did not use (they use 0 and 1);
+    their paths, and the generator's ground truth in `{folder}/synthetic/synthetic_events.json`."""
     from .data_scripts import synthetic
 
     paths = synthetic.generate_dataset(
-        os.path.join(folder, "synthetic"), num_videos=1, seconds=20, fps=4.0, resolution=48, seed=seed,
-        num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=1.0, test_fraction=0.0,
+        os.path.join(folder, "synthetic"), num_videos=count, seconds=seconds, fps=4.0, resolution=48, seed=seed,
+        num_coin_videos=0, difficulty=1, event_interval=2.5, val_fraction=0.0, test_fraction=0.0,
     )  # fmt: skip
-    return str(next(Path(paths["ego4d_videos"]).glob("*.mp4")))
-
-
-def write_json_atomically(path: str, conversation: list[dict]) -> None:
-    """Write to a temporary name and rename, so that an interrupted run never leaves a half-written file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Path(tmp).write_text(json.dumps(conversation, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    return sorted(str(path) for path in Path(paths["ego4d_videos"]).glob("*.mp4"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,63 +150,91 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        args.video = render_demo_video(folder, args.seed)
-        print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.video)})")
+        args.videos = render_demo_videos(folder, args.seed)
+        print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.videos[0])})")
         return narrate(args)
 
 
 def narrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from modeling_videollm_mod import iter_video_frames, video_num_frames
+    from modeling_videollm_mod import PacedFrames, iter_video_frames, video_num_frames
 
     from .loading import load_model_and_processor
-    from .timeline import check_plot_path, save_timeline
+    from .timeline import check_plot_path
 
-    total = video_num_frames(args.video, args.fps or 2.0)  # checks the file before the model loads
+    if not args.live:
+        for video in args.videos:  # checks the files before the model loads
+            video_num_frames(video, args.fps or 2.0)
     if args.plot is not None:
         check_plot_path(args.plot)
     model, processor = load_model_and_processor(args.model, device=args.device)
     fps = args.fps or processor.image_processor.fps
-    total = video_num_frames(args.video, fps)
+    totals = None if args.live else [video_num_frames(video, fps) for video in args.videos]
     times = args.query_time + [0.0] * (len(args.query) - len(args.query_time))
-    last_time = (total - 1) / fps
-    late = [t for t in times if t > last_time]
-    if late:
-        raise UserError(f"--query-time {late}: after the last frame of {args.video} (t={last_time:.2f}s)")
+    if totals is not None:
+        last_time = (min(totals) - 1) / fps
+        late = [t for t in times if t > last_time]
+        if late:
+            raise UserError(f"--query-time {late}: after the last frame of a video (t={last_time:.2f}s)")
     queries = list(zip(times, args.query, strict=True))
 
-    bar = tqdm(total=total, unit="frame", desc=os.path.basename(args.video), disable=args.no_progress)
+    names = [os.path.basename(video) if video != "-" else "stdin" for video in args.videos]
+    bar = tqdm(total=totals and sum(totals), unit="frame", desc=", ".join(names), disable=args.no_progress)
 
-    def frames():
-        for time, frame in iter_video_frames(args.video, fps):
-            yield time, frame
+    def counted(pairs):
+        for pair in pairs:
+            yield pair
             bar.update(1)
 
-    conversation = []
-    session = model.stream_session(
-        processor, threshold=args.threshold, max_new_tokens=args.max_new_tokens, chunk_size=args.chunk_size
+    decoded = [iter_video_frames(video, fps, input_format=args.input_format) for video in args.videos]
+    paced = PacedFrames(decoded[0], fps) if args.live else None
+    sources = [counted(paced)] if paced is not None else [counted(pairs) for pairs in decoded]
+    session = model.batch_stream_session(
+        processor,
+        len(sources),
+        threshold=args.threshold,
+        max_new_tokens=args.max_new_tokens,
+        chunk_size=1 if args.live else args.chunk_size,
+        budget=args.cache_budget,
     )
+    conversations = [[] for _ in args.videos]
     try:
-        events = model.stream_generate(frames(), processor, fps=fps, queries=queries, session=session)
-        for event in events:
-            conversation.append(event._asdict())
-            bar.write(f"[{event.time:8.2f}s] {event.role.capitalize()}: {event.text}")
+        events = model.stream_generate_batch(
+            sources, processor, fps=fps, queries=[queries] * len(sources), session=session
+        )
+        for index, event in events:
+            conversations[index].append(event._asdict())
+            prefix = f"{names[index]} " if len(names) > 1 else ""
+            bar.write(f"{prefix}[{event.time:8.2f}s] {event.role.capitalize()}: {event.text}")
     finally:
         bar.close()
         if args.json_out is not None:
-            write_json_atomically(args.json_out, conversation)
+            output = conversations[0] if len(args.videos) == 1 else dict(zip(args.videos, conversations, strict=True))
+            write_text_atomically(args.json_out, json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         if args.plot is not None:
-            save_timeline(
-                args.plot, session.decisions, session.threshold, session.events, title=os.path.basename(args.video)
-            )
-    replies = sum(e["role"] == "assistant" for e in conversation)
+            draw_timelines(args.plot, session, names)
+    lines = []
+    for name, total, conversation in zip(names, totals or [None], conversations, strict=True):
+        replies = sum(e["role"] == "assistant" for e in conversation)
+        stream = paced.summary() if total is None else f"{total} frames at {fps:g} fps ({(total - 1) / fps:.1f} s)"
+        lines.append(f"{name}: " * (len(names) > 1) + f"{stream}, {replies} replies")
     print(
-        f"{total} frames at {fps:g} fps ({last_time:.1f} s), {replies} replies"
+        "\n".join(lines)
         + (f"; conversation written to {args.json_out}" if args.json_out else "")
         + (f"; timeline drawn in {args.plot}" if args.plot else "")
     )
     return 0
+
+
+def draw_timelines(path: str, session, names: list[str]) -> None:
+    """One timeline figure per stream of `session`: `path` itself for one stream, else `path` numbered per stream."""
+    from .timeline import save_timeline
+
+    stem, suffix = os.path.splitext(path)
+    for index, (stream, name) in enumerate(zip(session.streams, names, strict=True), 1):
+        target = path if len(names) == 1 else f"{stem}-{index}{suffix}"
+        save_timeline(target, stream.decisions, session.threshold, stream.events, title=name)
 
 
 if __name__ == "__main__":

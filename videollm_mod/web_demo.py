@@ -319,10 +319,10 @@ def render_example_video(folder: str, seed: int = 2024) -> str:
     from modeling_videollm_mod import load_video
 
     from .data_scripts._video import write_video
-    from .narrate import render_demo_video
+    from .narrate import render_demo_videos
 
     fps = 4.0
-    frames, _ = load_video(render_demo_video(folder, seed), fps)
+    frames, _ = load_video(render_demo_videos(folder, seed)[0], fps)
     path = os.path.join(folder, f"synthetic_{seed}.mp4")
     write_video(path, frames, fps, codec="libx264")
     return path

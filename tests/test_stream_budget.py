@@ -1,0 +1,113 @@
+"""Bounded streams: the cache never exceeds its budget (tokens or bytes) and holds exactly the sink, the last turns and
+the most recent frames and turns, whole frames in every layer; a byte budget holds more frames with MoD; a stream
+far longer than its budget runs in a bounded cache."""
+
+import pytest
+import torch
+from stream_helpers import MOD_LAYERS, features, half_seconds, make_model, silent_model
+
+from modeling_videollm_mod import CacheBudget
+from modeling_videollm_mod.streaming_videollm_mod import FRAME, SINK, TURN
+
+
+def check_bounded(session, budget: CacheBudget, history: dict) -> None:
+    """The invariants of a bounded stream after a push; `history` collects every segment seen, by origin."""
+    stream = session.streams[0]
+    segments = stream.segments
+    for segment in segments:
+        history[segment.origin] = segment.kind
+
+    tokens, held_bytes = session.held(stream)
+    assert budget.max_tokens is None or tokens <= budget.max_tokens
+    assert budget.max_bytes is None or held_bytes <= budget.max_bytes
+    assert int(session.cache.valid_bytes()[0]) == held_bytes  # the arithmetic is exact
+
+    # re-indexed: the segments lie end to end from position 0, and each layer holds exactly their positions
+    starts = [s.start for s in segments]
+    assert starts == [sum(s.length for s in segments[:i]) for i in range(len(segments))]
+    assert stream.position == tokens
+    config = session.model.config
+    for i, layer in enumerate(session.cache.layers):
+        held = layer.token_position[layer.token_valid].tolist()
+        assert held == sorted(held) and (not held or held[-1] < tokens)
+        per_segment = [sum(s.start <= p < s.start + s.length for p in held) for s in segments]
+        dropped = config.frame_num_tokens - config.mod_keep_per_frame if i in config.mod_layers else 0
+        assert per_segment == [s.length - s.frames * dropped for s in segments]  # whole frames: k of them if routed
+
+    # the sink, the last turns, and the recent window: everything evicted is older than every frame kept
+    assert segments[0].kind == SINK and segments[0].origin == 0
+    turns = [origin for origin, kind in sorted(history.items()) if kind == TURN]
+    kept = {s.origin for s in segments}
+    assert set(turns[len(turns) - budget.keep_turns :]) <= kept
+    evicted = set(history) - kept
+    window = [s.origin for s in segments if s.kind == FRAME]
+    assert window and (not evicted or max(evicted) < window[0])
+
+
+@pytest.mark.parametrize("name, unit", [("dense", "tokens"), ("mod", "bytes")])
+def test_bounded_cache_holds_the_sink_the_last_turns_and_the_recent_window(processor, name, unit):
+    model = make_model(processor, MOD_LAYERS[name])
+    budget = (
+        CacheBudget(max_tokens=150, keep_turns=2) if unit == "tokens" else CacheBudget(max_bytes=80_000, keep_turns=2)
+    )
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, budget=budget)
+    history = {}
+    frames = features(45)
+    for i, time in enumerate(half_seconds(45)):
+        session.push_frame(features=frames[i], time=time)
+        if i == 20:
+            session.push_query("what is on the table?")
+        check_bounded(session, budget, history)
+    assert sum(kind == TURN for kind in history.values()) > 2  # turns came and went
+    assert len(history) > 2 * len(session.streams[0].segments)  # so did frames
+
+
+def test_byte_budget_holds_more_frames_with_mod(processor):
+    frames_held = {}
+    for name, mod_layers in MOD_LAYERS.items():
+        model = silent_model(processor, mod_layers)
+        session = model.stream_session(
+            processor, threshold=0.0, chunk_size="auto", budget=CacheBudget(max_bytes=64_000)
+        )
+        session.push_frames(features=features(100), times=half_seconds(100))
+        frames_held[name] = sum(s.frames for s in session.streams[0].segments)
+    # a frame costs 11 tokens in all 4 layers (dense) vs 11 in 2 layers + 3 (k = 2 and `,`) in 2 routed layers
+    assert frames_held["mod"] / frames_held["dense"] >= 44 / 28 * (1 - 0.05)
+
+
+def test_stream_far_longer_than_its_budget_runs_in_a_bounded_cache(processor):
+    model = silent_model(processor)
+    budget = CacheBudget(max_tokens=400)
+    session = model.stream_session(processor, threshold=0.0, chunk_size="auto", budget=budget)
+    lengths = []
+    for start in range(0, 600, 200):  # 600 frames (300 s at 2 fps): 6,600 tokens through a 400-token cache
+        session.push_frames(features=features(200, seed=start), times=[(start + i) / 2 for i in range(200)])
+        lengths.append([layer.keys.shape[-2] for layer in session.cache.layers])
+    assert len(session.decisions) == 600
+    assert max(max(row) for row in lengths) <= 400
+    assert session.cache.get_seq_length() <= 400
+
+
+def test_eviction_keeps_reindexed_keys_of_the_kept_tokens(processor):
+    """After evictions, the first layer's keys (a function of each token and its position only) equal those of a
+    fresh forward over the kept tokens at consecutive positions."""
+    model = silent_model(processor)
+    frames = features(30)
+    session = model.stream_session(processor, threshold=0.0, budget=CacheBudget(max_tokens=120))
+    session.push_frames(features=frames, times=half_seconds(30))
+    stream = session.streams[0]
+    kept_ids = [i for s in stream.segments for i in stream.transcript_ids[s.origin : s.origin + s.length]]
+    kept_frames = frames[-sum(s.frames for s in stream.segments) :]
+    with torch.no_grad():
+        fresh = model(input_ids=torch.tensor([kept_ids]), frame_features=kept_frames, use_cache=True).cache
+    assert len(stream.transcript_ids) > 2 * len(kept_ids)
+    assert (session.cache.layers[0].keys - fresh.layers[0].keys).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [(None, CacheBudget()), (256, CacheBudget(max_tokens=256)), ({"max_bytes": 2**20}, CacheBudget(max_bytes=2**20))],
+)
+def test_session_takes_a_budget_as_tokens_or_fields(processor, given, expected):
+    session = silent_model(processor).stream_session(processor, budget=given)
+    assert session.budget == expected
