@@ -6,9 +6,10 @@
 Prints as JSON the teacher-forced metrics LM-PPL, TimeDiff (seconds), Fluency and LM-Correctness (`recipes.metrics`,
 VideoLLM-online's definitions, one sample at a time); with `--free-running` also the free-running ones (the model
 streams each row conditioned on its own replies: event precision, recall, F1, lag and content accuracy against the
-row's replies, `recipes.free_running`; under `free_running_results`). With `--baselines` each comes with baselines on the same rows: never speak,
-speak at random and periodically at the model's own rate (keeping its text), and the same model fed black frames
-(`blind`: the gap to it is what the model sees).
+row's replies, `recipes.free_running`; under `free_running_results`; `--plot FOLDER` draws each row's timeline).
+With `--baselines` each comes with baselines on the same rows: never speak, speak at random and periodically at the
+model's own rate (keeping its text), and the same model fed black frames (`blind`: the gap to it is what the model
+sees).
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         "task, Ego-Exo4D keystep: exact and fuzzy accuracy, recipes/answer_accuracy.py; --baselines: blind, "
         "majority, random label)",
     )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="FOLDER",
+        help="with --free-running: draw each row's timeline there (P(stay silent) per frame, threshold, replies, the "
+        "reference replies)",
+    )
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
@@ -148,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, name)
         if folder is not None and not os.path.isdir(folder):
             parser.error(f"--{name.replace('_', '-')} {folder}: no such folder")
+
+    if args.plot is not None:
+        if not args.free_running:
+            parser.error("--plot draws the free-running streams: give --free-running too")
+        from ..timeline import check_plot_path
+
+        os.makedirs(args.plot, exist_ok=True)
+        check_plot_path(os.path.join(args.plot, "timeline.png"))
 
     from ..data_scripts._hub import load_prepared_dataset
     from ..loading import load_model_and_processor, resolve_model
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.free_running:
             free_running = evaluate_free_running(model, processor, dataset, args.video_root, args.features_dir,
-                                                 args.threshold, args.baselines)  # fmt: skip
+                                                 args.threshold, args.baselines, plot_dir=args.plot)  # fmt: skip
     report = {
         "model_path": resolve_model(args.model),
         "dataset": args.dataset,

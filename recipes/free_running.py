@@ -24,7 +24,7 @@ import random
 
 import torch
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, load_video
+from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDStreamSession, load_video
 
 from .event_metrics import aggregate_event_scores, score_events
 
@@ -55,16 +55,16 @@ def narrate_stream(
     max_new_tokens: int = MAX_NEW_TOKENS,
     chunk_size: int = 8,
     **frames: torch.Tensor,
-) -> list[StreamEvent]:
+) -> VideoLLMMoDStreamSession:
     """Stream `frames=` (T, H, W, 3) uint8 or `features=` (T, F, D) at `times` with `(time, text)` queries; returns
-    the session's events (user queries and the assistant's replies, in order)."""
+    the session, its `events` (user queries and the assistant's replies, in order) and `decisions` read."""
     session = model.stream_session(processor, threshold=threshold, max_new_tokens=max_new_tokens,
                                    chunk_size=chunk_size)  # fmt: skip
     for time, text in queries:
         session.push_query(text, time)
     session.push_frames(times=times, **frames)
     session.flush()
-    return session.events
+    return session
 
 
 def split_replies(events: list[StreamEvent]) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
@@ -116,9 +116,11 @@ def evaluate_free_running(
     seed: int = 0,
     tolerance: float = 1.0,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    plot_dir: str | None = None,
 ) -> dict:
     """`{policy: aggregate_event_scores(...)}` over the rows of `dataset` (see the module docstring); the model's
-    entry also has `speak_rate`, its spontaneous replies per frame."""
+    entry also has `speak_rate`, its spontaneous replies per frame. With `plot_dir`, the timeline of each row's
+    stream (`videollm_mod.timeline`, the reference replies as ground truth) is drawn there."""
     if video_root is None and features_dir is None:
         raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
     model.eval()
@@ -133,7 +135,10 @@ def evaluate_free_running(
         references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
         run = dict(model=model, processor=processor, times=times, queries=queries, threshold=threshold,
                    max_new_tokens=max_new_tokens)  # fmt: skip
-        spontaneous, answers = split_replies(narrate_stream(**run, **{key: frames}))
+        session = narrate_stream(**run, **{key: frames})
+        if plot_dir is not None:
+            draw_row(plot_dir, len(scores["model"]), row, session, [time for time, _ in references])
+        spontaneous, answers = split_replies(session.events)
         scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
         num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
         if not baselines:
@@ -142,11 +147,20 @@ def evaluate_free_running(
         for name, retime_rng in (("random_same_rate", rng), ("periodic_same_rate", None)):
             replies = sorted(retimed(spontaneous, times, retime_rng) + answers)
             scores[name].append(score_events(replies, references, tolerance))
-        blind = narrate_stream(**run, **{key: black_like(model, processor, key, frames)})
+        blind = narrate_stream(**run, **{key: black_like(model, processor, key, frames)}).events
         scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
     results = {name: aggregate_event_scores(s) for name, s in scores.items()}
     results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
     return results
+
+
+def draw_row(folder: str, index: int, row: dict, session, ground_truth: list[float]) -> None:
+    """The timeline of row `index`'s stream as `{folder}/{index:04d}-{video_uid}.png`."""
+    from ..timeline import save_timeline
+
+    name = f"{index:04d}-{row.get('video_uid') or os.path.splitext(os.path.basename(row['video']))[0]}"
+    save_timeline(os.path.join(folder, f"{name}.png"), session.decisions, session.threshold, session.events,
+                  ground_truth, title=name)  # fmt: skip
 
 
 __all__ = [

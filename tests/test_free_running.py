@@ -78,7 +78,7 @@ def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_
     out = tmp_path / "metrics.json"
     assert cli.main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"), "--config",
                      "raw", "--split", "val", "--video-root", paths["ego4d_videos"], "--free-running", "--baselines",
-                     "--output", str(out)]) == 0  # fmt: skip
+                     "--output", str(out), "--plot", str(tmp_path / "timelines")]) == 0  # fmt: skip
     report = json.loads(out.read_text())
     policies = ["model", "never_speak", "random_same_rate", "periodic_same_rate", "blind"]
     assert list(report["results"])[1:] == policies and list(report["free_running_results"]) == policies
@@ -89,3 +89,14 @@ def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_
     assert free["never_speak"]["replies"] == 0 and free["never_speak"]["f1"] == 0.0
     # re-timed baselines say what the model said, elsewhere
     assert free["random_same_rate"]["replies"] == free["periodic_same_rate"]["replies"] == free["model"]["replies"]
+    # one timeline per row, named by its index and video
+    assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == [
+        f"{i:04d}-{row['video_uid']}.png" for i, row in enumerate(rows)
+    ]
+
+
+def test_evaluate_plot_needs_free_running(capsys):
+    from videollm_mod import cli
+
+    assert cli.main(["evaluate", "--dataset", "d", "--video-root", ".", "--plot", "p"]) == 2
+    assert "--plot draws the free-running streams: give --free-running too" in capsys.readouterr().err
