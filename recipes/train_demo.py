@@ -95,8 +95,35 @@ def precompute(model, processor, video_dir: str, features_dir: str) -> None:
     precompute_features(videos, features_dir, lambda: encoder, fps=FPS, dtype="float32", progress=False)
 
 
-def write_demo_card(folder: str, config) -> None:
-    """The demo's model card: trained from scratch here (no base model), under the project's licence."""
+def demo_eval_results(metrics: dict) -> list:
+    """The validation figures of `demo_metrics.json` as the card's `EvalResult`s: the model and, for each figure, the
+    baseline that shows what it means (the same model fed black frames; never speaking)."""
+    from huggingface_hub import EvalResult
+
+    free, forced = metrics["val_free_running"], metrics["val_teacher_forced"]
+    figures = [
+        ("free-running event F1", free["model"]["f1"]),
+        ("free-running event F1, blind (black frames)", free["blind"]["f1"]),
+        ("free-running content accuracy", free["model"]["content_accuracy"]),
+        ("TimeDiff (s, teacher-forced)", forced["model"]["time_diff"]),
+        ("TimeDiff (s), never speaking", forced["never_speak"]["time_diff"]),
+    ]
+    dataset = f"synthetic narration streams, validation ({metrics['val_rows']} streams)"
+    return [
+        EvalResult(
+            task_type="video-text-to-text",
+            dataset_type="synthetic",
+            dataset_name=dataset,
+            metric_type=name,
+            metric_value=round(value, 3),
+        )  # fmt: skip
+        for name, value in figures
+    ]
+
+
+def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
+    """The demo's model card: trained from scratch here (no base model), under the project's licence, with the
+    validation figures of `metrics` (`demo_metrics.json`) when given."""
     from videollm_mod.conversion.model_card import base_card_data, render_model_card
 
     data = base_card_data(
@@ -105,7 +132,10 @@ def write_demo_card(folder: str, config) -> None:
         "synthetic narration streams of coloured shapes rendered by `videollm-mod data synthetic`, after a SigLIP "
         "warm-up on captioned random scenes of the same world: a demonstration of the pipeline, not a model of real video.",
     )
-    render_model_card(data, model_id="videollm-mod-demo", config=config).save(os.path.join(folder, "README.md"))
+    if metrics is not None:
+        data.eval_results, data.model_name = demo_eval_results(metrics), "videollm-mod-demo"
+    card = render_model_card(data, model_id="videollm-mod-demo", config=config, eval_results=data.eval_results)
+    card.save(os.path.join(folder, "README.md"))
 
 
 def conversation_texts(dataset) -> list[str]:
@@ -201,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     processor.save_pretrained(args.output_dir)
     for code in Path(args.output_dir).glob("*.py"):  # the demo ships as data: its code is the installed package
         code.unlink()
-    write_demo_card(args.output_dir, model.config)
 
     from videollm_mod.recipes.evaluate import evaluate_streams
     from videollm_mod.recipes.free_running import evaluate_free_running
@@ -224,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics["seconds"]["evaluation"] = time.time() - start
     with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
+    write_demo_card(args.output_dir, model.config, metrics)
     print(json.dumps(metrics, indent=1))
     return 0
 

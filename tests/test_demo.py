@@ -153,3 +153,15 @@ def test_demo_replies_move_with_events_shifted_3_seconds_later(demo, originals, 
         errors += cf.shift_errors(said, shifted, 3.0)
         total += len(said)
     assert len(errors) >= 0.6 * total and cf.summary(errors) <= 0.5
+
+
+def test_demo_card_states_the_validation_figures_of_its_metrics_file():
+    from huggingface_hub import ModelCard
+
+    from videollm_mod.recipes.train_demo import demo_eval_results
+
+    card = ModelCard.load(os.path.join(DEMO, "README.md"))
+    metrics = json.load(open(os.path.join(DEMO, "demo_metrics.json")))
+    stated = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
+    assert stated == {(r.metric_type, r.metric_value) for r in demo_eval_results(metrics)}
+    assert ("free-running event F1", round(metrics["val_free_running"]["model"]["f1"], 3)) in stated
