@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--plot draws the free-running streams: give --free-running too")
         from ..timeline import check_plot_path
 
+        if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+            raise UserError(f"--plot {args.plot}: not a folder (the timelines are written into it, one per row)")
         os.makedirs(args.plot, exist_ok=True)
         check_plot_path(os.path.join(args.plot, "timeline.png"))
 

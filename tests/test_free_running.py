@@ -100,3 +100,14 @@ def test_evaluate_plot_needs_free_running(capsys):
 
     assert cli.main(["evaluate", "--dataset", "d", "--video-root", ".", "--plot", "p"]) == 2
     assert "--plot draws the free-running streams: give --free-running too" in capsys.readouterr().err
+
+
+def test_evaluate_plot_that_is_a_file_is_named_in_one_line(tmp_path, capsys):
+    from videollm_mod import cli
+
+    plot = tmp_path / "timelines"
+    plot.write_text("")
+    args = ["evaluate", "--dataset", "d", "--video-root", str(tmp_path), "--free-running", "--plot", str(plot)]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--plot {plot}: not a folder" in err, err
