@@ -52,6 +52,10 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             With the learned router, scale the block's update of each kept vision token by `2 * sigmoid(score)`
             (the router's only gradient path; MoD-paper style `x + w * f(x)`, doubled so that a fresh router, score
             ~ 0, starts from the dense layer's output). Off: kept tokens get the plain layer output.
+        mod_skip_interval_tokens (`bool`, *optional*, defaults to `False`):
+            In routed layers, the frame-interval tokens (every `frame_token_interval_id`) skip the layer too, as the
+            official code's `dropall` layers do. With `mod_keep_ratio=0` this gives its LayerSkip (odd layers) and
+            EarlyExit (every layer from some depth on) baselines; Mixture-of-Depths itself keeps them.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embedding matrix.
     """
@@ -85,6 +89,7 @@ class VideoLLMMoDConfig(PreTrainedConfig):
     mod_keep_ratio: float | int = 0.2
     mod_selection: str = "router"
     mod_router_scaling: bool = True
+    mod_skip_interval_tokens: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -106,6 +111,8 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             raise ValueError(f"mod_keep_ratio={self.mod_keep_ratio} must lie in [0, 1]")
         if self.mod_selection not in MOD_SELECTIONS:
             raise ValueError(f"mod_selection={self.mod_selection!r} must be one of {MOD_SELECTIONS}")
+        if self.mod_skip_interval_tokens and self.mod_layers and self.frame_token_interval_id is None:
+            raise ValueError("mod_skip_interval_tokens=True needs frame_token_interval_id (the token to skip)")
         if len(self.frame_token_pooled) != 2 or min(self.frame_token_pooled) < 1:
             raise ValueError(f"frame_token_pooled={self.frame_token_pooled} must be two positive sizes [hp, wp]")
 

@@ -99,6 +99,9 @@ class FrameLayout:
         token_position: (B, L) long, position (RoPE) of each token.
         kept_length: tokens per row that a routed layer processes (the most over the batch).
         num_frames: frames in the batch.
+        skip_mask: (B, L) bool, True at the non-vision tokens a routed layer skips too (the frame-interval tokens
+            with `mod_skip_interval_tokens`), or None.
+        num_skipped: how many such tokens the batch holds.
     """
 
     video_mask: torch.Tensor
@@ -108,6 +111,8 @@ class FrameLayout:
     token_position: torch.Tensor
     kept_length: int
     num_frames: int
+    skip_mask: torch.Tensor | None = None
+    num_skipped: int = 0
     dense_mask: torch.Tensor | None = None
 
     @classmethod
@@ -119,11 +124,13 @@ class FrameLayout:
         past_length: int,
         frame_num_tokens: int,
         keep_per_frame: int,
+        skip_mask: torch.Tensor | None = None,
     ) -> "FrameLayout":
         batch, length = video_mask.shape
         device = video_mask.device
+        skip_mask = skip_mask & ~video_mask if skip_mask is not None else torch.zeros_like(video_mask)
         # One host sync per forward (not per layer): tensor shapes below depend on these counts.
-        counts = video_mask.sum(-1).tolist()
+        counts, skipped = torch.stack([video_mask.sum(-1), skip_mask.sum(-1)]).tolist()
         uneven = [c for c in counts if c % frame_num_tokens]
         if uneven:
             raise ValueError(
@@ -131,7 +138,9 @@ class FrameLayout:
                 f"got {counts} placeholders per row"
             )
         max_frames = max(counts) // frame_num_tokens
-        kept_length = max(length - c + keep_per_frame * (c // frame_num_tokens) for c in counts)
+        kept_length = max(
+            length - c - n + keep_per_frame * (c // frame_num_tokens) for c, n in zip(counts, skipped, strict=True)
+        )
 
         # Vision tokens first, each row in sequence order: (B, L) -> the first Nf * F are the frames' tokens.
         order = torch.argsort((~video_mask).to(torch.int8), dim=-1, stable=True)[:, : max_frames * frame_num_tokens]
@@ -156,6 +165,8 @@ class FrameLayout:
             token_position,
             kept_length,
             sum(counts) // frame_num_tokens,
+            skip_mask if sum(skipped) else None,
+            sum(skipped),
         )
 
 
@@ -170,7 +181,7 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         self.selection = config.mod_selection
         self.keep_per_frame = config.mod_keep_per_frame
         self.router_scaling = config.mod_router_scaling
-        if self.routed and self.selection == "router":
+        if self.routed and self.selection == "router" and self.keep_per_frame > 0:
             self.router = nn.Linear(config.text_config.hidden_size, 1, bias=True)
 
     def forward(
@@ -183,13 +194,15 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         use_cache: bool | None = False,
         **kwargs,
     ) -> torch.Tensor:
-        if not self.routed or layout.num_frames == 0:
+        if not self.routed or (layout.num_frames == 0 and layout.num_skipped == 0):
             return self.dense_forward(
                 hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs
             )
+        if layout.kept_length == 0:  # every token skips this layer (frames and intervals only, nothing kept)
+            return hidden_states
 
         batch, _, hidden = hidden_states.shape
-        scores = self.router(hidden_states).squeeze(-1) if self.selection == "router" else None  # (B, L)
+        scores = self.router(hidden_states).squeeze(-1) if hasattr(self, "router") else None  # (B, L)
         kept = self.select(scores, layout)  # (B, L)
         # Kept tokens first, in sequence order; rows that keep fewer tokens are padded with skipped ones.
         order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[:, : layout.kept_length]  # (B, Lk)
@@ -253,10 +266,14 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         return cache.layers[self.layer_idx].tag(q_index, q_valid, q_position)
 
     def select(self, scores: torch.Tensor | None, layout: FrameLayout) -> torch.Tensor:
-        """(B, L) bool: every non-vision token, plus the top-k vision tokens of each frame."""
+        """(B, L) bool: every non-vision token (but those of `layout.skip_mask`), plus the top-k vision tokens of
+        each frame."""
+        always = ~layout.video_mask if layout.skip_mask is None else ~(layout.video_mask | layout.skip_mask)
         slots = layout.frame_slots  # (B, Nf, F)
         batch, num_slots, frame_tokens = slots.shape
         k = self.keep_per_frame
+        if k == 0 or num_slots == 0:
+            return always
         if self.selection == "router":
             padded = F.pad(scores.detach(), (0, 1))  # column L is the dummy slot of missing frames
             frame_scores = padded.gather(1, slots.flatten(1)).view_as(slots).float()
@@ -267,7 +284,7 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
             centres = (torch.arange(k, device=slots.device) * 2 + 1) * frame_tokens // (2 * k)
             top = centres.expand(batch, num_slots, -1)
         chosen = slots.gather(2, top).flatten(1)  # (B, Nf * k)
-        kept = F.pad(~layout.video_mask, (0, 1)).scatter(1, chosen, True)
+        kept = F.pad(always, (0, 1)).scatter(1, chosen, True)
         return kept[:, :-1]
 
 
@@ -355,15 +372,20 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the placeholder positions, from `input_ids` or by comparison with the placeholder embedding."""
+        return self.token_mask("video_token_id", input_ids, inputs_embeds)
+
+    def token_mask(self, name: str, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: where the token `config.<name>` is, from `input_ids` or by comparison with its embedding."""
+        token_id = getattr(self.config, name)
         if input_ids is not None:
-            return input_ids == self.config.video_token_id
-        if self.config.video_token_id >= self.embed_tokens.num_embeddings:
+            return input_ids == token_id
+        if token_id >= self.embed_tokens.num_embeddings:
             raise ValueError(
-                f"video_token_id={self.config.video_token_id} has no embedding row "
-                f"(vocabulary of {self.embed_tokens.num_embeddings}): pass input_ids to locate placeholders"
+                f"{name}={token_id} has no embedding row (vocabulary of {self.embed_tokens.num_embeddings}): pass "
+                f"input_ids to locate it"
             )
-        placeholder = self.embed_tokens(torch.tensor(self.config.video_token_id, device=inputs_embeds.device))
-        return (inputs_embeds == placeholder).all(-1)
+        embedding = self.embed_tokens(torch.tensor(token_id, device=inputs_embeds.device))
+        return (inputs_embeds == embedding).all(-1)
 
     def embed(self, input_ids, inputs_embeds, video_mask, pixel_values_videos, frame_features) -> torch.Tensor:
         """Text embeddings with the frames' embeddings scattered over the placeholders."""
@@ -415,6 +437,9 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         if pixel_values_videos is not None and frame_features is not None:
             raise ValueError("specify at most one of pixel_values_videos or frame_features")
         video_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
+        skip_mask = None
+        if self.config.mod_skip_interval_tokens and self.config.mod_layers:
+            skip_mask = self.token_mask("frame_token_interval_id", input_ids, inputs_embeds)
         inputs_embeds = self.embed(input_ids, inputs_embeds, video_mask, pixel_values_videos, frame_features)
         if pixel_values_videos is None and frame_features is None:
             # Without frames, placeholder ids are ordinary tokens (as in transformers' VLMs): nothing to route.
@@ -442,6 +467,7 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
             past_length,
             self.config.frame_num_tokens,
             self.config.mod_keep_per_frame,
+            skip_mask,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = inputs_embeds

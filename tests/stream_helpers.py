@@ -11,7 +11,9 @@ from videollm_mod.presets import tiny_config
 from videollm_mod.tokenizer_tools import build_stream_tokenizer, stream_token_ids
 
 TEXTS = ["#C C sees a red circle appear", "#C C picks up a blue square", "what is on the table?"]
-MOD_LAYERS = {"dense": [], "mod": None}
+VARIANTS = {"dense": {"mod_layers": []}, "mod": {"mod_layers": None}}
+# The official code's EarlyExit: from layer 2 on, vision and interval tokens skip every layer (`dropall`).
+EARLY_EXIT = {"mod_layers": [2, 3], "mod_keep_ratio": 0.0, "mod_skip_interval_tokens": True}
 
 
 def stream_processor() -> VideoLLMMoDProcessor:
@@ -22,12 +24,12 @@ def stream_processor() -> VideoLLMMoDProcessor:
     )
 
 
-def make_model(processor, mod_layers, interval_scale: float = 6.0) -> VideoLLMMoDForCausalLM:
+def make_model(processor, mod_layers=None, interval_scale: float = 6.0, **overrides) -> VideoLLMMoDForCausalLM:
     """A tiny random model whose P(interval) varies around 0.5 from frame to frame, so that threshold 0.5 gives both
     silent and spoken frames (a random lm_head row would make the interval token ~1/V likely everywhere)."""
     torch.manual_seed(0)
     config = tiny_config(
-        vocab_size=len(processor.tokenizer), mod_layers=mod_layers, **stream_token_ids(processor.tokenizer)
+        vocab_size=len(processor.tokenizer), mod_layers=mod_layers, **stream_token_ids(processor.tokenizer), **overrides
     )
     model = VideoLLMMoDForCausalLM(config).eval()
     with torch.no_grad():

@@ -122,3 +122,33 @@ def test_rows_must_hold_whole_frames():
     ids[1, 2] = TINY_IDS["video"]  # ... that row 1 gains: the total still matches 2 frames
     with pytest.raises(ValueError, match=r"whole frames of 10 placeholder tokens; got \[9, 11\]"):
         model(input_ids=ids, frame_features=frame_features(2))
+
+
+def test_skipped_interval_tokens_pass_routed_layers_unchanged_and_stay_out_of_their_cache():
+    # the official code's LayerSkip: odd layers drop every vision and interval token
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_keep_ratio=0.0, mod_skip_interval_tokens=True)).eval()
+    assert not hasattr(model.model.layers[1], "router")  # nothing to choose: no router
+    ids = stream_ids(3)
+    seen = {i: capture_layer_io(model, i) for i in (0, 1)}
+    with torch.no_grad():
+        out = model(input_ids=ids, frame_features=frame_features(3), use_cache=True)
+    dropped = (ids[0] == TINY_IDS["video"]) | (ids[0] == TINY_IDS["interval"])
+    changed = {i: (seen[i]["output"] != seen[i]["input"]).any(-1)[0] for i in (0, 1)}
+    assert changed[0].all()
+    assert torch.equal(changed[1], ~dropped)
+    assert torch.equal(out.cache.layers[1].token_index[0], (~dropped).nonzero().squeeze(-1))
+
+
+def test_a_routed_layer_that_keeps_nothing_is_skipped_and_later_text_still_attends_to_its_cache():
+    config = tiny_config(mod_layers=[2, 3], mod_keep_ratio=0.0, mod_skip_interval_tokens=True)  # EarlyExit
+    model = VideoLLMMoDForCausalLM(config).eval()
+    ids = stream_ids(2)
+    first = ids[:, 3:24]  # frame, interval, frame: nothing for layers 2 and 3
+    with torch.no_grad():
+        whole = model(input_ids=ids, frame_features=frame_features(2)).logits
+        head = model(input_ids=ids[:, :3], use_cache=True)
+        middle = model(input_ids=first, frame_features=frame_features(2), cache=head.cache, use_cache=True)
+        assert middle.cache.layers[2].keys.shape[-2] == 3  # only the 3 text tokens before the frames
+        tail = model(input_ids=ids[:, 24:], cache=middle.cache, use_cache=True)
+    streamed = torch.cat([head.logits, middle.logits, tail.logits], dim=1)
+    assert (streamed - whole).abs().max() <= 1e-5

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 from stream_helpers import (
-    MOD_LAYERS,
+    VARIANTS,
     assert_same_stream,
     features,
     half_seconds,
@@ -27,7 +27,7 @@ BUDGETS = {"unbounded": None, "bounded": CacheBudget(max_tokens=90, keep_turns=1
     [("dense", 1, "unbounded"), ("mod", 1, "unbounded"), ("dense", "auto", "bounded"), ("mod", "auto", "bounded")],
 )
 def test_batched_streams_equal_each_stream_alone(processor, name, chunk_size, budget):
-    model = make_model(processor, MOD_LAYERS[name])
+    model = make_model(processor, **VARIANTS[name])
     settings = dict(threshold=0.5, max_new_tokens=3, chunk_size=chunk_size, budget=BUDGETS[budget])
     frames = [features(n, seed=10 + r) for r, n in enumerate(LENGTHS)]
     batch = model.batch_stream_session(processor, len(LENGTHS), **settings)

@@ -4,7 +4,7 @@ far longer than its budget runs in a bounded cache."""
 
 import pytest
 import torch
-from stream_helpers import MOD_LAYERS, features, half_seconds, make_model, silent_model
+from stream_helpers import VARIANTS, features, half_seconds, make_model, silent_model
 
 from modeling_videollm_mod import CacheBudget
 from modeling_videollm_mod.streaming_videollm_mod import FRAME, SINK, TURN
@@ -46,7 +46,7 @@ def check_bounded(session, budget: CacheBudget, history: dict) -> None:
 
 @pytest.mark.parametrize("name, unit", [("dense", "tokens"), ("mod", "bytes")])
 def test_bounded_cache_holds_the_sink_the_last_turns_and_the_recent_window(processor, name, unit):
-    model = make_model(processor, MOD_LAYERS[name])
+    model = make_model(processor, **VARIANTS[name])
     budget = (
         CacheBudget(max_tokens=150, keep_turns=2) if unit == "tokens" else CacheBudget(max_bytes=80_000, keep_turns=2)
     )
@@ -64,8 +64,8 @@ def test_bounded_cache_holds_the_sink_the_last_turns_and_the_recent_window(proce
 
 def test_byte_budget_holds_more_frames_with_mod(processor):
     frames_held = {}
-    for name, mod_layers in MOD_LAYERS.items():
-        model = silent_model(processor, mod_layers)
+    for name, variant in VARIANTS.items():
+        model = silent_model(processor, variant["mod_layers"])
         session = model.stream_session(
             processor, threshold=0.0, chunk_size="auto", budget=CacheBudget(max_bytes=64_000)
         )

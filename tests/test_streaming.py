@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from stream_helpers import (
-    MOD_LAYERS,
+    EARLY_EXIT,
+    VARIANTS,
     assert_same_stream,
     features,
     half_seconds,
@@ -22,9 +23,9 @@ from stream_helpers import (
 from modeling_videollm_mod import CacheBudget, StreamContextLimitError
 
 
-@pytest.mark.parametrize("name", list(MOD_LAYERS))
+@pytest.mark.parametrize("name", [*VARIANTS, "earlyexit"])
 def test_session_decisions_equal_teacher_forced_forward(processor, name):
-    model = make_model(processor, MOD_LAYERS[name])
+    model = make_model(processor, **{**VARIANTS, "earlyexit": EARLY_EXIT}[name])
     frames = features(10)
     session = model.stream_session(processor, threshold=0.5, max_new_tokens=3)
     session.push_frames(features=frames, times=[i / 2 for i in range(10)])
@@ -38,9 +39,9 @@ def test_session_decisions_equal_teacher_forced_forward(processor, name):
     assert (got - expected).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", list(MOD_LAYERS))
+@pytest.mark.parametrize("name", [*VARIANTS, "earlyexit"])
 def test_session_replies_equal_teacher_forced_forward(processor, name):
-    model = make_model(processor, MOD_LAYERS[name])
+    model = make_model(processor, **{**VARIANTS, "earlyexit": EARLY_EXIT}[name])
     frames = features(10)
     session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, record_logits=True)
     session.push_frames(features=frames, times=[i / 2 for i in range(10)])
@@ -68,9 +69,9 @@ def test_query_mid_stream_is_answered_after_the_current_frame(processor):
 
 
 @pytest.mark.parametrize("chunk_size", [5, "auto"])
-@pytest.mark.parametrize("name", list(MOD_LAYERS))
+@pytest.mark.parametrize("name", [*VARIANTS, "earlyexit"])
 def test_chunked_frames_equal_frame_by_frame(processor, name, chunk_size):
-    model = make_model(processor, MOD_LAYERS[name])
+    model = make_model(processor, **{**VARIANTS, "earlyexit": EARLY_EXIT}[name])
     frames, times = features(24), half_seconds(24)
     sessions = []
     for size in (1, chunk_size):

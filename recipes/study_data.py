@@ -1,0 +1,146 @@
+"""The shared part of the MoD study (`recipes.mod_study`): synthetic streams, one warmed-up vision tower, features.
+
+Every variant of the study trains on the same frame features from one frozen vision tower, as the original trains on
+pre-computed SigLIP features, so that a variant costs minutes and differs from the others only in its decoder.
+
+Three seeds of the synthetic world (`data_scripts.synthetic`), never mixed:
+
+- `train`: narration streams (Ego4D refined-narration schema -> `prepare_ego4d_narration`) and COIN-style task
+  videos (-> `prepare_coin` step / next / task), plus captioned random scenes for the vision warm-up;
+- `val`: narration streams for the choices made while building the recipe;
+- `test`: narration streams and COIN-style videos on which every variant is measured, used by nothing else.
+
+Each stage is cached in the work folder (a stage whose output exists is skipped), so the study can be resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+logger = logging.getLogger(__name__)
+
+FPS = 2.0  # frames per second of the streams, as the original trains
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataPlan:
+    """Sizes of the study's data and of its vision warm-up (`StudyPlan.data`)."""
+
+    train_videos: int = 600
+    val_videos: int = 40
+    test_videos: int = 40
+    seconds: float = 60.0  # length of every narration stream
+    event_interval: float = 2.5  # mean seconds between events (irregular: a dead time plus an exponential gap)
+    coin_train_videos: int = 200
+    coin_test_videos: int = 50
+    resolution: int = 48
+    seed: int = 100  # train; val and test use seed + 1 and seed + 2
+    frame_captions: int = 24000  # captioned random scenes for the warm-up
+    warmup_epochs: float = 3.0
+    warmup_batch_size: int = 64
+    warmup_learning_rate: float = 1e-3
+    tower_hidden_size: int = 128
+    tower_layers: int = 2
+    tower_patch_size: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_seed(plan: DataPlan, split: str) -> int:
+    return plan.seed + SPLITS.index(split)
+
+
+def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
+    """Synthetic videos of one split and their prepared datasets (cached); returns the synthetic paths plus
+    `narration` (and `coin` for train and test)."""
+    from ..data_scripts import prepare_coin, prepare_ego4d_narration, synthetic
+
+    held_out = split != "train"
+    num_videos = {"train": plan.train_videos, "val": plan.val_videos, "test": plan.test_videos}[split]
+    num_coin = {"train": plan.coin_train_videos, "val": 0, "test": plan.coin_test_videos}[split]
+    raw = os.path.join(folder, "synthetic")
+    if not os.path.exists(raw):
+        synthetic.generate_dataset(
+            raw, num_videos=num_videos, seconds=plan.seconds, fps=2 * FPS, resolution=plan.resolution,
+            seed=split_seed(plan, split), num_coin_videos=num_coin, difficulty=1, event_interval=plan.event_interval,
+            # held-out splits put every narration stream in `val` and every COIN video in `testing`
+            val_fraction=float(held_out), test_fraction=float(held_out),
+            frame_captions=plan.frame_captions if split == "train" else 0,
+        )  # fmt: skip
+    paths = synthetic.dataset_paths(os.path.abspath(raw))
+    paths["narration"] = os.path.join(folder, "narration")
+    if not os.path.exists(paths["narration"]):
+        prepare_ego4d_narration.main(
+            ["--annotation-dir", paths["ego4d_annotations"], "--video-root", paths["ego4d_videos"],
+             "--output-dir", paths["narration"], "--variants", "raw", "--fps", str(FPS)]
+        )  # fmt: skip
+    if num_coin:
+        paths["coin"] = os.path.join(folder, "coin")
+        if not os.path.exists(paths["coin"]):
+            prepare_coin.main(
+                ["--coin-json", paths["coin_json"], "--video-root", paths["coin_videos"], "--output-dir",
+                 paths["coin"], "--benchmarks", "step", "next", "task", "--fps", str(FPS)]
+            )  # fmt: skip
+    return paths
+
+
+def warm_up_tower(plan: DataPlan, captions: str, output_dir: str, seed: int = 0) -> str:
+    """The study's one vision tower (`recipes.vision_warmup`), cached; returns its folder."""
+    if os.path.exists(output_dir):
+        return output_dir
+    from transformers import TrainingArguments
+
+    from .vision_warmup import WarmupArguments, warmup
+
+    arguments = WarmupArguments(
+        data=captions, image_size=plan.resolution, patch_size=plan.tower_patch_size,
+        hidden_size=plan.tower_hidden_size, num_hidden_layers=plan.tower_layers,
+    )  # fmt: skip
+    warmup(
+        arguments,
+        TrainingArguments(
+            output_dir=output_dir, num_train_epochs=plan.warmup_epochs,
+            per_device_train_batch_size=plan.warmup_batch_size, learning_rate=plan.warmup_learning_rate,
+            lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0, logging_steps=50, save_strategy="no",
+            report_to="none", use_cpu=True, dataloader_num_workers=0, seed=seed, disable_tqdm=True,
+        ),
+    )  # fmt: skip
+    return output_dir
+
+
+def precompute_split(tower_dir: str, videos: list[str], output_dir: str) -> None:
+    """Frame features of `videos` with the study's tower (the model's own preprocessing and pooling), in float32."""
+    from ..data_scripts.precompute_features import load_encoder, precompute_features
+    from .vision_warmup import VISION_TOWER
+
+    encoder = load_encoder(os.path.join(tower_dir, VISION_TOWER), (3, 3))
+    precompute_features(videos, output_dir, lambda: encoder, fps=FPS, dtype="float32", progress=False)
+
+
+@dataclass
+class SharedData:
+    """Where the shared stage put things: per split the synthetic paths and datasets, the tower, the features."""
+
+    splits: dict[str, dict[str, str]]
+    tower: str
+    features: dict[str, str]  # split -> folder of {video_uid}.safetensors (narration and COIN videos)
+
+
+def prepare_shared(plan: DataPlan, work_dir: str) -> SharedData:
+    """Build (or find) the data, the warmed-up tower and the features of every split."""
+    import glob
+
+    os.makedirs(work_dir, exist_ok=True)
+    splits = {split: build_split(plan, os.path.join(work_dir, split), split) for split in SPLITS}
+    tower = warm_up_tower(plan, splits["train"]["frame_captions"], os.path.join(work_dir, "tower"))
+    features = {}
+    for split, paths in splits.items():
+        features[split] = os.path.join(work_dir, "features", split)
+        videos = sorted(glob.glob(os.path.join(paths["ego4d_videos"], "*.mp4")))
+        videos += sorted(glob.glob(os.path.join(paths["coin_videos"], "*.mp4")))
+        precompute_split(tower, videos, features[split])
+    return SharedData(splits, tower, features)
