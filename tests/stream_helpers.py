@@ -29,7 +29,10 @@ def make_model(processor, mod_layers=None, interval_scale: float = 6.0, **overri
     silent and spoken frames (a random lm_head row would make the interval token ~1/V likely everywhere)."""
     torch.manual_seed(0)
     config = tiny_config(
-        vocab_size=len(processor.tokenizer), mod_layers=mod_layers, **stream_token_ids(processor.tokenizer), **overrides
+        vocab_size=len(processor.tokenizer),
+        mod_layers=mod_layers,
+        **stream_token_ids(processor.tokenizer),
+        **overrides,
     )
     model = VideoLLMMoDForCausalLM(config).eval()
     with torch.no_grad():
