@@ -56,6 +56,10 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             In routed layers, the frame-interval tokens (every `frame_token_interval_id`) skip the layer too, as the
             official code's `dropall` layers do. With `mod_keep_ratio=0` this gives its LayerSkip (odd layers) and
             EarlyExit (every layer from some depth on) baselines; Mixture-of-Depths itself keeps them.
+        trained_stream_length (`int`, *optional*):
+            Tokens of a typical stream the model was trained on (the median over its training rows), written by the
+            training recipe. A model degrades on contexts longer than it learned, so streaming sessions keep at most
+            this many tokens of a stream in their cache by default (`CacheBudget`); `None`: the model's context.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embedding matrix.
     """
@@ -90,6 +94,7 @@ class VideoLLMMoDConfig(PreTrainedConfig):
     mod_selection: str = "router"
     mod_router_scaling: bool = True
     mod_skip_interval_tokens: bool = False
+    trained_stream_length: int | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -113,6 +118,8 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             raise ValueError(f"mod_selection={self.mod_selection!r} must be one of {MOD_SELECTIONS}")
         if self.mod_skip_interval_tokens and self.mod_layers and self.frame_token_interval_id is None:
             raise ValueError("mod_skip_interval_tokens=True needs frame_token_interval_id (the token to skip)")
+        if self.trained_stream_length is not None and self.trained_stream_length < 1:
+            raise ValueError(f"trained_stream_length={self.trained_stream_length} must be a positive number of tokens")
         if len(self.frame_token_pooled) != 2 or min(self.frame_token_pooled) < 1:
             raise ValueError(f"frame_token_pooled={self.frame_token_pooled} must be two positive sizes [hp, wp]")
 

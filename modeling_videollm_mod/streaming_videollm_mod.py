@@ -99,8 +99,8 @@ class CacheBudget:
     How much of each stream a session keeps in its cache (see the module docstring for the eviction rule).
 
     Args:
-        max_tokens (`int`, *optional*): tokens of the stream in the cache (default: the model's context,
-            `max_position_embeddings`).
+        max_tokens (`int`, *optional*): tokens of the stream in the cache (default: the stream length the model was
+            trained on, `config.trained_stream_length`, else its context, `max_position_embeddings`).
         max_bytes (`int`, *optional*): bytes of the stream's keys and values over all layers (no limit by default).
         keep_turns (`int`, defaults to 4): the last turns (replies, queries with their answers) stay when older
             frames go; older turns go with the frames of their time.
@@ -305,13 +305,27 @@ class _StreamSessionBase:
     # ------------------------------------------------------------------ budget
     def _limits(self) -> tuple[int, int | None]:
         """(max tokens, max bytes) of a stream's cache."""
-        max_tokens = self.budget.max_tokens if self.budget.max_tokens is not None else self.max_positions
+        max_tokens = self.budget.max_tokens
+        if max_tokens is None:
+            max_tokens = min(self.model.config.trained_stream_length or self.max_positions, self.max_positions)
         if self.budget.positions == "reindex" and max_tokens > self.max_positions:
             raise ValueError(
                 f"CacheBudget max_tokens={max_tokens} exceeds the model's context (max_position_embeddings="
                 f"{self.max_positions}): re-indexed positions would run past it"
             )
         return max_tokens, self.budget.max_bytes
+
+    def describe_budget(self) -> str:
+        """The cache budget of each stream in words, saying where it came from (for a command's summary)."""
+        tokens, max_bytes = self.limits
+        if self.budget.max_tokens is not None:
+            origin = "as given"
+        elif self.model.config.trained_stream_length is not None:
+            origin = "the stream length the model was trained on"
+        else:
+            origin = "the model's context: it records no trained stream length"
+        described = f"{tokens} tokens ({origin})"
+        return described + (f" and {max_bytes / 2**20:.1f} MiB" if max_bytes is not None else "")
 
     def _entry_bytes(self, config) -> tuple[int, int]:
         """Bytes of keys and values, over all layers, of one text token and of one frame's placeholders."""

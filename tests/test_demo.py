@@ -127,6 +127,19 @@ def test_demo_says_at_most_one_thing_about_a_black_video(demo, tmp_path):
     assert len(cf.replies(*demo, cf.render_black(str(tmp_path / "black.mp4"), 20))) <= 1
 
 
+def test_demo_stays_silent_on_a_black_video_four_times_its_trained_length_by_default(demo, tmp_path):
+    """With the default budget (the demo's trained stream length, from its config) a long black video gets no reply;
+    with the model's whole context as the budget (the old default) the demo babbles after about 33 s."""
+    model, processor = demo
+    trained = model.config.trained_stream_length
+    seconds = 4 * trained / (processor.frame_num_tokens + 1) / 2  # 11 tokens a frame at 2 fps
+    video = cf.render_black(str(tmp_path / "black.mp4"), seconds)
+    session = model.stream_session(processor)
+    assert session.limits[0] == trained
+    assert "trained on" in session.describe_budget()
+    assert [e for e in model.stream_generate(video, processor) if e.role == "assistant"] == []
+
+
 def test_demo_names_the_colours_of_a_colour_swapped_video(demo, tmp_path):
     """Replies near an event name the swapped colours (issue target 0.9 right; the demo reaches 0.83 here, see
     `SWAPPED_RIGHT`), and far more often than the original colours, which a model that does not look would name

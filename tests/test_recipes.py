@@ -157,3 +157,12 @@ def test_paper_config_parses_to_the_papers_lora_settings():
     assert got == (128, 256, 0.05, LLM_LINEARS)
     assert model_args.lora_modules_to_save == ["connector", "router"]
     assert (training_args.learning_rate, training_args.num_train_epochs, training_args.warmup_steps) == (2e-4, 2, 0.05)
+
+
+def test_training_records_the_median_stream_length_in_the_config(setup):
+    model, processor, dataset, _, tmp_path = setup
+    collator = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))
+    lengths = sorted(collator([row])["input_ids"].shape[1] for row in dataset)
+    assert model.config.trained_stream_length is None
+    train(model, processor, dataset, tmp_path, steps=4)  # 4 steps x 4 rows: each of the 8 rows twice
+    assert model.config.trained_stream_length == lengths[(len(lengths) - 1) // 2]  # torch's median: the lower one

@@ -111,3 +111,16 @@ def test_eviction_keeps_reindexed_keys_of_the_kept_tokens(processor):
 def test_session_takes_a_budget_as_tokens_or_fields(processor, given, expected):
     session = silent_model(processor).stream_session(processor, budget=given)
     assert session.budget == expected
+
+
+def test_default_budget_is_the_trained_stream_length_else_the_context(processor):
+    model = make_model(processor)
+    assert model.stream_session(processor).limits == (4096, None)
+    assert "the model's context" in model.stream_session(processor).describe_budget()
+    model.config.trained_stream_length = 300
+    session = model.stream_session(processor)
+    assert session.limits == (300, None)
+    assert session.describe_budget() == "300 tokens (the stream length the model was trained on)"
+    assert model.stream_session(processor, budget=120).describe_budget() == "120 tokens (as given)"
+    session.push_frames(features=features(60), times=half_seconds(60))  # 660 tokens of frames: evictions
+    assert session.num_tokens > 600 and sum(s.length for s in session.streams[0].segments) <= 300

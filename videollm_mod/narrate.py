@@ -90,8 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cache-budget",
         type=cache_budget,
         default=None,
-        help="what the cache may hold per video: tokens (4096) or bytes (512MB, 1.5GiB) (default: the model's "
-        "context in tokens)",
+        help="what the cache may hold per video: tokens (4096) or bytes (512MB, 1.5GiB) (default: the stream length "
+        "the model was trained on, from its config; else its context)",
     )
     parser.add_argument("--json", dest="json_out", default=None, help="write the conversation to this JSON file")
     parser.add_argument(
@@ -219,6 +219,7 @@ def narrate(args: argparse.Namespace) -> int:
         replies = sum(e["role"] == "assistant" for e in conversation)
         stream = paced.summary() if total is None else f"{total} frames at {fps:g} fps ({(total - 1) / fps:.1f} s)"
         lines.append(f"{name}: " * (len(names) > 1) + f"{stream}, {replies} replies")
+    lines.append(f"cache budget per video: {session.describe_budget()}")
     print(
         "\n".join(lines)
         + (f"; conversation written to {args.json_out}" if args.json_out else "")
