@@ -100,7 +100,8 @@ class CacheBudget:
 
     Args:
         max_tokens (`int`, *optional*): tokens of the stream in the cache (default: the stream length the model was
-            trained on, `config.trained_stream_length`, else its context, `max_position_embeddings`).
+            trained on, `config.trained_stream_length`, else its context, `max_position_embeddings`; the default gives
+            way when the stream's sink and the tokens of one input or reply alone exceed it).
         max_bytes (`int`, *optional*): bytes of the stream's keys and values over all layers (no limit by default).
         keep_turns (`int`, defaults to 4): the last turns (replies, queries with their answers) stay when older
             frames go; older turns go with the frames of their time.
@@ -373,7 +374,10 @@ class _StreamSessionBase:
                     break
                 dropped.add(i)
                 total = [total[j] - costs[i][j] for j in range(2)]
-            if not self._fits(total):
+            over = [limit is not None and value > limit for value, limit in zip(total, self.limits, strict=True)]
+            # The default token budget (the trained length) gives way when the sink and the new tokens alone exceed
+            # it (a long query to a model trained on short streams): the cache then holds just those.
+            if over[1] or (over[0] and self.budget.max_tokens is not None):
                 raise ValueError(
                     f"the cache budget {self.budget} cannot hold the stream's sink and {tokens} new tokens "
                     f"({tuple(total)} > {self.limits}); raise it or lower max_new_tokens"

@@ -124,3 +124,19 @@ def test_default_budget_is_the_trained_stream_length_else_the_context(processor)
     assert model.stream_session(processor, budget=120).describe_budget() == "120 tokens (as given)"
     session.push_frames(features=features(60), times=half_seconds(60))  # 660 tokens of frames: evictions
     assert session.num_tokens > 600 and sum(s.length for s in session.streams[0].segments) <= 300
+
+
+def test_the_default_budget_gives_way_to_a_query_longer_than_the_trained_length(processor):
+    model = make_model(processor)
+    query = "what is on the table? " * 20
+    model.config.trained_stream_length = 60  # less than the sink, the query and a reply
+    session = model.stream_session(processor, threshold=0.0, max_new_tokens=4)
+    session.push_query(query, time=0.0)
+    session.push_frames(features=features(3), times=half_seconds(3))
+    session.flush()
+    roles = [e.role for e in session.events]
+    assert roles[roles.index("user") + 1] == "assistant"  # the query was answered
+    given = model.stream_session(processor, threshold=0.0, max_new_tokens=4, budget=60)  # a user's budget holds
+    given.push_query(query, time=0.0)
+    with pytest.raises(ValueError, match="cannot hold the stream's sink"):
+        given.push_frames(features=features(3), times=half_seconds(3))

@@ -1,0 +1,133 @@
+"""What a training step and a stream cost: step time side by side, FLOPs, peak memory, KV-cache bytes.
+
+Shared by `benchmarks/mod_vs_dense.py` and the MoD study (`recipes.study_costs`). Times are only ever compared
+between models measured in the same run, their steps interleaved (machine noise then hits both alike), as medians.
+
+- step: forward + backward + AdamW on one batch of model inputs (`labels` included);
+- FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward + backward, with eager attention (the CPU SDPA
+  kernel is invisible to the counter);
+- peak memory: in a fresh process, the growth of peak RSS over the loaded model and inputs on CPU (activations,
+  gradients, AdamW state, workspace), `max_memory_allocated` on CUDA, over two steps;
+- KV-cache bytes: keys and values held after each frame of a stream fed frame by frame (with its interval token).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def train_step(model, optimizer, inputs: dict) -> None:
+    model(**inputs).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_step_times(models: dict, inputs: dict, steps: int, lr: float = 1e-5) -> dict[str, float]:
+    """Median seconds of a training step of each model, the models' steps interleaved (the order reversed every
+    other round); one warm-up step each is not timed. `inputs[name]` are the inputs of `models[name]`."""
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=lr) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for step in range(steps + 1):
+        for name in names if step % 2 == 0 else names[::-1]:
+            device = next(models[name].parameters()).device
+            sync(device)
+            start = time.perf_counter()
+            train_step(models[name].train(), optimizers[name], inputs[name])
+            sync(device)
+            if step:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def count_flops(model, inputs: dict) -> int:
+    """FLOPs of forward + backward (eager attention, so that its matrix products are counted)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(**inputs).loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.set_attn_implementation(previous)
+    return counter.get_total_flops()
+
+
+def resident_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process, from /proc (reset at exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def peak_training_memory(config, inputs: dict, device: str = "cpu", dtype: str = "float32") -> int:
+    """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        config.to_json_file(os.path.join(folder, "config.json"))
+        save_file({k: v.contiguous() for k, v in inputs.items() if torch.is_tensor(v)}, os.path.join(folder, "inputs"))
+        command = [sys.executable, "-m", "videollm_mod.recipes.costs", folder, device, dtype]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+
+
+def _peak_memory_child(folder: str, device: str, dtype_name: str) -> None:
+    """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU, peak RSS); print JSON."""
+    from safetensors.torch import load_file
+
+    from modeling_videollm_mod import VideoLLMMoDConfig, VideoLLMMoDForCausalLM
+
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(0)
+    model = VideoLLMMoDForCausalLM(VideoLLMMoDConfig.from_json_file(os.path.join(folder, "config.json")))
+    model = model.to(device=device, dtype=dtype).train()
+    inputs = {k: v.to(device) for k, v in load_file(os.path.join(folder, "inputs")).items()}
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if device == "cuda":
+        train_step(model, optimizer, inputs)  # allocates the optimizer state, as in any later step
+        torch.cuda.reset_peak_memory_stats()
+        train_step(model, optimizer, inputs)
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        loaded = resident_bytes("VmRSS")
+        train_step(model, optimizer, inputs)
+        train_step(model, optimizer, inputs)
+        peak = resident_bytes("VmHWM") - loaded
+    print(json.dumps({"peak_bytes": peak}))
+
+
+@torch.no_grad()
+def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, interval_id: int) -> list[int]:
+    """Bytes of keys and values in the cache after each frame of `frame_features` (T, F, D), fed one per forward as
+    a stream holds it (the frame's placeholders, then its interval token)."""
+    was_training = model.training
+    model.eval()
+    num_tokens = model.config.frame_num_tokens
+    device = next(model.parameters()).device
+    frame_ids = torch.tensor([[video_token_id] * num_tokens + [interval_id]], device=device)
+    cache, held = None, []
+    for frame in frame_features.to(device):
+        cache = model(input_ids=frame_ids, frame_features=frame[None], cache=cache, use_cache=True).cache
+        held.append(int(cache.valid_bytes().sum()))
+    model.train(was_training)
+    return held
+
+
+if __name__ == "__main__":
+    _peak_memory_child(*sys.argv[1:4])

@@ -1,0 +1,340 @@
+"""Does Mixture-of-Depths keep a streaming model's quality at a fraction of its compute? The paper's claim, measured.
+
+    python -m videollm_mod.recipes.mod_study                          # the whole grid, resumable (hours on 2 CPUs)
+    python -m videollm_mod.recipes.mod_study --variants dense mod --seeds 0 1 2
+    python -m videollm_mod.recipes.mod_study --report                 # table and plots from the results so far
+    python -m videollm_mod.recipes.mod_study --quick --work-dir /tmp/q --results-dir /tmp/q/results   # smoke test
+
+Every variant (`VARIANTS`) is the same streaming model (VideoLLM-online's dense decoder, or VideoLLM-MoD's routing in
+some of its layers) trained with the same data, steps and seeds on the same frame features of one warmed-up vision
+tower (`recipes.study_data`), then measured on the same held-out streams:
+
+- teacher-forced (`recipes.evaluate`, threshold 0 as the original): LM-PPL, TimeDiff, Fluency, LM-Correctness;
+- free-running (`recipes.free_running`, the demo's threshold, the model conditioned on its own replies): event
+  precision / recall / F1, content accuracy and lag, beside the same model fed black frames (`blind`);
+- COIN-style step / next / task accuracy by generation (`recipes.answer_accuracy`) on synthetic task videos.
+
+Its cost is measured once per variant, side by side with the dense model in one run (`recipes.study_costs`).
+Each (variant, seed) writes `{results_dir}/runs/{variant}-seed{seed}.json` when it finishes and each variant
+`{results_dir}/costs/{variant}.json`; a run whose file exists is skipped, so the grid can be stopped and resumed.
+`--report` aggregates them (mean and spread over seeds) into `{results_dir}/README.md` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .study_data import FPS, DataPlan, SharedData, prepare_shared
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A decoder layout of the study: `routing(num_layers)` gives the config's Mixture-of-Depths fields."""
+
+    name: str
+    description: str
+    mod_layers: str  # "none" | "odd" | "all" | "deep" (the deeper half) | "from_half" (EarlyExit)
+    keep_ratio: float = 0.2
+    selection: str = "router"
+    skip_intervals: bool = False  # the official `dropall` layers (LayerSkip, EarlyExit)
+
+    def routing(self, num_layers: int) -> dict:
+        layers = {
+            "none": [],
+            "odd": list(range(1, num_layers, 2)),
+            "all": list(range(num_layers)),
+            "deep": list(range(num_layers // 2, num_layers)),
+            "from_half": list(range(num_layers // 2, num_layers)),
+        }[self.mod_layers]
+        return {"mod_layers": layers, "mod_keep_ratio": self.keep_ratio, "mod_selection": self.selection,
+                "mod_skip_interval_tokens": self.skip_intervals}  # fmt: skip
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("dense", "VideoLLM-online: every token in every layer", "none"),
+        Variant("mod", "VideoLLM-MoD: interleaved (odd) layers keep the top 20 % of each frame", "odd"),
+        Variant("mod_all", "MoD in every layer, r = 0.2", "all"),
+        Variant("mod_deep", "MoD in the deeper half of the layers, r = 0.2", "deep"),
+        Variant("mod_r0.1", "interleaved, r = 0.1 (k = 1 of 10)", "odd", keep_ratio=0.1),
+        Variant("mod_r0.3", "interleaved, r = 0.3", "odd", keep_ratio=0.3),
+        Variant("mod_r0.5", "interleaved, r = 0.5", "odd", keep_ratio=0.5),
+        Variant("mod_random", "interleaved, r = 0.2, random tokens of each frame", "odd", selection="random"),
+        Variant("mod_uniform", "interleaved, r = 0.2, evenly spaced tokens of each frame", "odd", selection="uniform"),
+        Variant(
+            "layerskip", "LayerSkip: odd layers skip every vision and interval token", "odd", 0.0, "uniform", True
+        ),
+        Variant(
+            "earlyexit",
+            "EarlyExit: vision and interval tokens skip the deeper half",
+            "from_half",
+            0.0,
+            "uniform",
+            True,
+        ),  # fmt: skip
+    )
+}
+
+
+@dataclass
+class StudyPlan:
+    """Everything a run depends on besides its variant and seed (written into every result file)."""
+
+    data: DataPlan = field(default_factory=DataPlan)
+    lm_layers: int = 4
+    lm_hidden: int = 128
+    lm_intermediate: int | None = None  # default 2 * hidden + 5 (`presets.tiny_config`)
+    vocab_size: int = 320
+    epochs: float = 4.0
+    learning_rate: float = 2e-3
+    batch_size: int = 8
+    threads: int = 2
+    eval_split: str = "test"
+    max_eval_rows: int | None = None
+
+    @classmethod
+    def quick(cls) -> StudyPlan:
+        """A smoke version for the tests: a few short streams, a tiny warm-up, one epoch."""
+        data = DataPlan(train_videos=6, val_videos=2, test_videos=2, seconds=8.0, coin_train_videos=5,
+                        coin_test_videos=5, frame_captions=128, warmup_epochs=1.0, warmup_batch_size=32,
+                        tower_hidden_size=32, tower_layers=1)  # fmt: skip
+        return cls(data=data, lm_hidden=32, epochs=1.0, batch_size=4, vocab_size=200)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------- model
+
+
+def training_texts(datasets) -> list[str]:
+    """Every text of the training rows (the tokenizer is trained on them, the same for every variant)."""
+    return sorted({m["content"] for d in datasets for row in d for m in row["conversation"] if m["content"]})
+
+
+def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str, seed: int):
+    """A fresh model of `variant` (seeded) with the study's tower, and its processor."""
+    from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
+    from modeling_videollm_mod.processing_videollm_mod import SYSTEM_PROMPT
+
+    from ..presets import tiny_config
+    from ..tokenizer_tools import build_stream_tokenizer, stream_token_ids
+    from .vision_warmup import load_vision_tower
+
+    tokenizer = build_stream_tokenizer([*texts, SYSTEM_PROMPT], vocab_size=plan.vocab_size)
+    data = plan.data
+    config = tiny_config(
+        num_hidden_layers=plan.lm_layers, hidden_size=plan.lm_hidden, intermediate_size=plan.lm_intermediate,
+        vocab_size=len(tokenizer), image_size=data.resolution, **stream_token_ids(tokenizer),
+        **variant.routing(plan.lm_layers),
+    )  # fmt: skip
+    vision = config.vision_config
+    vision.hidden_size, vision.num_hidden_layers = data.tower_hidden_size, data.tower_layers
+    vision.intermediate_size, vision.patch_size = 2 * data.tower_hidden_size + 5, data.tower_patch_size
+    torch.manual_seed(seed)
+    model = VideoLLMMoDForCausalLM(config)
+    load_vision_tower(model, tower)
+    processor = VideoLLMMoDProcessor(
+        image_processor=VideoLLMMoDFrameProcessor(size=data.resolution, fps=FPS),
+        tokenizer=tokenizer,
+        frame_num_tokens=config.frame_num_tokens,
+    )
+    return model, processor
+
+
+# ---------------------------------------------------------------------------------------------------------------- data
+
+
+def load_split(shared: SharedData, split: str) -> dict:
+    """`{"narration": Dataset, "coin": {benchmark: Dataset}}` of a split (COIN only where the split has it)."""
+    from ..data_scripts._hub import load_prepared_dataset
+
+    paths = shared.splits[split]
+    hf_split = "train" if split == "train" else "val"
+    out = {"narration": load_prepared_dataset(paths["narration"], "raw")[hf_split], "coin": {}}
+    if "coin" in paths:
+        for benchmark in ("step", "next", "task"):
+            out["coin"][benchmark] = load_prepared_dataset(paths["coin"], benchmark)[
+                "train" if split == "train" else "test"
+            ]
+    return out
+
+
+def training_rows(train: dict):
+    """Narration streams and COIN questions in one dataset (the columns the collator reads)."""
+    from datasets import concatenate_datasets
+
+    columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
+    parts = [train["narration"], *train["coin"].values()]
+    return concatenate_datasets([part.select_columns(columns) for part in parts])
+
+
+def first_rows(dataset, count: int | None):
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
+# ---------------------------------------------------------------------------------------------------------------- a run
+
+
+def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, output_dir: str):
+    """Train one (variant, seed) with the recipe's `SFTTrainer` on the shared features; returns the model, its
+    processor and the training log."""
+    from trl import SFTConfig
+
+    from .sft import VideoSFTScriptArguments, build_trainer
+
+    train = load_split(shared, "train")
+    rows = training_rows(train)
+    model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
+    args = SFTConfig(
+        output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,
+        learning_rate=plan.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
+        logging_steps=20, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
+        activation_checkpointing=False, dataloader_num_workers=0, seed=seed, data_seed=seed, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = build_trainer(
+        model, processor, rows, args, VideoSFTScriptArguments(features_dir=shared.features["train"])
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return model.eval(), processor, {"seconds": seconds, "steps": trainer.state.global_step, "losses": losses,
+                                     "rows": len(rows)}  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_variant(model, processor, plan: StudyPlan, shared: SharedData) -> dict:
+    """Every quality measure of the study on the plan's evaluation split (see the module docstring)."""
+    from .answer_accuracy import evaluate_answers
+    from .evaluate import evaluate_streams
+    from .free_running import evaluate_free_running
+
+    split = load_split(shared, plan.eval_split)
+    features = shared.features[plan.eval_split]
+    narration = first_rows(split["narration"], plan.max_eval_rows)
+    results = {
+        "teacher_forced": evaluate_streams(
+            model, processor, narration, features_dir=features, threshold=0.0, baselines=True
+        ),  # fmt: skip
+        "free_running": evaluate_free_running(model, processor, narration, features_dir=features, baselines=True),
+    }
+    results["coin"] = {
+        benchmark: evaluate_answers(
+            model, processor, first_rows(rows, plan.max_eval_rows), features_dir=features, baselines=True
+        )  # fmt: skip
+        for benchmark, rows in split["coin"].items()
+    }
+    return results
+
+
+def run_path(results_dir: str, variant: str, seed: int) -> str:
+    return os.path.join(results_dir, "runs", f"{variant}-seed{seed}.json")
+
+
+def run_one(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, results_dir: str, work_dir: str,
+            save_model: bool = False) -> dict:  # fmt: skip
+    """Train, evaluate and write one (variant, seed) result file (through a temporary name)."""
+    from ..files import write_text_atomically
+
+    run_dir = os.path.join(work_dir, "runs", f"{variant.name}-seed{seed}")
+    model, processor, training = train_variant(plan, shared, variant, seed, run_dir)
+    if save_model:
+        model.save_pretrained(os.path.join(run_dir, "model"))
+        processor.save_pretrained(os.path.join(run_dir, "model"))
+    start = time.perf_counter()
+    quality = evaluate_variant(model, processor, plan, shared)
+    result = {
+        "variant": variant.name,
+        "description": variant.description,
+        "seed": seed,
+        "config": {k: getattr(model.config, k) for k in ("mod_layers", "mod_keep_ratio", "mod_selection",
+                                                           "mod_skip_interval_tokens", "trained_stream_length")},
+        "plan": plan.to_dict(),
+        "training": training,
+        "evaluation_seconds": time.perf_counter() - start,
+        "quality": quality,
+    }  # fmt: skip
+    write_text_atomically(run_path(results_dir, variant.name, seed), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """`--set key=value ...` -> overrides of `StudyPlan` (`data.key` for `DataPlan`), typed like the field."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair}: expected key=value")
+        out[key] = value
+    return out
+
+
+def apply_settings(plan: StudyPlan, settings: dict) -> StudyPlan:
+    for key, value in settings.items():
+        target, name = (plan.data, key[5:]) if key.startswith("data.") else (plan, key)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            raise ValueError(f"--set {key}: no such setting (settings: {sorted(fields)})")
+        current = getattr(target, name)
+        kind = type(current) if current is not None else (int if "int" in str(fields[name].type) else str)
+        setattr(target, name, None if value == "None" else kind(value))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videollm_mod.recipes.mod_study", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--work-dir", default="runs/mod_study", help="data, tower, features, checkpoints (cached)")
+    parser.add_argument("--results-dir", default="benchmarks/mod_study", help="result files (committed)")
+    parser.add_argument("--quick", action="store_true", help="a smoke version: tiny data, tower and model")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a StudyPlan setting")
+    parser.add_argument("--save-models", action="store_true", help="keep each run's model in the work folder")
+    parser.add_argument("--no-costs", action="store_true", help="skip the per-variant cost measurements")
+    parser.add_argument("--report", action="store_true", help="only aggregate the result files so far")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.report:
+        from .study_report import write_report
+
+        print(write_report(args.results_dir))
+        return 0
+    plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
+    torch.set_num_threads(plan.threads)
+    shared = prepare_shared(plan.data, args.work_dir)
+    for name in args.variants:
+        for seed in args.seeds:
+            if os.path.exists(run_path(args.results_dir, name, seed)):
+                logger.info("%s seed %d: done already", name, seed)
+                continue
+            logger.info("%s seed %d: training", name, seed)
+            result = run_one(plan, shared, VARIANTS[name], seed, args.results_dir, args.work_dir, args.save_models)
+            free = result["quality"]["free_running"]["model"]
+            logger.info("%s seed %d: free-running F1 %.3f, content accuracy %.3f", name, seed, free["f1"],
+                        free["content_accuracy"])  # fmt: skip
+        if not args.no_costs:
+            from .study_costs import measure_variant_costs
+
+            measure_variant_costs(plan, shared, VARIANTS[name], args.results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
