@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import modeling_videollm_mod  # noqa: F401  registers the classes: the demo is data, loaded with this package's code
+import videollm_mod
 from videollm_mod import DEMO_MODEL
 from videollm_mod.recipes import counterfactuals as cf
 
@@ -47,6 +49,57 @@ def test_demo_ships_as_data_and_saves_with_its_code(demo, tmp_path):
                          env=env)  # fmt: skip
     model_module, processor_module = out.stdout.split()[-2:]
     assert model_module.startswith("transformers_modules.") and processor_module.startswith("transformers_modules.")
+
+
+def test_demo_path_is_the_demo_with_the_remote_code_written_as_a_release_writes_it(tmp_path):
+    from videollm_mod.conversion.checkpoint_io import remote_code_files
+
+    folder = videollm_mod.demo_path(tmp_path)
+    assert videollm_mod.demo_path(tmp_path) == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    code = {p.name: p.read_bytes() for p in remote_code_files()}
+    data = {p.name: p.read_bytes() for p in DEMO_MODEL.iterdir()}
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {**data, **code}
+
+
+def test_demo_path_loads_in_a_fresh_process_where_the_package_cannot_be_imported(tmp_path):
+    from videollm_mod.conversion.release import verify_release
+
+    loaded = verify_release(videollm_mod.demo_path(tmp_path))
+    assert loaded == {"class": "VideoLLMMoDForCausalLM", "processor": "VideoLLMMoDProcessor"}
+
+
+def readme_python_example() -> str:
+    """The code block of the README's section "Load and run from Python", as written."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Load and run from Python\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+@pytest.mark.parametrize("clip", ["black", "events"])
+def test_readme_python_example_runs_on_the_demo_and_says_nothing_before_the_first_event(clip, tmp_path):
+    """The README's example in a fresh process (an empty HF_HOME, offline), on a clip of ours instead of video.mp4:
+    nothing on a black clip; on a clip whose first event comes at 2.22 s, the first reply at the first frame after it
+    (2.5 s on the 2 fps grid), and none before."""
+    code = readme_python_example()
+    assert '"video.mp4"' in code
+    if clip == "black":
+        video = cf.render_black(str(tmp_path / "black.mp4"), 6)
+    else:
+        events = cf.random_events(4242, 12)
+        assert events[0].start == pytest.approx(2.22, abs=0.01)
+        video = cf.render(str(tmp_path / "events.mp4"), events, 12, 4242)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_MODULES_CACHE", None)
+    result = subprocess.run([sys.executable, "-c", code.replace('"video.mp4"', repr(video))], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    if clip == "black":
+        assert lines == []
+        return
+    pattern = r"\[ *(\d+\.\d\d)s\] assistant: C sees (a|the) \w+ \w+ .+\."
+    assert lines and all(re.fullmatch(pattern, line) for line in lines), lines
+    assert float(re.fullmatch(pattern, lines[0]).group(1)) == 2.5
 
 
 def test_demo_uses_the_papers_mod_settings(demo):
