@@ -135,18 +135,42 @@ def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
     assert all(re.fullmatch(pattern, e.text) for e in events), [e.text for e in events]
 
 
-def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path, capsys):
-    """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it."""
+def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos_true_events(tmp_path, capsys):
+    """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it, printing the
+    video's true events (`Truth`) among the replies in time order, and writing both to `--json`."""
     from videollm_mod import cli
 
     out = tmp_path / "conversation.json"
     assert cli.main(["narrate", "--demo", "--no-progress", "--json", str(out)]) == 0
-    events = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert set(written) == {"seed", "conversation", "ground_truth"} and written["seed"] == 2024
+    events, truth = written["conversation"], written["ground_truth"]
     assert events and {e["role"] for e in events} == {"assistant"}
     times = [e["time"] for e in events]
     assert times == sorted(times) and all(0 <= t < 20 and (t * 2).is_integer() for t in times)
     assert not list(tmp_path.glob("*.tmp-*")), "the JSON is written to a temporary name and renamed"
-    assert capsys.readouterr().out.splitlines()[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies")
+    # seed 2024's video: a green circle appears at 0.93 s first, six events in all
+    assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "C sees a green circle appear."}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies, 6 events in the video")
+    said = [(float(t), role, text) for t, role, text in (re.fullmatch(r"\[ *([\d.]+)s\] (\w+): (.*)", x).groups()
+                                                         for x in lines if x.startswith("["))]  # fmt: skip
+    expected = [(e["time"], "Truth", e["text"]) for e in truth] + [(e["time"], "Assistant", e["text"]) for e in events]
+    assert said == sorted(expected, key=lambda x: (x[0], x[1] != "Truth"))  # a true event before a reply at its time
+
+
+def test_demo_ground_truth_is_the_rendered_videos_events_as_the_demo_learned_to_say_them(tmp_path):
+    from videollm_mod.data_scripts.synthetic import Event
+    from videollm_mod.narrate import demo_ground_truth, render_demo_videos
+
+    [video] = render_demo_videos(str(tmp_path), seed=7, seconds=8)
+    records = json.loads((tmp_path / "synthetic" / "synthetic_events.json").read_text())[Path(video).stem]
+    events = sorted((Event.from_dict(r) for r in records), key=lambda e: e.narration_time)
+    assert len(events) >= 2
+    truth = demo_ground_truth(str(tmp_path), video)
+    assert [t["time"] for t in truth] == [round(e.narration_time, 2) for e in events]
+    # the text is the event's narration cleaned as in training: "#C C sees the red circle move left" -> "C sees ... ."
+    assert [t["text"] for t in truth] == [e.narration.removeprefix("#C ") + "." for e in events]
 
 
 def test_narrate_needs_a_video_or_demo(capsys):
