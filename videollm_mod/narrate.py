@@ -9,14 +9,15 @@
 
 Lines are printed as they happen (`[  12.50s] Assistant: ...`) above a progress bar over the frames, then a summary
 line; `--json` writes the conversation as a list of `{"time", "role", "text"}` (with several videos: an object
-mapping each video to its list), to a temporary name renamed when complete. With `--demo` the video's true events are
-printed among the replies, in time order (`[   2.22s] Truth: C sees a red triangle appear.`: the narration the demo
-was trained to say, at the time the event happens), and `--json` writes `{"seed", "conversation", "ground_truth"}`,
-both lists of `{"time", ...}`. Recorded videos run as fast as the model
+mapping each video to its list), to a temporary name renamed when complete. Recorded videos run as fast as the model
 goes, in chunks of frames it sizes by itself; a live source runs in real time until it ends (or Ctrl-C): frames the
 model has no time for are dropped (it always takes the most recent one), and the summary reports how many and the
 lag. The cache keeps the system prompt, the last replies and the most recent frames within `--cache-budget`, so a
 stream of any length runs in bounded memory.
+
+With `--demo` the video's true events are printed among the replies, in time order (`[    2.22s] Truth: C sees a red
+triangle appear.`: the narration the demo was trained to say, at the time the event happens), and `--json` writes
+`{"seed", "conversation", "ground_truth"}`, both lists of `{"time", ...}`.
 """
 
 from __future__ import annotations

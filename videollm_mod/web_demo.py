@@ -17,7 +17,8 @@ run of frames, identical to frame by frame), so the narration catches up instead
 
 The API ("Use via API", `gradio_client`) offers two endpoints: `narrate` (a video file, the threshold, the frames per
 second and whether to keep the video's pace -> the conversation, the status line and the plot) and `ask` (a question
--> the emptied question box, the conversation and the plot); a client's session gets its own stream, as a browser tab does.
+-> the emptied question box, the conversation and the plot); a client's session gets its own stream, as a browser
+tab does.
 
 `app.py` at the repository's top runs the same app as a Hugging Face Space (see `build_app`).
 """
@@ -305,8 +306,7 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
                 status_line = gr.Markdown("Upload a video to start.", elem_id="status")
         plot = gr.Plot(label="P(stay silent) per frame", elem_id="timeline")
 
-        # The API ("Use via API", gradio_client) offers `narrate` (a video file -> the conversation, the status line
-        # and the plot) and `ask`; the other events are the page's own.
+        # The API offers `narrate` and `ask` (see the module's docstring); the other events are the page's own.
         page_only = {"api_visibility": "private"}
         app.load(new_tab, outputs=live, **page_only)
         # the player starts with the stream, so that the narration appears at the video's time
@@ -327,7 +327,7 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
                 stream_every=1 / default_fps,
                 show_progress="hidden",
                 **page_only,
-            ),  # fmt: skip
+            ),
         ]
         for trigger in (stop_button.click, video.clear, camera.clear):
             trigger(stop_stream, live, status_line, cancels=streams, **page_only)
