@@ -31,6 +31,11 @@ def _name(source: VideoSource) -> str:
     return "<video bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
 
 
+def _reason(error: Exception) -> str:
+    """FFmpeg's words for a decoding error, without the errno and file name that `str()` of PyAV's errors adds."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _open(source: VideoSource, input_format: str | None = None):
     """The PyAV container of a path, the bytes of a file or a live source (see `live_videollm_mod`), with its first
     video stream checked."""
@@ -55,7 +60,7 @@ def _open(source: VideoSource, input_format: str | None = None):
         container = av.open(source, format=input_format)
     except (av.error.FFmpegError, OSError) as e:
         raise VideoDecodingError(
-            f"{_name(source)}: not a readable video (truncated or not a video file: {e})"
+            f"{_name(source)}: not a readable video (truncated or not a video file: {_reason(e)})"
         ) from None
     if not container.streams.video:
         container.close()
@@ -122,7 +127,7 @@ def video_num_frames(source: VideoSource, fps: float = 2.0) -> int:
     except VideoDecodingError:
         raise
     except Exception as e:  # PyAV raises FFmpegError subclasses on corrupt data
-        raise VideoDecodingError(f"{_name(source)}: cannot read the video ({e})") from None
+        raise VideoDecodingError(f"{_name(source)}: cannot read the video ({_reason(e)})") from None
     finally:
         container.close()
     return grid_size(clock.end, fps)
@@ -175,7 +180,9 @@ def iter_video_frames(
                         return
                     previous, previous_rgb = frame, None
         except Exception as e:  # PyAV raises FFmpegError subclasses on corrupt data
-            raise VideoDecodingError(f"{_name(source)}: cannot decode the video (truncated or corrupt: {e})") from None
+            raise VideoDecodingError(
+                f"{_name(source)}: cannot decode the video (truncated or corrupt: {_reason(e)})"
+            ) from None
         if previous is None:
             raise VideoDecodingError(f"{_name(source)}: no decodable video frame (empty or truncated video)")
         # the last source frame stays on screen until the end of the video stream

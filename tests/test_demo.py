@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import modeling_videollm_mod  # noqa: F401  registers the classes: the demo is data, loaded with this package's code
+import videollm_mod
 from videollm_mod import DEMO_MODEL
 from videollm_mod.recipes import counterfactuals as cf
 
@@ -49,6 +51,57 @@ def test_demo_ships_as_data_and_saves_with_its_code(demo, tmp_path):
     assert model_module.startswith("transformers_modules.") and processor_module.startswith("transformers_modules.")
 
 
+def test_demo_path_is_the_demo_with_the_remote_code_written_as_a_release_writes_it(tmp_path):
+    from videollm_mod.conversion.checkpoint_io import remote_code_files
+
+    folder = videollm_mod.demo_path(tmp_path)
+    assert videollm_mod.demo_path(tmp_path) == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    code = {p.name: p.read_bytes() for p in remote_code_files()}
+    data = {p.name: p.read_bytes() for p in DEMO_MODEL.iterdir()}
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {**data, **code}
+
+
+def test_demo_path_loads_in_a_fresh_process_where_the_package_cannot_be_imported(tmp_path):
+    from videollm_mod.conversion.release import verify_release
+
+    loaded = verify_release(videollm_mod.demo_path(tmp_path))
+    assert loaded == {"class": "VideoLLMMoDForCausalLM", "processor": "VideoLLMMoDProcessor"}
+
+
+def readme_python_example() -> str:
+    """The code block of the README's section "Load and run from Python", as written."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Load and run from Python\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+@pytest.mark.parametrize("clip", ["black", "events"])
+def test_readme_python_example_runs_on_the_demo_and_says_nothing_before_the_first_event(clip, tmp_path):
+    """The README's example in a fresh process (an empty HF_HOME, offline), on a clip of ours instead of video.mp4:
+    nothing on a black clip; on a clip whose first event comes at 2.22 s, the first reply at the first frame after it
+    (2.5 s on the 2 fps grid), and none before."""
+    code = readme_python_example()
+    assert '"video.mp4"' in code
+    if clip == "black":
+        video = cf.render_black(str(tmp_path / "black.mp4"), 6)
+    else:
+        events = cf.random_events(4242, 12)
+        assert events[0].start == pytest.approx(2.22, abs=0.01)
+        video = cf.render(str(tmp_path / "events.mp4"), events, 12, 4242)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_MODULES_CACHE", None)
+    result = subprocess.run([sys.executable, "-c", code.replace('"video.mp4"', repr(video))], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    if clip == "black":
+        assert lines == []
+        return
+    pattern = r"\[ *(\d+\.\d\d)s\] assistant: C sees (a|the) \w+ \w+ .+\."
+    assert lines and all(re.fullmatch(pattern, line) for line in lines), lines
+    assert float(re.fullmatch(pattern, lines[0]).group(1)) == 2.5
+
+
 def test_demo_uses_the_papers_mod_settings(demo):
     config = demo[0].config
     assert (config.mod_layers, config.mod_keep_ratio, config.frame_num_tokens, config.mod_selection) == (
@@ -82,18 +135,42 @@ def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
     assert all(re.fullmatch(pattern, e.text) for e in events), [e.text for e in events]
 
 
-def test_narrate_demo_main_job_writes_events_on_the_frame_grid(tmp_path, capsys):
-    """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it."""
+def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos_true_events(tmp_path, capsys):
+    """The README's main job: `videollm-mod narrate --demo` renders a held-out video and narrates it, printing the
+    video's true events (`Truth`) among the replies in time order, and writing both to `--json`."""
     from videollm_mod import cli
 
     out = tmp_path / "conversation.json"
     assert cli.main(["narrate", "--demo", "--no-progress", "--json", str(out)]) == 0
-    events = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert set(written) == {"seed", "conversation", "ground_truth"} and written["seed"] == 2024
+    events, truth = written["conversation"], written["ground_truth"]
     assert events and {e["role"] for e in events} == {"assistant"}
     times = [e["time"] for e in events]
     assert times == sorted(times) and all(0 <= t < 20 and (t * 2).is_integer() for t in times)
     assert not list(tmp_path.glob("*.tmp-*")), "the JSON is written to a temporary name and renamed"
-    assert capsys.readouterr().out.splitlines()[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies")
+    # seed 2024's video: a green circle appears at 0.93 s first, six events in all
+    assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "C sees a green circle appear."}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies, 6 events in the video")
+    said = [(float(t), role, text) for t, role, text in (re.fullmatch(r"\[ *([\d.]+)s\] (\w+): (.*)", x).groups()
+                                                         for x in lines if x.startswith("["))]  # fmt: skip
+    expected = [(e["time"], "Truth", e["text"]) for e in truth] + [(e["time"], "Assistant", e["text"]) for e in events]
+    assert said == sorted(expected, key=lambda x: (x[0], x[1] != "Truth"))  # a true event before a reply at its time
+
+
+def test_demo_ground_truth_is_the_rendered_videos_events_as_the_demo_learned_to_say_them(tmp_path):
+    from videollm_mod.data_scripts.synthetic import Event
+    from videollm_mod.narrate import demo_ground_truth, render_demo_videos
+
+    [video] = render_demo_videos(str(tmp_path), seed=7, seconds=8)
+    records = json.loads((tmp_path / "synthetic" / "synthetic_events.json").read_text())[Path(video).stem]
+    events = sorted((Event.from_dict(r) for r in records), key=lambda e: e.narration_time)
+    assert len(events) >= 2
+    truth = demo_ground_truth(str(tmp_path), video)
+    assert [t["time"] for t in truth] == [round(e.narration_time, 2) for e in events]
+    # the text is the event's narration cleaned as in training: "#C C sees the red circle move left" -> "C sees ... ."
+    assert [t["text"] for t in truth] == [e.narration.removeprefix("#C ") + "." for e in events]
 
 
 def test_narrate_needs_a_video_or_demo(capsys):

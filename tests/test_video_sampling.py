@@ -92,3 +92,12 @@ def test_a_range_past_the_end_is_an_error_naming_the_video(videos):
         VideoDecodingError, match=r"constant\.mp4: no frame in \[20, 30\) at 2 fps \(the video has 11\)"
     ):
         load_video(videos["mp4"], fps=2, start_frame=20, stop_frame=30)
+
+
+def test_a_file_that_is_not_a_video_is_named_once_with_ffmpegs_reason_and_no_errno(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video\n" * 200)
+    with pytest.raises(VideoDecodingError) as error:
+        video_num_frames(bad, fps=2)
+    reason = "Invalid data found when processing input"
+    assert str(error.value) == f"{bad}: not a readable video (truncated or not a video file: {reason})"

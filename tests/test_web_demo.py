@@ -155,6 +155,69 @@ def test_demo_command_without_gradio_says_how_to_install_it(monkeypatch, capsys)
     )
 
 
+@pytest.fixture(scope="module")
+def served(demo):
+    """The app launched on a free local port in this process, as `videollm-mod demo` serves it (replies of at most
+    16 tokens)."""
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install 'videollm-mod[demo]')")
+    import socket
+
+    from videollm_mod.web_demo import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        app = build_app(*demo, max_new_tokens=16)
+        app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        yield app
+        app.close()
+
+
+def test_api_narrates_an_uploaded_video_without_a_browser_and_answers_questions(demo, clip, served):
+    """`gradio_client` (the page's "Use via API") gets the conversation of `stream_generate`; its session (no page
+    loaded) gets its own stream, which a later question in the same session is answered from."""
+    from gradio_client import Client, handle_file
+
+    from modeling_videollm_mod import DEFAULT_THRESHOLD
+
+    model, processor = demo
+    expected = [
+        f"**{e.time:.1f} s** {e.text}" for e in model.stream_generate(clip, processor, fps=FPS, max_new_tokens=16)
+    ]
+    client = Client(served.local_url, verbose=False)
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/narrate", "/ask"}
+    chat, status, _ = client.predict(handle_file(clip), DEFAULT_THRESHOLD, FPS, False, api_name="/narrate")
+    assert expected and [m["content"][0]["text"] for m in chat] == expected
+    assert status.startswith("Done: 16 frames, 7.5 s of 8.0 s")
+    _, chat, _ = client.predict("What do you see?", api_name="/ask")
+    assert [(m["role"], m["content"][0]["text"].split(" s** ")[0]) for m in chat[len(expected) :]] == [
+        ("user", "**7.5"),
+        ("assistant", "**7.5"),
+    ]
+    assert chat[len(expected)]["content"][0]["text"] == "**7.5 s** What do you see?"
+
+
+def test_corrupt_upload_is_refused_in_one_line_naming_the_users_file(served, tmp_path, caplog, capfd):
+    """The message names the file the user gave (not Gradio's copy of it in a hash folder), with no errno; the server
+    logs one line and prints no traceback."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video\n" * 200)
+    client = Client(served.local_url, verbose=False)
+    message = "bad.mp4: not a readable video (truncated or not a video file: Invalid data found when processing input)"
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(bad)), 0.725, FPS, False, api_name="/narrate")
+    assert str(error.value) == message
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("videollm_mod")] == [
+        ("videollm_mod.web_demo", "WARNING", message)
+    ]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_app_has_the_elements_the_page_is_driven_by(demo):
     pytest.importorskip("gradio", reason="the web demo needs gradio (pip install 'videollm-mod[demo]')")
     from videollm_mod.web_demo import build_app

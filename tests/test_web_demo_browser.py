@@ -180,7 +180,9 @@ def test_timeline_is_drawn_and_the_stream_ends(narrating, tmp_path, say):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
+def test_corrupt_upload_shows_a_readable_error_and_the_upload_control_comes_back(browser, app_url, tmp_path):
+    """The message names the user's file (not Gradio's copy in a hash folder) without an errno; no output turns to
+    an error; the video is cleared, so another can be dropped at once; one close button dismisses the messages."""
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video\n" * 200)
     page = browser.new_page()
@@ -188,9 +190,17 @@ def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
         page.goto(app_url)
         page.wait_for_selector("#video input[type=file]", state="attached")
         page.set_input_files("#video input[type=file]", str(bad))
-        error = page.get_by_text(re.compile(r"bad\.mp4: not a readable video"))
-        error.first.wait_for(timeout=60_000)
-        assert error.first.is_visible()
+        message = (
+            "bad.mp4: not a readable video (truncated or not a video file: Invalid data found when processing input)"
+        )
+        page.get_by_text(message, exact=True).wait_for(timeout=60_000)
+        page.locator("#video").get_by_text("Click to Upload").wait_for(timeout=10_000)
+        assert page.get_by_text(re.compile(r"[0-9a-f]{64}|Errno")).count() == 0
+        assert page.get_by_text("Error", exact=True).count() == 0, "an output shows an error of its own"
+        close = page.get_by_role("button", name="Close", exact=True)
+        assert close.count() == 1
+        close.click()
+        page.get_by_text(message, exact=True).wait_for(state="detached", timeout=10_000)
     finally:
         page.close()
 

@@ -14,6 +14,10 @@ goes, in chunks of frames it sizes by itself; a live source runs in real time un
 model has no time for are dropped (it always takes the most recent one), and the summary reports how many and the
 lag. The cache keeps the system prompt, the last replies and the most recent frames within `--cache-budget`, so a
 stream of any length runs in bounded memory.
+
+With `--demo` the video's true events are printed among the replies, in time order (`[    2.22s] Truth: C sees a red
+triangle appear.`: the narration the demo was trained to say, at the time the event happens), and `--json` writes
+`{"seed", "conversation", "ground_truth"}`, both lists of `{"time", ...}`.
 """
 
 from __future__ import annotations
@@ -143,6 +147,19 @@ def render_demo_videos(folder: str, seed: int, count: int = 1, seconds: float = 
     return sorted(str(path) for path in Path(paths["ego4d_videos"]).glob("*.mp4"))
 
 
+def demo_ground_truth(folder: str, video: str) -> list[dict]:
+    """What truly happens in `video`, one of `render_demo_videos(folder, ...)`: its events as `{"time", "text"}` in
+    time order, each the narration the demo model was trained to say (cleaned as its training data) at the time the
+    event happens (the end of a move)."""
+    from .data_scripts.prepare_ego4d_narration import clean_narration
+    from .data_scripts.synthetic import Event, dataset_paths
+
+    with open(dataset_paths(os.path.join(folder, "synthetic"))["events"], encoding="utf-8") as file:
+        records = json.load(file)[Path(video).stem]
+    events = sorted((Event.from_dict(record) for record in records), key=lambda event: event.narration_time)
+    return [{"time": round(e.narration_time, 2), "text": clean_narration(e.narration)} for e in events]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.demo:
@@ -151,11 +168,21 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         args.videos = render_demo_videos(folder, args.seed)
-        print(f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.videos[0])})")
-        return narrate(args)
+        print(
+            f"demo: narrating a synthetic video rendered with seed {args.seed} ({os.path.basename(args.videos[0])}); "
+            "its true events are the Truth lines"
+        )
+        return narrate(args, ground_truth=demo_ground_truth(folder, args.videos[0]))
 
 
-def narrate(args: argparse.Namespace) -> int:
+def line(time: float, role: str, text: str) -> str:
+    """A printed line of the conversation: `[  12.50s] Assistant: ...`."""
+    return f"[{time:8.2f}s] {role.capitalize()}: {text}"
+
+
+def narrate(args: argparse.Namespace, ground_truth: list[dict] | None = None) -> int:
+    """Narrate `args.videos` as the command does; `ground_truth` (`{"time", "text"}` of one video's true events, in
+    time order) is printed among the replies and written with them (`--demo`)."""
     from tqdm import tqdm
 
     from modeling_videollm_mod import PacedFrames, iter_video_frames, video_num_frames
@@ -199,18 +226,29 @@ def narrate(args: argparse.Namespace) -> int:
         budget=args.cache_budget,
     )
     conversations = [[] for _ in args.videos]
+    untold = list(ground_truth or [])  # true events not printed yet: each goes before the first line after it
+
+    def write_truths(until: float) -> None:
+        while untold and untold[0]["time"] <= until:
+            truth = untold.pop(0)
+            bar.write(line(truth["time"], "truth", truth["text"]))
+
     try:
         events = model.stream_generate_batch(
             sources, processor, fps=fps, queries=[queries] * len(sources), session=session
         )
         for index, event in events:
             conversations[index].append(event._asdict())
+            write_truths(event.time)
             prefix = f"{names[index]} " if len(names) > 1 else ""
-            bar.write(f"{prefix}[{event.time:8.2f}s] {event.role.capitalize()}: {event.text}")
+            bar.write(prefix + line(event.time, event.role, event.text))
+        write_truths(math.inf)
     finally:
         bar.close()
         if args.json_out is not None:
             output = conversations[0] if len(args.videos) == 1 else dict(zip(args.videos, conversations, strict=True))
+            if ground_truth is not None:
+                output = {"seed": args.seed, "conversation": conversations[0], "ground_truth": ground_truth}
             write_text_atomically(args.json_out, json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         if args.plot is not None:
             draw_timelines(args.plot, session, names)
@@ -218,7 +256,8 @@ def narrate(args: argparse.Namespace) -> int:
     for name, total, conversation in zip(names, totals or [None], conversations, strict=True):
         replies = sum(e["role"] == "assistant" for e in conversation)
         stream = paced.summary() if total is None else f"{total} frames at {fps:g} fps ({(total - 1) / fps:.1f} s)"
-        lines.append(f"{name}: " * (len(names) > 1) + f"{stream}, {replies} replies")
+        truths = f", {len(ground_truth)} events in the video" if ground_truth is not None else ""
+        lines.append(f"{name}: " * (len(names) > 1) + f"{stream}, {replies} replies{truths}")
     lines.append(f"cache budget per video: {session.describe_budget()}")
     print(
         "\n".join(lines)

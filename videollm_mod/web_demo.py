@@ -15,13 +15,20 @@ The app only drives the model's own streaming API (`model.stream_session`, `push
 falls behind, the frames that are due go in together, through the session's chunked path (one forward for a silent
 run of frames, identical to frame by frame), so the narration catches up instead of lagging more and more.
 
+The API ("Use via API", `gradio_client`) offers two endpoints: `narrate` (a video file, the threshold, the frames per
+second and whether to keep the video's pace -> the conversation, the status line and the plot) and `ask` (a question
+-> the emptied question box, the conversation and the plot); a client's session gets its own stream, as a browser
+tab does.
+
 `app.py` at the repository's top runs the same app as a Hugging Face Space (see `build_app`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import os
 import queue
 import sys
 import threading
@@ -32,6 +39,8 @@ from modeling_videollm_mod import DEFAULT_THRESHOLD
 
 from . import DEMO_MODEL
 from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 PROG = "videollm-mod demo"
 # Frames per forward when the model is behind the video (the chunked path) or when pacing is off.
@@ -180,16 +189,34 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
     """The Gradio app (a `gr.Blocks`, not launched) over a loaded model; every browser tab gets its own stream."""
     import gradio as gr
 
-    from modeling_videollm_mod import StreamContextLimitError
+    from modeling_videollm_mod import StreamContextLimitError, VideoDecodingError, video_num_frames
 
     default_fps = float(processor.image_processor.fps)
 
     def new_tab() -> LiveNarration:
         return LiveNarration(model, processor, max_new_tokens=max_new_tokens)
 
-    def run(video, threshold, fps, realtime, live: LiveNarration):
+    def refusal(error: Exception, video: str) -> gr.Error:
+        """The error shown for `video`, logged in one line: the path of an upload is Gradio's copy (in a hash
+        folder), so the message names the user's file by its name."""
+        message = " ".join(str(error).split()).replace(video, os.path.basename(video))
+        logger.warning(message)
+        return gr.Error(message, duration=None, print_exception=False)
+
+    def check_upload(video) -> None:
+        """Refuse an upload the model cannot read before a stream starts (the page then clears the upload)."""
+        if video:
+            try:
+                video_num_frames(video, default_fps)
+            except VideoDecodingError as error:
+                raise refusal(error, video) from None
+
+    def run(video, threshold, fps, realtime, live: LiveNarration | None):
+        """Narrate the video: yields (chat, status, plot, the tab's stream). A page's stream comes from its load
+        event; an API client loads no page, so its call makes its own."""
         if not video:
-            raise gr.Error("Upload a video or record one with the webcam first.")
+            raise gr.Error("Upload a video or record one with the webcam first.", print_exception=False)
+        live = live or new_tab()
         started, drawn, fed, mine, shown = time.monotonic(), -math.inf, 0, None, None
         steps = live.narrate(video, fps, threshold, realtime)
         try:
@@ -200,11 +227,11 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
                 shown, now = (fed, len(live.session.events)), time.monotonic()
                 redraw = now - drawn >= PLOT_EVERY_SECONDS
                 drawn = now if redraw else drawn
-                yield live.messages(), status(live, fed, started), live.figure() if redraw else gr.skip()
-        except (ValueError, OSError, StreamContextLimitError) as error:  # a corrupt upload, a stream too long
-            raise gr.Error(" ".join(str(error).split()), duration=None) from None
+                yield live.messages(), status(live, fed, started), live.figure() if redraw else gr.skip(), live
+        except (ValueError, OSError, StreamContextLimitError) as error:  # a corrupt video, a stream too long
+            raise refusal(error, video) from None
         if live.session is mine:  # not replaced by a newer run
-            yield live.messages(), status(live, fed, started, done=True), live.figure()
+            yield live.messages(), status(live, fed, started, done=True), live.figure(), live
 
     def status(live: LiveNarration, fed: int, started: float, done: bool = False) -> str:
         if not live.session or not live.session.decisions:
@@ -231,9 +258,11 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
         camera_status = f"Camera: {len(decisions)} frames, {decisions[-1][0]:.1f} s"
         return live.messages(), camera_status, live.figure() if redraw else gr.skip()
 
-    def ask(text: str, live: LiveNarration):
-        answered = live is not None and live.ask(text)
-        return "", live.messages() if answered else gr.skip(), live.figure() if answered else gr.skip()
+    def ask(text: str, live: LiveNarration | None):
+        """Answer a question (at the running stream's current frame, or now): (question box, chat, plot, stream)."""
+        live = live or new_tab()  # an API client's first call
+        answered = live.ask(text)
+        return "", live.messages() if answered else gr.skip(), live.figure() if answered else gr.skip(), live
 
     with gr.Blocks(title="VideoLLM-MoD: live narration") as app:
         gr.Markdown(
@@ -277,22 +306,33 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
                 status_line = gr.Markdown("Upload a video to start.", elem_id="status")
         plot = gr.Plot(label="P(stay silent) per frame", elem_id="timeline")
 
-        app.load(new_tab, outputs=live)
+        # The API offers `narrate` and `ask` (see the module's docstring); the other events are the page's own.
+        page_only = {"api_visibility": "private"}
+        app.load(new_tab, outputs=live, **page_only)
         # the player starts with the stream, so that the narration appears at the video's time
         play = "(...args) => { const v = document.querySelector('#video video'); if (v) { v.currentTime = 0; v.play(); } return args; }"  # noqa: E501
-        inputs, outputs = [video, threshold, fps, realtime, live], [chat, status_line, plot]
+        inputs, outputs = [video, threshold, fps, realtime, live], [chat, status_line, plot, live]
+        # An upload is checked first: one the model cannot read is refused in a message (no output turns to an
+        # error) and cleared, so that the upload control is back at once.
+        upload = video.upload(check_upload, video, None, **page_only)
+        upload.failure(lambda: None, None, video, **page_only)
         streams = [
-            video.upload(run, inputs, outputs, js=play),
-            video.stop_recording(run, inputs, outputs),
-            narrate_button.click(run, inputs, outputs, js=play),
+            narrate_button.click(run, inputs, outputs, js=play, api_name="narrate"),
+            upload.success(run, inputs, outputs, js=play, **page_only),
+            video.stop_recording(run, inputs, outputs, **page_only),
             camera.stream(
-                watch, [camera, threshold, live], outputs, stream_every=1 / default_fps, show_progress="hidden"
+                watch,
+                [camera, threshold, live],
+                outputs[:3],
+                stream_every=1 / default_fps,
+                show_progress="hidden",
+                **page_only,
             ),
         ]
         for trigger in (stop_button.click, video.clear, camera.clear):
-            trigger(stop_stream, live, status_line, cancels=streams)
-        for trigger in (question.submit, send.click):
-            trigger(ask, [question, live], [question, chat, plot])
+            trigger(stop_stream, live, status_line, cancels=streams, **page_only)
+        question.submit(ask, [question, live], [question, chat, plot, live], api_name="ask")
+        send.click(ask, [question, live], [question, chat, plot, live], **page_only)
     return app
 
 
