@@ -152,6 +152,7 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos
     # seed 2024's video: a green circle appears at 0.93 s first, six events in all
     assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "C sees a green circle appear."}
     lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "cache budget per video: 799 tokens (the stream length the model was trained on)"
     assert lines[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies, 6 events in the video")
     said = [(float(t), role, text) for t, role, text in (re.fullmatch(r"\[ *([\d.]+)s\] (\w+): (.*)", x).groups()
                                                          for x in lines if x.startswith("["))]  # fmt: skip

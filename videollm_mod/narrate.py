@@ -252,13 +252,12 @@ def narrate(args: argparse.Namespace, ground_truth: list[dict] | None = None) ->
             write_text_atomically(args.json_out, json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         if args.plot is not None:
             draw_timelines(args.plot, session, names)
-    lines = []
+    lines = [f"cache budget per video: {session.describe_budget()}"]
     for name, total, conversation in zip(names, totals or [None], conversations, strict=True):
         replies = sum(e["role"] == "assistant" for e in conversation)
         stream = paced.summary() if total is None else f"{total} frames at {fps:g} fps ({(total - 1) / fps:.1f} s)"
         truths = f", {len(ground_truth)} events in the video" if ground_truth is not None else ""
         lines.append(f"{name}: " * (len(names) > 1) + f"{stream}, {replies} replies{truths}")
-    lines.append(f"cache budget per video: {session.describe_budget()}")
     print(
         "\n".join(lines)
         + (f"; conversation written to {args.json_out}" if args.json_out else "")
