@@ -3,12 +3,16 @@
     python benchmarks/bounded_stream.py memory   [--window 1024 --factor 20]
     python benchmarks/bounded_stream.py frames   [--megabytes 8]
     python benchmarks/bounded_stream.py quality  [--model PATH_OR_REPO --windows 10 --budget 512]
+    python benchmarks/bounded_stream.py defaults [--model PATH_OR_REPO --streams 2]
 
 - `memory`: the benchmark model (`stream_models.py`, silent) streams one budget's worth of frames (`--window` tokens)
   and then `--factor` times as many, each in a fresh process; peak memory growth over the loaded model (peak RSS on
   CPU, with glibc's mmap threshold fixed; `max_memory_allocated` on CUDA). Frames are made as they are fed, so only
   the stream's cost is measured.
 - `frames`: at one byte budget, how many frames the dense and the MoD benchmark model hold.
+- `defaults`: what a user gets with no options on long videos (the session's default budget, the model's trained
+  stream length): replies to `--black-seconds` of black video, and per 2-minute window of `--streams` held-out
+  6-minute clips, replies per event, content accuracy and TimeDiff.
 - `quality`: held-out synthetic streams `--windows` times longer than the budget (`--budget` tokens), narrated by
   `--model` (default: the shipped demo) under three cache policies: the model's whole context (4096 for the demo, so
   nothing is evicted during the first windows: the reference), the budget with re-indexed positions (the default) and
@@ -195,9 +199,42 @@ def quality(args) -> None:
               f"eviction is at ~{window_seconds:.0f} s); mean |dP(interval)| before that {np.mean(drift):.4f}")  # fmt: skip
 
 
+def defaults(args) -> None:
+    """Long videos with no options, as `narrate` runs them (the session's default budget: the trained length)."""
+    from modeling_videollm_mod import StreamEvent
+    from videollm_mod.loading import load_model_and_processor
+    from videollm_mod.narrate import render_demo_videos
+    from videollm_mod.recipes.counterfactuals import render_black
+
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    print(f"{args.model or 'the demo model'}: default budget {model.stream_session(processor).describe_budget()}")
+    with tempfile.TemporaryDirectory() as folder:
+        black = render_black(os.path.join(folder, "black.mp4"), args.black_seconds)
+        said = [e for e in model.stream_generate(black, processor) if e.role == "assistant"]
+        print(f"  black video of {args.black_seconds:.0f} s: {len(said)} replies (target <= 1)")
+        window = 120.0
+        paths = render_demo_videos(folder, seed=4343, count=args.streams, seconds=3 * window)
+        ground_truth = json.load(open(os.path.join(folder, "synthetic", "synthetic_events.json")))
+        rows = []
+        for path in paths:
+            replies = [StreamEvent(*e) for e in model.stream_generate(path, processor) if e.role == "assistant"]
+            events = ground_truth[os.path.basename(path)[:-4]]
+            rows.append([window_scores(replies, events, w * window, (w + 1) * window) for w in range(3)])
+    print(f"  {args.streams} clips of {3 * window:.0f} s, by 2-minute window (first, middle, last):")
+    for metric in ("replies_per_event", "content_accuracy", "time_diff"):
+        per_window = [statistics.mean(row[w][metric] for row in rows) for w in range(3)]
+        print(f"    {metric:<18} " + " ".join(f"{v:5.2f}" for v in per_window))
+    first, last = (statistics.mean(row[w]["content_accuracy"] for row in rows) for w in (0, 2))
+    per_event = max(statistics.mean(row[w]["replies_per_event"] for row in rows) for w in range(3))
+    print(
+        f"  content accuracy last / first {last / first if first else float('nan'):.2f} (target >= 0.90); "
+        f"replies per event, worst window {per_event:.2f} (target <= 1.5)"
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["memory", "frames", "quality", "memory-child"])
+    parser.add_argument("what", choices=["memory", "frames", "quality", "defaults", "memory-child"])
     parser.add_argument("--window", type=int, default=1024, help="memory: the budget in tokens")
     parser.add_argument("--factor", type=int, default=20, help="memory: the long stream, in windows")
     parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
@@ -206,11 +243,12 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=int, default=512, help="quality: the budget in tokens")
     parser.add_argument("--windows", type=int, default=10, help="quality: stream length in budgets")
     parser.add_argument("--streams", type=int, default=2, help="quality: held-out streams")
+    parser.add_argument("--black-seconds", type=float, default=300.0, help="defaults: the black video's length")
     parser.add_argument("--device", default="cpu")
     args = parse_with_threads(parser, argv)
     if args.what == "memory-child":
         return memory_child(args.frames, args.window, args.device)
-    {"memory": memory, "frames": frames_held, "quality": quality}[args.what](args)
+    {"memory": memory, "frames": frames_held, "quality": quality, "defaults": defaults}[args.what](args)
 
 
 if __name__ == "__main__":

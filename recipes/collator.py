@@ -9,6 +9,7 @@ under `video_root` (decoded with PyAV; decoded videos can be kept in memory for 
 from __future__ import annotations
 
 import os
+import random
 
 import torch
 
@@ -23,19 +24,45 @@ class VideoLLMMoDCollator:
         video_root: folder the rows' `video` paths are relative to (raw frames -> `pixel_values_videos`).
         features_dir: folder of pre-computed `{video_uid}.safetensors` (-> `frame_features`); wins over videos.
         cache_videos: keep decoded videos in memory (small datasets, many epochs).
+        reply_noise: the probability that a reply of a row is replaced by another reply of the same row, not
+            learned: the model then sees wrong replies of its own in its history, as it will when it streams
+            free-running, and learns to name what the frames show rather than to continue what it said.
+        seed: of the replies replaced.
     Returns (per call):
         `input_ids`, `attention_mask`, `labels` (B, L) right-padded, and `frame_features` (ΣT, F, D) or
         `pixel_values_videos` (ΣT, 3, S, S) with the frames of all rows in batch order.
     """
 
-    def __init__(self, processor, video_root: str | None = None, features_dir: str | None = None, cache_videos=False):
+    def __init__(self, processor, video_root: str | None = None, features_dir: str | None = None, cache_videos=False,
+                 reply_noise: float = 0.0, seed: int = 0):  # fmt: skip
         if video_root is None and features_dir is None:
             raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
+        if not 0.0 <= reply_noise < 1.0:
+            raise ValueError(f"reply_noise={reply_noise} must lie in [0, 1)")
         self.processor = processor
         self.video_root = video_root
         self.features_dir = features_dir
         self.cache_videos = cache_videos
+        self.reply_noise = reply_noise
+        self.rng = random.Random(seed)
         self._videos: dict[str, torch.Tensor] = {}
+
+    def noisy(self, row: dict) -> dict:
+        """The row with each learned reply replaced, with probability `reply_noise`, by another reply of the row
+        (then not learned); the row itself is not changed."""
+        conversation = row["conversation"]
+        if isinstance(conversation, dict):  # a datasets "columnar" struct list
+            conversation = [dict(zip(conversation, values, strict=True)) for values in zip(*conversation.values())]
+        replies = sorted({m["content"] for m in conversation if m["role"] == "assistant"})
+        if len(replies) < 2:
+            return row
+        noisy = []
+        for message in conversation:
+            if message["role"] == "assistant" and message["learn"] and self.rng.random() < self.reply_noise:
+                other = self.rng.choice([r for r in replies if r != message["content"]])
+                message = {**message, "content": other, "learn": 0}
+            noisy.append(message)
+        return {**row, "conversation": noisy}
 
     def frames_of(self, row: dict) -> dict:
         """Keyword arguments of `prepare_row` that give the row's frames: the whole video's features, the whole
@@ -58,6 +85,8 @@ class VideoLLMMoDCollator:
         return {"frames": self._videos[path]}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.reply_noise:
+            rows = [self.noisy(row) for row in rows]
         items = [self.processor.prepare_row(row, **self.frames_of(row)) for row in rows]
         length = max(len(item["input_ids"]) for item in items)
         pad_id = self.processor.tokenizer.pad_token_id or 0

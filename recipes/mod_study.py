@@ -103,6 +103,8 @@ class StudyPlan:
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
+    cost_steps: int = 6  # timed training steps per model in the cost measurement (after one warm-up)
+    kv_frames: int = 400  # frames streamed for the KV-cache curve
 
     @classmethod
     def quick(cls) -> StudyPlan:
@@ -110,7 +112,8 @@ class StudyPlan:
         data = DataPlan(train_videos=6, val_videos=2, test_videos=2, seconds=8.0, coin_train_videos=5,
                         coin_test_videos=5, frame_captions=128, warmup_epochs=1.0, warmup_batch_size=32,
                         tower_hidden_size=32, tower_layers=1)  # fmt: skip
-        return cls(data=data, lm_hidden=32, epochs=1.0, batch_size=4, vocab_size=200)
+        return cls(data=data, lm_hidden=32, epochs=1.0, batch_size=4, vocab_size=200, max_eval_rows=2, cost_steps=2,
+                   kv_frames=40)  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -267,6 +270,7 @@ def run_one(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, re
         "evaluation_seconds": time.perf_counter() - start,
         "quality": quality,
     }  # fmt: skip
+    os.makedirs(os.path.dirname(run_path(results_dir, variant.name, seed)), exist_ok=True)
     write_text_atomically(run_path(results_dir, variant.name, seed), json.dumps(result, indent=1) + "\n")
     return result
 

@@ -47,6 +47,11 @@ class VideoSFTScriptArguments(ScriptArguments):
     train_vision_tower: bool = field(
         default=False, metadata={"help": "full fine-tuning: train the vision tower too (ignored with LoRA)"}
     )
+    reply_noise: float = field(
+        default=0.0,
+        metadata={"help": "probability that a reply is replaced by another reply of its stream, not learned (the "
+                  "model learns to name what it sees rather than continue its own mistakes)"},
+    )  # fmt: skip
     stream_loss_weight: float | None = field(
         default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
     )
@@ -138,6 +143,8 @@ def build_trainer(
         video_root=script_args.video_root,
         features_dir=script_args.features_dir,
         cache_videos=script_args.cache_videos,
+        reply_noise=script_args.reply_noise,
+        seed=training_args.seed,
     )
     return VideoLLMMoDSFTTrainer(
         model=model,

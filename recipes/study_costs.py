@@ -3,7 +3,7 @@
 On one training batch of the study (its first `batch_size` narration rows, the shared features), a fresh model of the
 variant and of the dense layout: training step time (interleaved steps, medians), FLOPs of forward + backward, peak
 training memory (each in a fresh process); then the KV-cache bytes after each frame of a stream fed frame by frame,
-and how many frames fit in `KV_BUDGET_BYTES`. Written to `{results_dir}/costs/{variant}.json`.
+and how many frames fit in `KV_BUDGET_BYTES` (`plan.cost_steps` timed steps, `plan.kv_frames` frames). Written to `{results_dir}/costs/{variant}.json`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-STEPS = 6  # timed training steps per model, after one warm-up
-KV_FRAMES = 400  # frames streamed for the KV-cache curve
 KV_BUDGET_BYTES = 2**20  # the byte budget at which frames held are compared (1 MiB: ~45 frames of the dense model)
 
 
@@ -44,7 +42,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | Non
     collator = VideoLLMMoDCollator(processor, features_dir=shared.features["train"])
     batch = collator([rows[i] for i in range(min(plan.batch_size, len(rows)))])
     inputs = {**batch, "use_cache": False}
-    step_time = interleaved_step_times(models, {name: inputs for name in models}, STEPS)
+    step_time = interleaved_step_times(models, {name: inputs for name in models}, plan.cost_steps)
     flops = {name: count_flops(model, inputs) for name, model in models.items()}
     memory = {name: peak_training_memory(model.config, batch) for name, model in models.items()}
 
@@ -52,7 +50,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | Non
 
     stream = sorted(os.listdir(shared.features["test"]))[0]
     features = load_file(os.path.join(shared.features["test"], stream))["features"].float()
-    features = features.repeat(-(-KV_FRAMES // len(features)), 1, 1)[:KV_FRAMES]
+    features = features.repeat(-(-plan.kv_frames // len(features)), 1, 1)[: plan.kv_frames]
     kv = {
         name: kv_bytes_by_frame(model, features, processor.video_token_id, processor.frame_token_interval_id)
         for name, model in models.items()
@@ -73,5 +71,6 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | Non
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
     }
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     write_text_atomically(path, json.dumps(costs, indent=1) + "\n")
     return costs

@@ -166,3 +166,25 @@ def test_training_records_the_median_stream_length_in_the_config(setup):
     assert model.config.trained_stream_length is None
     train(model, processor, dataset, tmp_path, steps=4)  # 4 steps x 4 rows: each of the 8 rows twice
     assert model.config.trained_stream_length == lengths[(len(lengths) - 1) // 2]  # torch's median: the lower one
+
+
+def test_reply_noise_swaps_replies_within_the_row_and_does_not_learn_them(setup):
+    _, processor, _, _, tmp_path = setup
+    row = {**ROW, "conversation": ROW["conversation"] + [
+        {"role": "stream", "content": "", "time": 2.0, "learn": 1, "num_frames": 1},
+        {"role": "assistant", "content": "C sees the red circle turn blue.", "time": 2.0, "learn": 1, "num_frames": 0},
+    ]}  # fmt: skip
+    collator = VideoLLMMoDCollator(processor, features_dir=str(tmp_path), reply_noise=0.5, seed=0)
+    replies = [m["content"] for m in row["conversation"] if m["role"] == "assistant"]
+    swapped = 0
+    for _ in range(20):
+        noisy = [m for m in collator.noisy(row)["conversation"] if m["role"] == "assistant"]
+        for message, original in zip(noisy, replies, strict=True):
+            assert message["content"] in replies
+            assert (message["content"] != original) == (message["learn"] == 0)
+            swapped += message["content"] != original
+    assert 10 <= swapped <= 30  # about half of the 40 replies
+    assert [m["content"] for m in row["conversation"] if m["role"] == "assistant"] == replies  # the row is untouched
+    clean = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))([row])
+    labels = VideoLLMMoDCollator(processor, features_dir=str(tmp_path), reply_noise=0.99, seed=1)([row])["labels"]
+    assert (labels != -100).sum() < (clean["labels"] != -100).sum()  # swapped replies are not learned

@@ -1,0 +1,62 @@
+"""The MoD study (`recipes.mod_study --quick`): variants as the paper and the official code define them, one result
+file per run, costs measured beside dense, resumable, and a report of what was written."""
+
+import json
+import os
+
+import pytest
+
+from videollm_mod.recipes import mod_study
+from videollm_mod.recipes.mod_study import VARIANTS
+
+
+def test_variants_route_the_layers_the_official_code_routes():
+    routing = {name: variant.routing(8) for name, variant in VARIANTS.items()}
+    assert routing["dense"]["mod_layers"] == []
+    assert routing["mod"]["mod_layers"] == [1, 3, 5, 7] and routing["mod"]["mod_keep_ratio"] == 0.2
+    assert routing["mod_all"]["mod_layers"] == list(range(8))
+    assert routing["mod_deep"]["mod_layers"] == [4, 5, 6, 7]
+    assert [routing[f"mod_r{r}"]["mod_keep_ratio"] for r in (0.1, 0.3, 0.5)] == [0.1, 0.3, 0.5]
+    assert routing["mod_random"]["mod_selection"] == "random" and routing["mod_uniform"]["mod_selection"] == "uniform"
+    # LayerSkip / EarlyExit drop the interval tokens too (`dropall`), unlike MoD at r = 0
+    assert routing["layerskip"] == {"mod_layers": [1, 3, 5, 7], "mod_keep_ratio": 0.0, "mod_selection": "uniform",
+                                    "mod_skip_interval_tokens": True}  # fmt: skip
+    assert routing["earlyexit"]["mod_layers"] == [4, 5, 6, 7] and routing["earlyexit"]["mod_skip_interval_tokens"]
+    assert not any(routing[name]["mod_skip_interval_tokens"] for name in VARIANTS if name.startswith("mod"))
+
+
+def test_settings_override_the_plan_by_name_and_type():
+    plan = mod_study.apply_settings(mod_study.StudyPlan(), {"lm_hidden": "64", "data.seconds": "30", "epochs": "2"})
+    assert (plan.lm_hidden, plan.data.seconds, plan.epochs) == (64, 30.0, 2.0)
+    with pytest.raises(ValueError, match="--set lm_width: no such setting"):
+        mod_study.apply_settings(mod_study.StudyPlan(), {"lm_width": "64"})
+
+
+@pytest.mark.slow
+def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_path, monkeypatch):
+    work, results = str(tmp_path / "work"), str(tmp_path / "results")
+    argv = ["--quick", "--work-dir", work, "--results-dir", results, "--variants", "dense", "mod", "--seeds", "0"]
+    assert mod_study.main(argv) == 0
+    runs = {name: json.load(open(os.path.join(results, "runs", f"{name}-seed0.json"))) for name in ("dense", "mod")}
+    for run in runs.values():
+        quality = run["quality"]
+        assert 0 <= quality["free_running"]["model"]["f1"] <= 1 and quality["teacher_forced"]["model"]["lm_ppl"] >= 1
+        assert set(quality["coin"]) == {"step", "next", "task"}
+        assert run["training"]["steps"] > 0 and run["config"]["trained_stream_length"] > 0
+    assert runs["mod"]["config"]["mod_layers"] == [1, 3] and runs["dense"]["config"]["mod_layers"] == []
+
+    costs = json.load(open(os.path.join(results, "costs", "mod.json")))
+    assert costs["flops"]["mod"] < costs["flops"]["dense"]
+    # a frame is cached as 11 tokens in the 2 dense layers and 3 (k = 2 + the interval) in the 2 routed ones
+    kv = costs["kv_bytes_by_frame"]
+    assert kv["mod"][-1] / kv["dense"][-1] == pytest.approx((2 * 11 + 2 * 3) / (4 * 11), rel=1e-3)
+    assert costs["frames_held"]["mod"] > costs["frames_held"]["dense"]
+
+    monkeypatch.setattr(mod_study, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert mod_study.main(argv) == 0  # resumes: both runs and costs are done
+
+    assert mod_study.main(["--report", "--results-dir", results]) == 0
+    report = open(os.path.join(results, "RESULTS.md")).read()
+    assert "| dense | 1 |" in report and "| mod | 1 |" in report
+    assert os.path.getsize(os.path.join(results, "quality_vs_cost.png")) > 0
+    assert os.path.getsize(os.path.join(results, "kv_bytes.png")) > 0
