@@ -175,6 +175,15 @@ class VideoLLMMoDFrameProcessor(BaseImageProcessor):
         return (frames / 255.0 - mean) / std  # (T, 3, size, size)
 
 
+def as_messages(conversation: list[dict] | dict[str, list]) -> list[dict]:
+    """A row's conversation as a list of messages, also when `datasets` hands it over column-wise (a struct list read
+    as `{role: [...], content: [...], ...}`)."""
+    if isinstance(conversation, dict):
+        keys = list(conversation)
+        return [dict(zip(keys, values, strict=True)) for values in zip(*conversation.values(), strict=True)]
+    return list(conversation)
+
+
 class VideoLLMMoDProcessor(ProcessorMixin):
     r"""
     Tokenizer + frame processor + the live1+ stream template of VideoLLM-MoD (see the module docstring).
@@ -421,12 +430,7 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         Returns:
             `input_ids`, `labels`: (L,) long; `pixel_values_videos` (T, 3, S, S) or `frame_features` (T, F, D).
         """
-        conversation = row["conversation"]
-        if isinstance(conversation, dict):  # a datasets "columnar" struct list: {role: [...], content: [...], ...}
-            keys = list(conversation)
-            conversation = [
-                dict(zip(keys, values, strict=True)) for values in zip(*conversation.values(), strict=True)
-            ]
+        conversation = as_messages(row["conversation"])
         count = sum(int(m.get("num_frames") or 0) for m in conversation if m["role"] == "stream")
         start = int(row.get("start_frame") or 0)
         if frames is None and frame_features is None and count:

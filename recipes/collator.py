@@ -50,9 +50,9 @@ class VideoLLMMoDCollator:
     def noisy(self, row: dict) -> dict:
         """The row with each learned reply replaced, with probability `reply_noise`, by another reply of the row
         (then not learned); the row itself is not changed."""
-        conversation = row["conversation"]
-        if isinstance(conversation, dict):  # a datasets "columnar" struct list
-            conversation = [dict(zip(conversation, values, strict=True)) for values in zip(*conversation.values())]
+        from modeling_videollm_mod.processing_videollm_mod import as_messages
+
+        conversation = as_messages(row["conversation"])
         replies = sorted({m["content"] for m in conversation if m["role"] == "assistant"})
         if len(replies) < 2:
             return row
