@@ -56,7 +56,10 @@ def interleaved_step_times(models: dict, inputs: dict, steps: int, lr: float = 1
 
 def count_flops(model, inputs: dict) -> int:
     """FLOPs of forward + backward (eager attention, so that its matrix products are counted)."""
-    previous = model.config._attn_implementation
+    from transformers.utils import logging
+
+    previous, verbosity = model.config._attn_implementation, logging.get_verbosity()
+    logging.set_verbosity_error()  # each switch warns that the text sub-config has no sub-model of its own
     model.set_attn_implementation("eager")
     try:
         with FlopCounterMode(display=False) as counter:
@@ -64,6 +67,7 @@ def count_flops(model, inputs: dict) -> int:
     finally:
         model.zero_grad(set_to_none=True)
         model.set_attn_implementation(previous)
+        logging.set_verbosity(verbosity)
     return counter.get_total_flops()
 
 

@@ -105,6 +105,7 @@ class StudyPlan:
     max_eval_rows: int | None = None
     cost_steps: int = 6  # timed training steps per model in the cost measurement (after one warm-up)
     kv_frames: int = 400  # frames streamed for the KV-cache curve
+    kv_budget_bytes: int = 2**20  # the byte budget at which frames held are compared (~45 frames of the dense model)
 
     @classmethod
     def quick(cls) -> StudyPlan:
@@ -113,7 +114,7 @@ class StudyPlan:
                         coin_test_videos=5, frame_captions=128, warmup_epochs=1.0, warmup_batch_size=32,
                         tower_hidden_size=32, tower_layers=1)  # fmt: skip
         return cls(data=data, lm_hidden=32, epochs=1.0, batch_size=4, vocab_size=200, max_eval_rows=2, cost_steps=2,
-                   kv_frames=40)  # fmt: skip
+                   kv_frames=40, kv_budget_bytes=2**16)  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,12 +177,22 @@ def load_split(shared: SharedData, split: str) -> dict:
 
 
 def training_rows(train: dict):
-    """Narration streams and COIN questions in one dataset (the columns the collator reads)."""
+    """Narration streams and COIN questions in one dataset (the columns the collator reads), with a `length` column
+    (about the row's tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would
+    cost as much as the stream."""
     from datasets import concatenate_datasets
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
     parts = [train["narration"], *train["coin"].values()]
-    return concatenate_datasets([part.select_columns(columns) for part in parts])
+    rows = concatenate_datasets([part.select_columns(columns) for part in parts])
+    return rows.map(lambda row: {"length": approximate_tokens(row)})
+
+
+def approximate_tokens(row: dict, tokens_per_frame: int = 11, chars_per_token: int = 4) -> int:
+    from modeling_videollm_mod.processing_videollm_mod import as_messages
+
+    text = sum(len(m["content"]) for m in as_messages(row["conversation"]))
+    return (row["stop_frame"] - row["start_frame"]) * tokens_per_frame + text // chars_per_token
 
 
 def first_rows(dataset, count: int | None):
@@ -206,6 +217,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
         learning_rate=plan.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
         logging_steps=20, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
         activation_checkpointing=False, dataloader_num_workers=0, seed=seed, data_seed=seed, disable_tqdm=True,
+        train_sampling_strategy="group_by_length", length_column_name="length",
     )  # fmt: skip
     trainer = build_trainer(
         model, processor, rows, args, VideoSFTScriptArguments(features_dir=shared.features["train"])

@@ -3,7 +3,7 @@
 On one training batch of the study (its first `batch_size` narration rows, the shared features), a fresh model of the
 variant and of the dense layout: training step time (interleaved steps, medians), FLOPs of forward + backward, peak
 training memory (each in a fresh process); then the KV-cache bytes after each frame of a stream fed frame by frame,
-and how many frames fit in `KV_BUDGET_BYTES` (`plan.cost_steps` timed steps, `plan.kv_frames` frames). Written to `{results_dir}/costs/{variant}.json`.
+and how many frames fit in `plan.kv_budget_bytes` (`plan.cost_steps` timed steps, `plan.kv_frames` frames). Written to `{results_dir}/costs/{variant}.json`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import os
 import torch
 
 logger = logging.getLogger(__name__)
-
-KV_BUDGET_BYTES = 2**20  # the byte budget at which frames held are compared (1 MiB: ~45 frames of the dense model)
 
 
 def cost_path(results_dir: str, variant: str) -> str:
@@ -66,8 +64,8 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | Non
         "flops": flops,
         "peak_memory_bytes": memory,
         "kv_bytes_by_frame": kv,
-        "kv_budget_bytes": KV_BUDGET_BYTES,
-        "frames_held": {name: sum(b <= KV_BUDGET_BYTES for b in held) for name, held in kv.items()},
+        "kv_budget_bytes": plan.kv_budget_bytes,
+        "frames_held": {name: sum(b <= plan.kv_budget_bytes for b in held) for name, held in kv.items()},
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
     }
