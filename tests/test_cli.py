@@ -125,6 +125,21 @@ def test_help_and_argument_errors_come_before_torch_is_imported(argv, tmp_path):
     assert result.stdout.splitlines()[-1] == f"status {1 if argv[-1] != '--help' else 0} imported", result.stderr
 
 
+def test_what_narrate_reads_before_importing_the_model_package_is_the_packages_own(monkeypatch):
+    import modeling_videollm_mod
+    from videollm_mod.remote_code import remote_constant, remote_stdlib_module
+
+    for name in ("streaming_videollm_mod", "live_videollm_mod"):  # as before the package is imported
+        monkeypatch.delitem(sys.modules, f"modeling_videollm_mod.{name}")
+    monkeypatch.delitem(sys.modules, "videollm_mod._remote_live_videollm_mod", raising=False)
+    assert remote_constant("streaming_videollm_mod", "DEFAULT_THRESHOLD") == modeling_videollm_mod.DEFAULT_THRESHOLD
+    live = remote_stdlib_module("live_videollm_mod")
+    assert live is not modeling_videollm_mod.live_videollm_mod  # run from its file
+    sources = ["-", "rtsp://camera/stream", "/dev/video0", "clip.mp4", "file://clip.mp4"]
+    assert [live.is_live_source(s) for s in sources] == [modeling_videollm_mod.is_live_source(s) for s in sources]
+    assert [live.is_live_source(s) for s in sources] == [True, True, True, False, False]
+
+
 def test_a_misspelt_key_of_the_training_yaml_names_the_file_and_the_nearest_key(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("learnin_rate: 0.001\nmax_steps: 1\n")
@@ -159,6 +174,7 @@ def test_train_help_lists_the_config_option(capsys):
     assert status == 0 and "--config" in out and "--dataset_name" in out
 
 
+@pytest.mark.slow
 def test_train_evaluate_release_on_the_quickstart_data(quickstart, capsys, tmp_path):
     """train (from the demo, by default) -> evaluate -> release --no-push, each exit status 0."""
     video_root = quickstart / "synthetic/ego4d/v2/full_scale"
@@ -257,7 +273,7 @@ def test_user_errors_are_one_line_naming_the_input(capsys, tmp_path, argv, names
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         cli.main(["--debug", "narrate", str(tmp_path / "nope.mp4")])
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the wheel and a fresh virtual environment
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
