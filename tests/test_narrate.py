@@ -72,3 +72,9 @@ def test_a_query_is_answered_after_it_is_asked(clip, tmp_path, capsys):
     question = next(i for i, e in enumerate(events) if e["role"] == "user")
     assert events[question]["time"] == 1.2 and events[question + 1]["role"] == "assistant"
     assert events[question + 1]["time"] >= 1.2
+
+
+def test_a_plot_in_a_missing_folder_is_refused_before_the_demo_video_is_rendered(tmp_path, capsys):
+    plot = tmp_path / "nope" / "timeline.png"
+    assert cli.main(["narrate", "--demo", "--plot", str(plot)]) == 1
+    assert capsys.readouterr() == ("", f"videollm-mod narrate: {plot}: the folder {plot.parent} does not exist\n")

@@ -144,6 +144,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         folder = os.path.dirname(os.path.abspath(args.json_out))
         if not os.path.isdir(folder):
             raise UserError(f"--json {args.json_out}: the folder {folder} does not exist")
+    if args.plot is not None:
+        from .timeline import check_plot_path
+
+        check_plot_path(args.plot)
     return args
 
 
@@ -183,13 +187,10 @@ def narrate(args: argparse.Namespace) -> int:
     from modeling_videollm_mod import PacedFrames, iter_video_frames, video_num_frames
 
     from .loading import load_model_and_processor
-    from .timeline import check_plot_path
 
     if not args.live:
         for video in args.videos:  # checks the files before the model loads
             video_num_frames(video, args.fps or 2.0)
-    if args.plot is not None:
-        check_plot_path(args.plot)
     model, processor = load_model_and_processor(args.model, device=args.device)
     fps = args.fps or processor.image_processor.fps
     totals = None if args.live else [video_num_frames(video, fps) for video in args.videos]
