@@ -62,7 +62,6 @@ def tiny_model_and_processor(tmp_path_factory):
     return VideoLLMMoDForCausalLM(config).eval(), processor
 
 
-@pytest.mark.slow
 def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_path, tiny_model_and_processor):
     from videollm_mod import cli
     from videollm_mod.data_scripts import prepare_ego4d_narration

@@ -87,7 +87,6 @@ def lora():
     return LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LLM_LINEARS, modules_to_save=["connector", "router"])  # fmt: skip
 
 
-@pytest.mark.slow
 def test_lora_training_decreases_the_loss(setup):
     model, processor, dataset, _, tmp_path = setup
     losses, _, _ = train(model, processor, dataset, tmp_path, peft_config=lora())

@@ -62,7 +62,6 @@ def test_bounded_cache_holds_the_sink_the_last_turns_and_the_recent_window(proce
     assert len(history) > 2 * len(session.streams[0].segments)  # so did frames
 
 
-@pytest.mark.slow
 def test_byte_budget_holds_more_frames_with_mod(processor):
     frames_held = {}
     for name, mod_layers in MOD_LAYERS.items():

@@ -67,7 +67,7 @@ def test_query_mid_stream_is_answered_after_the_current_frame(processor):
     assert [(e.time, e.role) for e in events] == [(1.2, "user"), (1.2, "assistant")]
 
 
-@pytest.mark.parametrize("chunk_size", [pytest.param(5, marks=pytest.mark.slow), "auto"])
+@pytest.mark.parametrize("chunk_size", [5, "auto"])
 @pytest.mark.parametrize("name", list(MOD_LAYERS))
 def test_chunked_frames_equal_frame_by_frame(processor, name, chunk_size):
     model = make_model(processor, MOD_LAYERS[name])
@@ -187,7 +187,6 @@ def test_narrate_names_a_missing_video_in_one_line(processor, tmp_path, capsys):
     assert capsys.readouterr().err == f"videollm-mod narrate: {tmp_path / 'nope.mp4'}: video file not found\n"
 
 
-@pytest.mark.slow
 def test_narrate_several_videos_writes_each_conversation(processor, tmp_path, capsys):
     from videollm_mod.narrate import main
 
