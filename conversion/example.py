@@ -93,7 +93,7 @@ def write_example(root: str | Path, seed: int = 0) -> dict[str, Path]:
     with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`: not ours
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
         adapter = get_peft_model(live, lora)
-    # The targets hold lm_head, whose full weight the original adapter carries too (peft's "auto" says so in a warning).
+    # The targets hold lm_head, whose full weight the original adapter carries too (peft's "auto" warns that it does).
     adapter.save_pretrained(paths["adapter"], save_embedding_layers=True)
 
     vision_config = SiglipVisionConfig(

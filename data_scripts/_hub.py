@@ -191,7 +191,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-num-frames",
         type=int,
         default=MAX_NUM_FRAMES,
-        help="cut a stream before the turn that would take it past this many frames (default: %(default)s, as VideoLLM-online live1+)",
+        help="cut a stream before the turn that would take it past this many frames (default: %(default)s, as "
+        "VideoLLM-online live1+)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     parser.add_argument("--strict", action="store_true", help="turn skipped videos (missing/undecodable) into errors")

@@ -28,7 +28,8 @@ Configs, each with the splits `train` and `val` as released (test annotations ar
   only that view (`--keep-invisible` keeps them); `unsure` descriptions stay, as Ego4D keeps `#unsure` narrations.
 - `keystep`: one row per keystep segment, as COIN's `step` task (`prepare_coin`): the COIN step question, the
   segment's frames `[ceil(start * fps), ceil(end * fps)]` (the benchmark's input is this trimmed ego clip), the
-  keystep name as documented as the answer; `label` holds it lower-cased. `--label-mapping` keeps the benchmark's keysteps only.
+  keystep name as documented as the answer; `label` holds it lower-cased. `--label-mapping` keeps the benchmark's
+  keysteps only.
 
 Where the documentation is silent, assumed: description timestamps and keystep times are seconds from the start of
 the take's frame-aligned videos; boolean fields are JSON booleans or the strings "0"/"1"/"true"/"false" (the

@@ -600,8 +600,12 @@ def main(argv: list[str] | None = None) -> int:
         "--event-interval", type=float, default=2.0, help="mean seconds between events (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--frame-captions", type=int, default=0,
-                        help="captioned random scenes written for the vision warm-up (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--frame-captions",
+        type=int,
+        default=0,
+        help="captioned random scenes written for the vision warm-up (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     paths = generate_dataset(

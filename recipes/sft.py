@@ -163,11 +163,7 @@ def parse_args(argv: list[str] | None):
         parser.error(f"unrecognized arguments: {' '.join(from_command_line)}")
     if from_config:  # ["--key", "value", ...]: what TRL leaves of the YAML file's keys
         unknown = from_config[0].removeprefix("--")
-        known = [
-            field.name
-            for arguments in (VideoSFTScriptArguments, SFTConfig, ModelConfig)
-            for field in fields(arguments)
-        ]
+        known = [f.name for arguments in (VideoSFTScriptArguments, SFTConfig, ModelConfig) for f in fields(arguments)]
         nearest = difflib.get_close_matches(unknown, known, n=1)
         hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
         raise UserError(f"{config}: unknown key {unknown!r}{hint}")

@@ -160,8 +160,8 @@ def test_card_lists_the_keystep_taxonomy_by_scenario_and_parent(tmp_path, featur
         "  - Remove a Wheel: Check the tire (900)\n"
     ) in card
     assert (
-        "- **Covid-19 Rapid Antigen Test**\n  - Covid-19 Rapid Antigen Test: Wrap or Unwrap Covid- 19 Rapid Antigen Test Pack (818)\n"
-        in card
+        "- **Covid-19 Rapid Antigen Test**\n"
+        "  - Covid-19 Rapid Antigen Test: Wrap or Unwrap Covid- 19 Rapid Antigen Test Pack (818)\n" in card
     )
 
 

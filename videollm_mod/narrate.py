@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--demo", action="store_true", help="render a held-out synthetic video and narrate it")
     parser.add_argument(
-        "--seed", type=int, default=2024, help="with --demo: the synthetic video's seed (default: 2024)"
+        "--seed", type=int, default=2024, help="with --demo: the synthetic video's seed (default: %(default)s)"
     )
     parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
     parser.add_argument(
