@@ -115,7 +115,8 @@ def evaluate_streams(
 # Beside the figures of the shipped demo: what it was trained on explains them.
 DEMO_ANSWER_NOTE = (
     "the shipped demo model was trained on narration streams of its synthetic world only, never on questions about a "
-    "stream (COIN steps, Ego-Exo4D keysteps): expect it below the majority label; fine-tune it on the dataset first"
+    "stream (COIN steps, Ego-Exo4D keysteps): expect it no better than the majority label; fine-tune it on the dataset "
+    "first"
 )
 
 
