@@ -25,7 +25,8 @@ class ConversionError(ValueError):
 
 
 def resolve_folder(path_or_repo: str, allow_patterns: list[str] | None = None, argument: str = "path") -> Path:
-    """A local folder as is, or a Hub repo id downloaded with `snapshot_download` (only the files asked for)."""
+    """A local folder as is, or a Hub repo id downloaded with `snapshot_download` (only the files asked for); one
+    message for a name that is neither, whether it has the form of a repo id or not."""
     from ..loading import looks_like_repo_id
 
     path = Path(path_or_repo)
@@ -33,11 +34,16 @@ def resolve_folder(path_or_repo: str, allow_patterns: list[str] | None = None, a
         return path
     if path.exists():
         raise ConversionError(f"{argument} {path}: a file; expected a folder or a Hub repo id")
+    missing = ConversionError(f"{argument} {path_or_repo}: neither a local folder nor reachable on the Hub")
     if not looks_like_repo_id(path_or_repo):
-        raise ConversionError(f"{argument} {path_or_repo}: no such folder")
+        raise missing
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-    return Path(snapshot_download(path_or_repo, allow_patterns=allow_patterns))
+    try:
+        return Path(snapshot_download(path_or_repo, allow_patterns=allow_patterns))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError):  # offline / unreachable (not cached), or no such repo
+        raise missing from None
 
 
 @dataclass(frozen=True)

@@ -411,7 +411,9 @@ def convert(
         torch, embed.dtype if dtype == "auto" and embed is not None else dtype.replace("auto", "float32")
     )
     layers = (mod_layers if mod_layers else None) if mod else []
-    stream_tokenizer, token_ids = load_stream_tokenizer(resolve_folder(tokenizer) if tokenizer else base_folder)
+    stream_tokenizer, token_ids = load_stream_tokenizer(
+        resolve_folder(tokenizer, argument="--tokenizer") if tokenizer else base_folder
+    )
     config, tied = build_config(
         base_folder,
         vision_folder,
@@ -508,14 +510,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="output folder (written atomically)")
     parser.add_argument("--mod", action="store_true", help="route vision tokens in the odd layers (fresh routers)")
     parser.add_argument("--mod-layers", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,3,5 (with --mod)")
-    parser.add_argument("--mod-keep-ratio", type=float, default=0.2)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--max-shard-size", default="5GB")
-    parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=LIVE1_PLUS_FRAME_TOKEN_POOLED)
+    parser.add_argument(
+        "--mod-keep-ratio",
+        type=float,
+        default=0.2,
+        help="with --mod: r, the share of vision tokens kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="of the written weights (default: auto, the base's)",
+    )
+    parser.add_argument("--max-shard-size", default="5GB", help="largest weight file (default: %(default)s)")
+    parser.add_argument(
+        "--frame-token-pooled",
+        type=int,
+        nargs=2,
+        default=LIVE1_PLUS_FRAME_TOKEN_POOLED,
+        metavar=("HP", "WP"),
+        help="patch grid pooled to HP x WP tokens per frame (default: %(default)s, as live1+)",
+    )
     parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the base's)")
     parser.add_argument("--allow-pickle", action="store_true", help="load .bin files with torch.load(weights_only)")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh routers")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh routers (default: %(default)s)")
     parser.add_argument(
         "--write-example",
         metavar="DIR",

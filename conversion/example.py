@@ -7,6 +7,7 @@ and the reference the conversion tests compare against.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -89,7 +90,11 @@ def write_example(root: str | Path, seed: int = 0) -> dict[str, Path]:
         task_type="CAUSAL_LM",
         init_lora_weights=False,  # random A and B: the merge must matter
     )
-    get_peft_model(live, lora).save_pretrained(paths["adapter"])
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`: not ours
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        adapter = get_peft_model(live, lora)
+    # The targets hold lm_head, whose full weight the original adapter carries too (peft's "auto" warns that it does).
+    adapter.save_pretrained(paths["adapter"], save_embedding_layers=True)
 
     vision_config = SiglipVisionConfig(
         hidden_size=VISION_HIDDEN,

@@ -210,7 +210,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing release folder")
     parser.add_argument("--private", action="store_true", default=None)
     parser.add_argument("--token", help="Hub token (default: the logged-in one)")
-    parser.add_argument("--commit-message", default="Upload VideoLLM-MoD release")
+    parser.add_argument(
+        "--commit-message", default="Upload VideoLLM-MoD release", help="of the Hub commit (default: %(default)s)"
+    )
     parser.add_argument("--revision")
     parser.add_argument("--create-pr", action="store_true")
     parser.add_argument("--license")

@@ -11,12 +11,13 @@ Each module exposes ``main(argv=None) -> int`` (also runnable as ``python -m vid
 - ``precompute_features``: frozen vision tower -> ``[T, frame_num_tokens, D]`` safetensors per video.
 """
 
-SCRIPTS = (
-    "synthetic",
-    "prepare_ego4d_narration",
-    "prepare_ego4d_goalstep_livechat",
-    "prepare_coin",
-    "synthetic_egoexo4d",
-    "prepare_egoexo4d",
-    "precompute_features",
-)
+# name: the extra of pyproject.toml it needs beyond the core install (`videollm-mod data NAME` checks it first).
+SCRIPTS = {
+    "synthetic": None,
+    "prepare_ego4d_narration": "data",
+    "prepare_ego4d_goalstep_livechat": "data",
+    "prepare_coin": "data",
+    "synthetic_egoexo4d": None,
+    "prepare_egoexo4d": "data",
+    "precompute_features": None,  # with --dataset it reads a prepared dataset: `_hub.load_prepared_dataset` says so
+}

@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import yaml
 
@@ -42,16 +44,35 @@ def conversation_features(extra: dict | None = None):
     )
 
 
+@contextmanager
+def without_progress_bars() -> Iterator[None]:
+    """datasets' progress bars off inside the block: writing or re-reading a local parquet file takes no time worth a
+    bar ("Creating parquet from Arrow format", "Generating train split"); the setting is restored after."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def load_prepared_dataset(name_or_path: str, config: str | None = None, field_name: str = "dataset"):
     """`load_dataset` of a prepared dataset (folder or Hub id); a local folder is always re-read (the datasets cache
     can hand back another folder's rows when file names and sizes match). A missing folder is a `UserError` naming
     `field_name`, not a Hub lookup."""
-    from datasets import load_dataset
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise UserError('reading a prepared dataset needs datasets: pip install "videollm-mod[data]"') from None
 
     from ..loading import looks_like_repo_id
 
     if os.path.isdir(name_or_path):
-        return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
+        with without_progress_bars():
+            return load_dataset(name_or_path, config, download_mode="force_redownload", verification_mode="no_checks")
     if not looks_like_repo_id(name_or_path):
         raise UserError(
             f"{field_name} {name_or_path}: no such dataset folder (build one with `videollm-mod data ...`, see README)"
@@ -136,7 +157,7 @@ def build_card(pretty_name: str, configs: dict[str, list[str]], body: str) -> st
 def write_dataset(out_dir: str, configs: dict, card: str, overwrite: bool = False) -> str:
     """Write ``{config: DatasetDict}`` as ``{config}/{split}-00000-of-00001.parquet`` + ``README.md`` under ``out_dir``,
     through a temporary folder renamed into place when complete (``files.atomic_output_folder``)."""
-    with atomic_output_folder(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_folder(out_dir, overwrite=overwrite) as tmp, without_progress_bars():
         for name, dataset_dict in configs.items():
             os.makedirs(os.path.join(tmp, name))
             for split, dataset in dataset_dict.items():
@@ -170,7 +191,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-num-frames",
         type=int,
         default=MAX_NUM_FRAMES,
-        help="cut a stream before the turn that would take it past this many frames (VideoLLM-online live1+: 1200)",
+        help="cut a stream before the turn that would take it past this many frames (default: %(default)s, as "
+        "VideoLLM-online live1+)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     parser.add_argument("--strict", action="store_true", help="turn skipped videos (missing/undecodable) into errors")

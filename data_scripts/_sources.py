@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from modeling_videollm_mod import VideoDecodingError, video_num_frames
-
 from ._hub import SkipCounter, add_output_arguments
 
 
@@ -47,6 +45,8 @@ class VideoSource:
             except Exception as e:  # corrupt header or no "features" tensor
                 self.skips.skip("unreadable features", f"video {video_uid!r}: {path} ({e})")
                 return None
+        from modeling_videollm_mod import VideoDecodingError, video_num_frames  # torch: not for --help
+
         path = os.path.join(self.video_root, self.relative_path(video_uid))
         if not os.path.isfile(path):
             self.skips.skip("missing video", f"video {video_uid!r}: {path}")
@@ -82,7 +82,7 @@ def prepare_parser(name: str, doc: str, id_name: str = "video_uid") -> argparse.
         formatter_class=argparse.RawTextHelpFormatter,
     )
     add_source_arguments(parser, id_name)
-    parser.add_argument("--fps", type=float, default=2.0, help="frame rate of the streams")
+    parser.add_argument("--fps", type=float, default=2.0, help="frame rate of the streams (default: %(default)s)")
     add_output_arguments(parser)
     return parser
 

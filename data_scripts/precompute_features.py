@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import logging
 import os
 import sys
 import time
@@ -35,8 +34,6 @@ from modeling_videollm_mod import VideoDecodingError, VideoLLMMoDFrameProcessor,
 from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
 
 from ._hub import SkipCounter
-
-logger = logging.getLogger(__name__)
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -234,8 +231,6 @@ def precompute_features(
                 record(result)
     stats.seconds = time.perf_counter() - start
     bar.close()
-    logger.info("encoded %d videos (%d frames), %d already done; %s", stats.encoded, stats.frames,
-                stats.skipped_done, skips.summary())  # fmt: skip
     return stats
 
 
@@ -289,12 +284,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dataset-config", default=None, help="with --dataset: its config")
     parser.add_argument("--output-dir", required=True, help="where {video_uid}.safetensors go")
-    parser.add_argument("--fps", type=float, default=2.0)
-    parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=None, metavar=("HP", "WP"))
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--threads-per-worker", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64, help="frames per vision-tower forward")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--fps", type=float, default=2.0, help="frames per second sampled (default: %(default)s)")
+    parser.add_argument(
+        "--frame-token-pooled",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("HP", "WP"),
+        help="patch grid pooled to HP x WP tokens (default: the model's config)",
+    )
+    parser.add_argument("--num-workers", type=int, default=1, help="decoding processes (default: %(default)s)")
+    parser.add_argument(
+        "--threads-per-worker", type=int, default=1, help="torch threads of each (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="frames per vision-tower forward (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16", "float32"],
+        help="of the features (default: %(default)s)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at a missing or undecodable video")
     args = parser.parse_args(argv)
     from ..loading import resolve_model

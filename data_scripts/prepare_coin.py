@@ -77,8 +77,10 @@ def procedure_query(num_steps: int, task: str | None = None) -> str:
     return query if task is None else f"To {task}, {query[0].lower()}{query[1:]}"
 
 
-def answer(text: str) -> str:
-    return text.capitalize() + "."
+def answer(text: str, keep_case: bool = False) -> str:
+    """An answer sentence: COIN's lower-case label capitalised as the original does (`str.capitalize`, which also
+    lowercases the rest), or with `keep_case` a documented name as written (Ego-Exo4D keysteps), then a period."""
+    return (text if keep_case else text.capitalize()) + "."
 
 
 def read_coin(path: str) -> dict[str, dict]:
@@ -113,10 +115,13 @@ def _sample(query: str, first: int, last: int, response: str, fps: float) -> tup
     return conversation, first, last + 1
 
 
-def benchmark_samples(benchmark: str, video: dict, fps: float, total_frames: int) -> list[dict]:
+def benchmark_samples(
+    benchmark: str, video: dict, fps: float, total_frames: int, keep_case: bool = False
+) -> list[dict]:
     """The samples of one video for ``benchmark``: ``{conversation, start_frame, stop_frame, label}``.
 
-    ``label`` lists the lower-cased answers the COIN accuracy compares with (one per answered step).
+    ``label`` lists the lower-cased answers the COIN accuracy compares with (one per answered step); ``keep_case``
+    answers with the step and task names as written (`answer`).
     """
     max_frame = total_frames - 1
 
@@ -127,24 +132,28 @@ def benchmark_samples(benchmark: str, video: dict, fps: float, total_frames: int
     samples = []
     if benchmark == "task":
         first, last = frames(video["start"], video["end"])
-        samples.append((_sample(TASK_QUERY, first, last, answer(task), fps), [task.lower()]))
+        samples.append((_sample(TASK_QUERY, first, last, answer(task, keep_case), fps), [task.lower()]))
     elif benchmark == "step":
         for step in steps:
             first, last = frames(step["start"], step["end"])
-            samples.append((_sample(STEP_QUERY, first, last, answer(step["text"]), fps), [step["text"].lower()]))
+            samples.append(
+                (_sample(STEP_QUERY, first, last, answer(step["text"], keep_case), fps), [step["text"].lower()])
+            )
     elif benchmark == "next":
         for step, nxt in zip(steps[:-1], steps[1:], strict=True):
             first, last = frames(step["start"], step["end"])
-            samples.append((_sample(NEXT_QUERY, first, last, answer(nxt["text"]), fps), [nxt["text"].lower()]))
+            samples.append(
+                (_sample(NEXT_QUERY, first, last, answer(nxt["text"], keep_case), fps), [nxt["text"].lower()])
+            )
     elif benchmark in ("procedure", "taskprocedure"):
         for i, step in enumerate(steps[:-1]):
             first, last = frames(step["start"], step["end"])
             following = steps[i + 1 : i + 1 + MAX_NUM_STEPS]
             query = procedure_query(len(following), task if benchmark == "taskprocedure" else None)
             if len(following) == 1:
-                response = answer(following[0]["text"])
+                response = answer(following[0]["text"], keep_case)
             else:
-                response = "\n".join(f"{k + 1}. {answer(s['text'])}" for k, s in enumerate(following))
+                response = "\n".join(f"{k + 1}. {answer(s['text'], keep_case)}" for k, s in enumerate(following))
             samples.append((_sample(query, first, last, response, fps), [s["text"].lower() for s in following]))
     else:
         raise ValueError(f"unknown COIN benchmark {benchmark!r}; expected one of {BENCHMARKS}")
@@ -197,7 +206,9 @@ category.
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = prepare_parser("prepare_coin", __doc__, "video_id")
     parser.add_argument("--coin-json", required=True, help="the official COIN.json")
-    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument(
+        "--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS, help="configs to write (default: all)"
+    )
     return parse_prepare_args(parser, argv)
 
 

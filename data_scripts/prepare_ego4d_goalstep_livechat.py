@@ -155,7 +155,7 @@ dropped by the rules (first message not a user message within the video, no fram
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = prepare_parser("prepare_ego4d_goalstep_livechat", __doc__)
     parser.add_argument("--annotation-file", required=True, help="goalstep_livechat_trainval_filtered_21k.json")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the waiting frames (default: %(default)s)")
     return parse_prepare_args(parser, argv)
 
 

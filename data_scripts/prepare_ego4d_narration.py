@@ -223,10 +223,14 @@ Videos are not included (Ego4D licence); point the processor at your `full_scale
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = prepare_parser("prepare_ego4d_narration", __doc__)
     parser.add_argument("--annotation-dir", required=True, help="Ego4D v2 annotations folder")
-    parser.add_argument("--variants", nargs="+", default=["raw"], choices=["raw", "refined"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["raw"], choices=["raw", "refined"], help="configs to write (default: raw)"
+    )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARK_KEYS), choices=list(BENCHMARK_KEYS),
-                        help="benchmark files defining the val/test videos (raw variant)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="seed of the refined instruction choice")
+                        help="benchmark files defining the val/test videos (raw variant; default: all)")  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the refined instruction choice (default: %(default)s)"
+    )
     return parse_prepare_args(parser, argv)
 
 

@@ -28,7 +28,8 @@ Configs, each with the splits `train` and `val` as released (test annotations ar
   only that view (`--keep-invisible` keeps them); `unsure` descriptions stay, as Ego4D keeps `#unsure` narrations.
 - `keystep`: one row per keystep segment, as COIN's `step` task (`prepare_coin`): the COIN step question, the
   segment's frames `[ceil(start * fps), ceil(end * fps)]` (the benchmark's input is this trimmed ego clip), the
-  keystep name as the answer; `label` holds it lower-cased. `--label-mapping` keeps the benchmark's keysteps only.
+  keystep name as documented as the answer; `label` holds it lower-cased. `--label-mapping` keeps the benchmark's
+  keysteps only.
 
 Where the documentation is silent, assumed: description timestamps and keystep times are seconds from the start of
 the take's frame-aligned videos; boolean fields are JSON booleans or the strings "0"/"1"/"true"/"false" (the
@@ -278,7 +279,9 @@ def keystep_rows(
         if total is None:
             continue
         video = {"steps": segments, "task": take["scenario"]}
-        for segment, sample in zip(segments, benchmark_samples("step", video, fps, total), strict=True):
+        for segment, sample in zip(
+            segments, benchmark_samples("step", video, fps, total, keep_case=True), strict=True
+        ):
             row = stream_row(take_uid, source.relative_path(take_uid), fps, total, sample["conversation"],
                              sample["start_frame"], max_num_frames, take_name=source.takes[take_uid]["take_name"],
                              scenario=take["scenario"], step_unique_id=segment["step_unique_id"],
@@ -355,12 +358,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder of takes/<take_name>/frame_aligned_videos/ (default: --egoexo-root)")  # fmt: skip
     parser.add_argument("--features-dir", default=None, help="folder of {take_uid}.safetensors (instead of videos)")
     parser.add_argument("--downscaled", action="store_true", help="read the 448 px videos (downscaled_takes/448)")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument(
+        "--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS, help="configs to write (default: all)"
+    )
     parser.add_argument("--keep-invisible", action="store_true",
                         help="keep descriptions marked not visible from the ego view (narration)")  # fmt: skip
     parser.add_argument("--label-mapping", default=None,
                         help="keystep_benchmark/label_mapping.csv: keep the benchmark's keysteps only")  # fmt: skip
-    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--fps", type=float, default=2.0, help="frame rate of the streams (default: %(default)s)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.video_root is None and args.features_dir is None:
@@ -419,7 +424,6 @@ def prepare(args: argparse.Namespace) -> tuple[str, SkipCounter]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prepare(parse_args(argv))
     return 0
 

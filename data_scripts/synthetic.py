@@ -574,16 +574,38 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--num-videos", type=int, default=8, help="Ego4D-style videos")
-    parser.add_argument("--num-coin-videos", type=int, default=8, help="COIN-style task videos")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each Ego4D-style video")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
-    parser.add_argument("--resolution", type=int, default=64, help="square frame size in pixels")
-    parser.add_argument("--difficulty", type=int, default=1, choices=(0, 1, 2))
-    parser.add_argument("--event-interval", type=float, default=2.0, help="mean seconds between events")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frame-captions", type=int, default=0,
-                        help="captioned random scenes written for the vision warm-up")  # fmt: skip
+    parser.add_argument("--num-videos", type=int, default=8, help="Ego4D-style videos (default: %(default)s)")
+    parser.add_argument("--num-coin-videos", type=int, default=8, help="COIN-style task videos (default: %(default)s)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="length of each Ego4D-style video in seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=8.0, help="frame rate of the rendered videos (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=64, help="square frame size in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--difficulty",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="0: one shape, still background, clean texts; 2: three shapes, drift, pixel noise, noisy texts "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--event-interval", type=float, default=2.0, help="mean seconds between events (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--frame-captions",
+        type=int,
+        default=0,
+        help="captioned random scenes written for the vision warm-up (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     paths = generate_dataset(

@@ -193,15 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--num-takes", type=int, default=10)
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
-    parser.add_argument("--resolution", type=int, default=64, help="square frame size in pixels")
-    parser.add_argument("--difficulty", type=int, default=1, choices=(0, 1, 2))
-    parser.add_argument("--val-fraction", type=float, default=0.3, help="share of takes in the val split")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-takes", type=int, default=10, help="takes to render (default: %(default)s)")
+    parser.add_argument(
+        "--fps", type=float, default=8.0, help="frame rate of the rendered videos (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=64, help="square frame size in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--difficulty", type=int, default=1, choices=(0, 1, 2), help="as in `data synthetic` (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.3, help="share of takes in the val split (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = generate_egoexo4d(args.output_dir, num_takes=args.num_takes, fps=args.fps, resolution=args.resolution,
                               seed=args.seed, difficulty=args.difficulty, val_fraction=args.val_fraction,
                               overwrite=args.overwrite)  # fmt: skip

@@ -8,8 +8,10 @@ For prepared datasets whose rows end with the answer to a question about the str
 surrounding spaces (the original keeps the leading space, which only its fuzzy match forgives), is scored by
 `metrics.coin_match`:
 
-- `exact`: the answer, lower-cased and without its trailing period, equals the label (percent of rows);
+- `exact`: the answer, lower-cased and without its trailing period, equals the label;
 - `accuracy`: exact, or the label is the category nearest to the answer by edit distance (COIN's accuracy).
+
+Both are shares of the rows in [0, 1], as every metric of `evaluate` (the paper's tables give them in percent).
 
 The categories are the labels of the evaluated split, as the original builds them from the split's annotations.
 Baselines on the same rows (`baselines=True`): `blind` (the same model fed black frames), `majority` (always the
@@ -77,11 +79,11 @@ def generate_answer(model, processor, inputs: dict[str, torch.Tensor], max_new_t
 
 
 def score(predictions: list[str], labels: list[str], categories: list[str]) -> dict[str, float]:
-    """`exact` and `accuracy` (exact or fuzzy) in percent of the rows (`metrics.coin_match`)."""
+    """`exact` and `accuracy` (exact or fuzzy): shares of the rows in [0, 1] (`metrics.coin_match`)."""
     matches = [coin_match(p, label, categories) for p, label in zip(predictions, labels, strict=True)]
     return {
-        "exact": 100.0 * sum(exact for exact, _ in matches) / len(matches),
-        "accuracy": 100.0 * sum(right for _, right in matches) / len(matches),
+        "exact": sum(exact for exact, _ in matches) / len(matches),
+        "accuracy": sum(right for _, right in matches) / len(matches),
     }
 
 

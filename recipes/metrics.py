@@ -262,17 +262,18 @@ def coin_match(prediction: str, label: str, categories: Sequence[str]) -> tuple[
 
 
 def coin_accuracy(predictions: Sequence[str], labels: Sequence[str], categories: Sequence[str]) -> float:
-    """Step / Next / Task accuracy in percent: the share of right answers (`coin_match`: exact or fuzzy)."""
+    """Step / Next / Task accuracy: the share of right answers in [0, 1] (`coin_match`: exact or fuzzy; the paper
+    gives it in percent)."""
     if len(predictions) != len(labels) or not labels:
         raise ValueError(f"need as many predictions as labels (> 0); got {len(predictions)} and {len(labels)}")
     correct = sum(coin_match(p, label, categories)[1] for p, label in zip(predictions, labels, strict=True))
-    return 100.0 * correct / len(labels)
+    return correct / len(labels)
 
 
 def coin_procedure_accuracy(
     predictions: Sequence[str], labels: Sequence[Sequence[str]], categories: Sequence[str]
 ) -> float:
-    """Procedure / Task-procedure accuracy in percent, step by step: each prediction line keeps the text after its
+    """Procedure / Task-procedure accuracy in [0, 1], step by step: each prediction line keeps the text after its
     last ". " (the "k. " prefix) and is zipped with the label steps (missing lines are not counted, as in the
     original); a step is right if it equals the label or its nearest category does."""
     correct = total = 0
@@ -283,7 +284,7 @@ def coin_procedure_accuracy(
             total += 1
     if total == 0:
         raise ValueError("no step to score")
-    return 100.0 * correct / total
+    return correct / total
 
 
 __all__ = [

@@ -17,10 +17,11 @@ the vision tower's `q_proj`/`v_proj` are left alone) and `lora_modules_to_save` 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
@@ -174,15 +175,30 @@ def make_parser() -> TrlParser:
 
 
 def parse_args(argv: list[str] | None):
-    """`(script_args, training_args, model_args)`; `videollm-mod train CONFIG.yaml` means `--config CONFIG.yaml`."""
+    """`(script_args, training_args, model_args)`; `videollm-mod train CONFIG.yaml` means `--config CONFIG.yaml`. A
+    key of the YAML file that no option has is a `UserError` naming the file, the key and the nearest option."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = ["--config", *argv]
+    config = None
     if "--config" in argv:
         index = argv.index("--config")
-        if index + 1 >= len(argv) or not os.path.isfile(argv[index + 1]):
-            raise UserError(f"--config {' '.join(argv[index + 1 : index + 2])}: no such YAML file")
-    return make_parser().parse_args_and_config(argv)
+        config = argv[index + 1] if index + 1 < len(argv) else ""
+        if not os.path.isfile(config):
+            raise UserError(f"--config {config}: no such YAML file")
+    parser = make_parser()
+    *parsed, from_config, from_command_line = parser.parse_args_and_config(
+        argv, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    if from_command_line:
+        parser.error(f"unrecognized arguments: {' '.join(from_command_line)}")
+    if from_config:  # ["--key", "value", ...]: what TRL leaves of the YAML file's keys
+        unknown = from_config[0].removeprefix("--")
+        known = [f.name for arguments in (VideoSFTScriptArguments, SFTConfig, ModelConfig) for f in fields(arguments)]
+        nearest = difflib.get_close_matches(unknown, known, n=1)
+        hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
+        raise UserError(f"{config}: unknown key {unknown!r}{hint}")
+    return tuple(parsed)
 
 
 def main(argv: list[str] | None = None) -> int:

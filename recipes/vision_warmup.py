@@ -214,7 +214,6 @@ def load_vision_tower(model, folder: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser((WarmupArguments, TrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warmup(args, training_args)
     print(f"saved the warm-up SigLIP to {training_args.output_dir} (vision tower: {VISION_TOWER}/)")
     return 0

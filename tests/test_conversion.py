@@ -332,11 +332,15 @@ def test_command_reports_the_error_in_one_line_and_exits_1(original, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_local_folder_is_named_not_looked_up_on_the_hub(original, tmp_path, capsys):
-    root = original["root"]
-    argv = ["--adapter", str(tmp_path / "nope"), "--base", str(root / "base"), "--vision", str(root / "vision")]
-    assert cli.main(["convert", *argv, "--output", str(tmp_path / "out")]) == 1
-    assert f"--adapter {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+@pytest.mark.parametrize("adapter", ["{tmp}/nope/adapter", "./nope/adapter", "nope/adapter"])
+def test_a_missing_adapter_is_one_line_whether_a_path_or_a_hub_id(adapter, tmp_path, monkeypatch, capsys):
+    """`nope/adapter` has the form of a Hub id: offline (as the tests run) the Hub lookup fails, and the error is the
+    one a local path gets, not the Hub's."""
+    monkeypatch.chdir(tmp_path)
+    adapter = adapter.format(tmp=tmp_path)
+    assert cli.main(["convert", "--adapter", adapter, "--base", "b", "--vision", "v", "--output", "out"]) == 1
+    expected = f"videollm-mod convert: --adapter {adapter}: neither a local folder nor reachable on the Hub\n"
+    assert capsys.readouterr().err == expected
 
 
 def test_report_and_card_publish_no_local_path(original, converted):

@@ -101,7 +101,7 @@ def test_keystep_rows_equal_the_hand_computed_segments(tmp_path, features_dir):
     ]
     assert list(dataset["val"]) == [
         keystep_row("take-b", "georgiatech_covid_07_6", VIDEO_B, 11, "Covid-19 Rapid Antigen Test", 1, 4,
-                    "Check the expiration date.", 818),
+                    "Wrap or Unwrap Covid- 19 Rapid Antigen Test Pack.", 818),
     ]  # fmt: skip
 
 
@@ -160,7 +160,8 @@ def test_card_lists_the_keystep_taxonomy_by_scenario_and_parent(tmp_path, featur
         "  - Remove a Wheel: Check the tire (900)\n"
     ) in card
     assert (
-        "- **Covid-19 Rapid Antigen Test**\n  - Covid-19 Rapid Antigen Test: Check the expiration date (818)\n" in card
+        "- **Covid-19 Rapid Antigen Test**\n"
+        "  - Covid-19 Rapid Antigen Test: Wrap or Unwrap Covid- 19 Rapid Antigen Test Pack (818)\n" in card
     )
 
 

@@ -98,6 +98,7 @@ def test_strict_raises_on_an_undecodable_video(tmp_path):
                             progress=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_features_as_one(tmp_path, videos):
     one, two = tmp_path / "one", tmp_path / "two"
     precompute_features(videos, str(one), RandomSiglipFactory(), fps=FPS, dtype="float32", progress=False)

@@ -104,6 +104,7 @@ def test_stream_read_from_a_pipe_starts_at_its_first_frame():
     assert times == [0.0, 0.5, 1.0, 1.5]
 
 
+@pytest.mark.slow
 def test_narrate_reads_frames_piped_on_standard_input(processor, tmp_path):
     model = make_model(processor, None)
     model.save_pretrained(tmp_path / "model")

@@ -89,7 +89,7 @@ def test_coin_accuracy_lowercases_strips_period_and_fuzzy_matches():
     categories = ["place a red circle", "paint the circle blue", "remove the circle"]
     predictions = ["Place a red circle.", "paint the circl blue", "remove the circle"]
     labels = ["place a red circle", "paint the circle blue", "place a red circle"]
-    assert coin_accuracy(predictions, labels, categories) == pytest.approx(200 / 3)
+    assert coin_accuracy(predictions, labels, categories) == pytest.approx(2 / 3)
 
 
 def test_coin_procedure_accuracy_scores_zipped_steps_after_the_number_prefix():
@@ -97,7 +97,7 @@ def test_coin_procedure_accuracy_scores_zipped_steps_after_the_number_prefix():
     predictions = ["1. paint the circle blue\n2. remove the circle\n3. extra line", "1. Remove the circle."]
     labels = [["paint the circle blue", "place a red circle"], ["remove the circle"]]
     # sample 1: right, wrong (the third line has no label and is not counted); sample 2: fuzzy right -> 2 / 3
-    assert coin_procedure_accuracy(predictions, labels, categories) == pytest.approx(200 / 3)
+    assert coin_procedure_accuracy(predictions, labels, categories) == pytest.approx(2 / 3)
 
 
 def test_aggregate_converts_frame_diff_to_seconds():

@@ -15,15 +15,44 @@ def clip(tmp_path_factory):
     return path
 
 
-def test_json_into_a_missing_folder_is_refused_before_the_video_runs(clip, tmp_path, capsys):
-    assert cli.main(["narrate", str(clip), "--json", str(tmp_path / "nope" / "out.json")]) == 2
-    assert f"the folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+def test_json_into_a_missing_folder_is_one_line_before_the_video_runs(clip, tmp_path, capsys):
+    out = tmp_path / "nope" / "out.json"
+    assert cli.main(["narrate", str(clip), "--json", str(out)]) == 1
+    assert capsys.readouterr().err == f"videollm-mod narrate: --json {out}: the folder {out.parent} does not exist\n"
 
 
-@pytest.mark.parametrize(("time", "status", "message"), [("-1", 2, "times must be >= 0"), ("4", 1, "after the last")])
-def test_query_times_outside_the_video_are_refused(clip, capsys, time, status, message):
-    assert cli.main(["narrate", str(clip), "--query", "hi?", "--query-time", time, "--no-progress"]) == status
-    assert message in capsys.readouterr().err
+def test_a_negative_query_time_is_one_line(clip, capsys):
+    assert cli.main(["narrate", str(clip), "--query", "hi?", "--query-time", "-3", "--no-progress"]) == 1
+    assert capsys.readouterr().err == "videollm-mod narrate: --query-time -3: a time must be >= 0 seconds\n"
+
+
+def test_a_query_time_after_the_video_is_refused(clip, capsys):
+    assert cli.main(["narrate", str(clip), "--query", "hi?", "--query-time", "4", "--no-progress"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]  # checked once the model (its frame rate) is loaded
+    assert last_line == "videollm-mod narrate: --query-time [4.0]: after the last frame of a video (t=2.50s)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threshold", "2"], "--threshold 2.0 must lie in [0, 1]"),
+        (["--fps", "0"], "--fps 0.0 must be a positive number"),
+        (["--chunk-size", "x"], "--chunk-size x: give auto or a number >= 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 must be >= 1"),
+        (["--query-time", "1"], "1 --query-time values for 0 --query"),
+    ],
+)
+def test_a_bad_option_value_is_one_line_naming_it(clip, capsys, argv, message):
+    assert cli.main(["narrate", str(clip), *argv]) == 1
+    assert capsys.readouterr().err == f"videollm-mod narrate: {message}\n"
+
+
+def test_help_shows_the_defaults(capsys):
+    assert cli.main(["narrate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert "(default: 0.725, VideoLLM-online's demo)" in text  # --threshold
+    assert "(default: the model's own, from its processor; 2 for the demo)" in text  # --fps
+    assert "longest reply in tokens (default: 128)" in text
 
 
 def test_a_one_frame_video_reports_its_frame(tmp_path, capsys):
@@ -43,3 +72,9 @@ def test_a_query_is_answered_after_it_is_asked(clip, tmp_path, capsys):
     question = next(i for i, e in enumerate(events) if e["role"] == "user")
     assert events[question]["time"] == 1.2 and events[question + 1]["role"] == "assistant"
     assert events[question + 1]["time"] >= 1.2
+
+
+def test_a_plot_in_a_missing_folder_is_refused_before_the_demo_video_is_rendered(tmp_path, capsys):
+    plot = tmp_path / "nope" / "timeline.png"
+    assert cli.main(["narrate", "--demo", "--plot", str(plot)]) == 1
+    assert capsys.readouterr() == ("", f"videollm-mod narrate: {plot}: the folder {plot.parent} does not exist\n")

@@ -29,9 +29,13 @@ def find_chromium() -> str | None:
 
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium): browser test of the demo skipped"
-)
+pytestmark = [
+    pytest.mark.slow,  # a browser and a server
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium on this machine (apt-get install chromium): browser test of the demo skipped",
+    ),
+]
 # This machine's network is closed: without the background-networking flags Chromium's own connections are refused.
 CHROMIUM_FLAGS = [
     "--no-sandbox",

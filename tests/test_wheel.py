@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the wheel and a fresh virtual environment
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
@@ -34,8 +36,15 @@ def wheel(tmp_path_factory) -> Path:
         str(out),
         str(source),
     ]
-    subprocess.run(pip, check=True, cwd=out)
+    build = subprocess.run(pip, check=True, cwd=out, capture_output=True, text=True)
+    (out / "build.log").write_text(build.stdout + build.stderr)
     return next(out.glob("videollm_mod-*.whl"))
+
+
+def test_wheel_builds_without_warnings(wheel):
+    """setuptools warned "Package would be ignored" for the demo, configs and accelerate folders (package data)."""
+    log = (wheel.parent / "build.log").read_text()
+    assert "warning" not in log.lower(), log
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,8 @@ def test_installed_wheel_narrates_the_demo(venv, tmp_path):
 
 
 def test_installed_wheel_converts_and_releases(venv, tmp_path):
-    assert run(venv, tmp_path, "convert", "--write-example", "original").returncode == 0
+    example = run(venv, tmp_path, "convert", "--write-example", "original")
+    assert example.returncode == 0 and "Warning" not in example.stderr, example.stderr
     result = run(venv, tmp_path, "convert", "--adapter", "original/adapter", "--base", "original/base", "--vision",
                  "original/vision", "--output", "converted")  # fmt: skip
     assert result.returncode == 0, result.stderr

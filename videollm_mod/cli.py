@@ -15,35 +15,62 @@ argument; `--debug` shows the traceback), 2 for a usage error, 130 when interrup
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+DISTRIBUTION = "videollm-mod"
+# name: (module, what it does, the extra of pyproject.toml it needs beyond the core install); a data script's extra is
+# in `data_scripts.SCRIPTS`. Optional parts say what they need where they are used (--plot: plot; demo: demo).
 COMMANDS = {
-    "narrate": ("videollm_mod.narrate", "stream a video and print timestamped narration and replies"),
-    "demo": ("videollm_mod.web_demo", "a web app that narrates a video live, in the browser (Gradio)"),
-    "evaluate": ("videollm_mod.recipes.evaluate", "streaming metrics of a model on a prepared dataset"),
-    "train": ("videollm_mod.recipes.sft", "fine-tune with the TRL SFT recipe (--config CONFIG.yaml)"),
-    "warmup": ("videollm_mod.recipes.vision_warmup", "pretrain a small SigLIP on (frame, caption) pairs"),
-    "convert": ("videollm_mod.conversion.convert_videollm_online", "convert a VideoLLM-online checkpoint"),
-    "release": ("videollm_mod.conversion.release", "assemble a release folder and push it to the Hub"),
-    "data": ("videollm_mod.data_scripts", "data scripts: videollm-mod data NAME --help"),
+    "narrate": ("videollm_mod.narrate", "stream a video and print timestamped narration and replies", None),
+    "demo": ("videollm_mod.web_demo", "a web app that narrates a video live, in the browser (Gradio)", None),
+    "evaluate": ("videollm_mod.recipes.evaluate", "streaming metrics of a model on a prepared dataset", "data"),
+    "train": ("videollm_mod.recipes.sft", "fine-tune with the TRL SFT recipe (--config CONFIG.yaml)", "train"),
+    "warmup": ("videollm_mod.recipes.vision_warmup", "pretrain a small SigLIP on (frame, caption) pairs", "train"),
+    "convert": ("videollm_mod.conversion.convert_videollm_online", "convert a VideoLLM-online checkpoint", "convert"),
+    "release": ("videollm_mod.conversion.release", "assemble a release folder and push it to the Hub", None),
+    "data": ("videollm_mod.data_scripts", "data scripts: videollm-mod data NAME --help", None),
 }
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """What counts as the user's input being at fault: reported in one line, not as a crash."""
-    from modeling_videollm_mod import StreamContextLimitError
-
     from .errors import UserError
 
-    return (UserError, ValueError, OSError, StreamContextLimitError)
+    errors = (UserError, ValueError, OSError)
+    model_package = sys.modules.get("modeling_videollm_mod")  # raised only once imported: not imported for it
+    return errors if model_package is None else (*errors, model_package.StreamContextLimitError)
+
+
+def missing_requirements(extra: str) -> list[str]:
+    """The distributions that the `extra` of this package requires and that are not installed, from the package's
+    metadata (nothing is missing where it has none: run from a clone that was not installed)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = [Requirement(text) for text in requires(DISTRIBUTION) or []]
+    except PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}):
+            try:
+                version(requirement.name)
+            except PackageNotFoundError:
+                missing.append(requirement.name)
+    return missing
 
 
 def usage() -> str:
     lines = ["usage: videollm-mod [--debug] COMMAND [ARGS]", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text, _) in COMMANDS.items()]
     lines += ["", "--debug: show the traceback of an error instead of one line"]
     return "\n".join(lines)
 
@@ -53,8 +80,10 @@ def data_usage() -> str:
 
     lines = ["usage: videollm-mod data NAME [ARGS]   (videollm-mod data NAME --help for its options)", "", "scripts:"]
     for name in SCRIPTS:
-        doc = importlib.import_module(f"videollm_mod.data_scripts.{name}").__doc__ or ""
-        lines.append(f"  {name:<32} {doc.strip().splitlines()[0] if doc.strip() else ''}")
+        # The first line of its docstring, read without importing it (some import torch: seconds).
+        source = Path(importlib.util.find_spec(f"videollm_mod.data_scripts.{name}").origin).read_text()
+        doc = ast.get_docstring(ast.parse(source)) or ""
+        lines.append(f"  {name:<32} {doc.splitlines()[0] if doc else ''}")
     return "\n".join(lines)
 
 
@@ -62,7 +91,8 @@ def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str]) -> int
     """Run a tool's `main(argv)` as a command (`python -m` runs its module this way too): its exit status; user errors
     as one line on stderr, or with their traceback after `--debug`."""
     debug = "--debug" in argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Warnings and errors only: at INFO every library's chatter would show (matplotlib's font search, ...).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(main([a for a in argv if a != "--debug"]) or 0)
     except SystemExit as exit_:  # argparse: --help (0) and usage errors (2, the message already printed)
@@ -92,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"videollm-mod: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module_name, prog = COMMANDS[name][0], f"videollm-mod {name}"
+    module_name, _, extra = COMMANDS[name]
+    prog = f"videollm-mod {name}"
     if name == "data":
         from .data_scripts import SCRIPTS
 
@@ -102,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         if rest[0] not in SCRIPTS:
             print(f"videollm-mod data: unknown script {rest[0]!r}\n\n{data_usage()}", file=sys.stderr)
             return 2
+        extra = SCRIPTS[rest[0]]
         module_name, prog, rest = f"videollm_mod.data_scripts.{rest[0]}", f"videollm-mod data {rest[0]}", rest[1:]
+    missing = missing_requirements(extra) if extra else []
+    if missing:
+        print(
+            f'{prog}: needs {", ".join(missing)} (not installed): pip install "{DISTRIBUTION}[{extra}]"',
+            file=sys.stderr,
+        )
+        return 1
     return run(prog, importlib.import_module(module_name).main, rest + debug)
 
 

@@ -30,20 +30,19 @@ import re
 import sys
 from pathlib import Path
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD, is_live_source
-
 from . import DEMO_MODEL
 from .errors import UserError
 from .files import write_text_atomically
+from .remote_code import remote_constant, remote_stdlib_module
 
 PROG = "videollm-mod narrate"
+# Read without importing the model's package (torch, transformers): --help and argument errors come at once.
+DEFAULT_THRESHOLD = remote_constant("streaming_videollm_mod", "DEFAULT_THRESHOLD")
 BYTE_UNITS = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
 def cache_budget(text: str):
     """`--cache-budget`: a number of tokens (`4096`) or a size in bytes (`512MB`, `1.5GiB`)."""
-    from modeling_videollm_mod import CacheBudget
-
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in BYTE_UNITS) or (not unit and "." in match.group(1)):
@@ -51,6 +50,8 @@ def cache_budget(text: str):
     value = float(match.group(1)) * BYTE_UNITS[unit or ""]
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    from modeling_videollm_mod import CacheBudget  # once the text is checked: the import takes seconds
+
     return CacheBudget(max_bytes=int(value)) if unit else CacheBudget(max_tokens=int(value))
 
 
@@ -64,9 +65,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(/dev/video0), a URL (rtsp://, http://, udp://, ...) or - for a stream on standard input",
     )
     parser.add_argument("--demo", action="store_true", help="render a held-out synthetic video and narrate it")
-    parser.add_argument("--seed", type=int, default=2024, help="with --demo: the synthetic video's seed")
+    parser.add_argument(
+        "--seed", type=int, default=2024, help="with --demo: the synthetic video's seed (default: %(default)s)"
+    )
     parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
-    parser.add_argument("--fps", type=float, default=None, help="frames per second fed to the model (default: 2)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help=f"frames per second fed to the model (default: the model's own, from its processor; {demo_fps():g} for "
+        "the demo)",
+    )
     parser.add_argument(
         "--format",
         dest="input_format",
@@ -78,13 +87,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_THRESHOLD,
         help="speak after a frame when P(frame interval) < THRESHOLD or the interval is not the most probable token "
-        "(VideoLLM-online's rule; 0 = argmax), in [0, 1]",
+        "(VideoLLM-online's rule; 0 = argmax), in [0, 1] (default: %(default)s, VideoLLM-online's demo)",
     )
     parser.add_argument("--query", action="append", default=[], help="a user query (repeatable)")
     parser.add_argument(
-        "--query-time", type=float, action="append", default=[], help="video time (s) of each --query (default 0)"
+        "--query-time", type=float, action="append", default=[], help="video time (s) of each --query (default: 0)"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="longest reply in tokens")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="longest reply in tokens (default: %(default)s)"
+    )
     parser.add_argument(
         "--chunk-size",
         default="auto",
@@ -109,29 +120,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.videos) == args.demo:
         parser.error("give a VIDEO file or --demo (not both)")
+    # The values are checked before the model's package is imported (seconds); an error is one line (cli.run).
+    is_live_source = remote_stdlib_module("live_videollm_mod").is_live_source
     live = [v for v in args.videos if is_live_source(v)]
     if live and len(args.videos) > 1:
-        parser.error(f"a live source ({live[0]}) streams alone; several videos at once must be files")
+        raise UserError(f"{live[0]}: a live source streams alone; several videos at once must be files")
     args.live = bool(live)
+    missing = [v for v in args.videos if not is_live_source(v) and not os.path.isfile(v)]
+    if missing:
+        raise UserError(f"{missing[0]}: video file not found")
     if not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold {args.threshold} must lie in [0, 1]")
+        raise UserError(f"--threshold {args.threshold} must lie in [0, 1]")
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
-        parser.error(f"--fps {args.fps} must be a positive number")
+        raise UserError(f"--fps {args.fps} must be a positive number")
     if len(args.query_time) > len(args.query):
-        parser.error(f"{len(args.query_time)} --query-time values for {len(args.query)} --query")
-    if any(not (math.isfinite(t) and t >= 0) for t in args.query_time):
-        parser.error(f"--query-time {args.query_time}: times must be >= 0 seconds")
+        raise UserError(f"{len(args.query_time)} --query-time values for {len(args.query)} --query")
+    negative = [t for t in args.query_time if not (math.isfinite(t) and t >= 0)]
+    if negative:
+        raise UserError(f"--query-time {negative[0]:g}: a time must be >= 0 seconds")
     if args.chunk_size != "auto":
         if not args.chunk_size.isdigit() or int(args.chunk_size) < 1:
-            parser.error(f"--chunk-size {args.chunk_size}: give auto or a number >= 1")
+            raise UserError(f"--chunk-size {args.chunk_size}: give auto or a number >= 1")
         args.chunk_size = int(args.chunk_size)
     if args.max_new_tokens < 1:
-        parser.error("--max-new-tokens must be >= 1")
+        raise UserError(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
     if args.json_out is not None:
         folder = os.path.dirname(os.path.abspath(args.json_out))
         if not os.path.isdir(folder):
-            parser.error(f"--json {args.json_out}: the folder {folder} does not exist")
+            raise UserError(f"--json {args.json_out}: the folder {folder} does not exist")
+    if args.plot is not None:
+        from .timeline import check_plot_path
+
+        check_plot_path(args.plot)
     return args
+
+
+def demo_fps() -> float:
+    """The frame rate the demo model runs at (its processor's `fps`), for the help."""
+    return json.loads((DEMO_MODEL / "processor_config.json").read_text())["image_processor"]["fps"]
 
 
 def render_demo_videos(folder: str, seed: int, count: int = 1, seconds: float = 20.0) -> list[str]:
@@ -188,13 +214,10 @@ def narrate(args: argparse.Namespace, ground_truth: list[dict] | None = None) ->
     from modeling_videollm_mod import PacedFrames, iter_video_frames, video_num_frames
 
     from .loading import load_model_and_processor
-    from .timeline import check_plot_path
 
     if not args.live:
         for video in args.videos:  # checks the files before the model loads
             video_num_frames(video, args.fps or 2.0)
-    if args.plot is not None:
-        check_plot_path(args.plot)
     model, processor = load_model_and_processor(args.model, device=args.device)
     fps = args.fps or processor.image_processor.fps
     totals = None if args.live else [video_num_frames(video, fps) for video in args.videos]

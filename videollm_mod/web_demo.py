@@ -35,10 +35,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD
-
 from . import DEMO_MODEL
 from .errors import UserError
+from .narrate import DEFAULT_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +341,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default=None, help="address to listen on (default: Gradio's, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=64, help="longest reply in tokens (default: %(default)s)"
+    )
     parser.add_argument("--no-example", action="store_true", help="do not render the synthetic example clip")
     args = parser.parse_args(argv)
     if args.port is not None and not 0 < args.port < 65536:
@@ -382,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="videollm-mod-demo-") as folder:
         examples = [] if args.no_example else [render_example_video(folder)]
         app = build_app(model, processor, examples, max_new_tokens=args.max_new_tokens)
-        app.queue().launch(server_name=args.host, server_port=args.port, allowed_paths=[folder])
+        # quiet: Gradio's lines end with a hint to set `share=True`, not an option here; the address is printed below.
+        app.queue().launch(
+            server_name=args.host, server_port=args.port, allowed_paths=[folder], quiet=True, prevent_thread_lock=True
+        )
+        print(f"the demo runs at {app.local_url} (Ctrl-C stops it)")
+        app.block_thread()
     return 0
 
 
