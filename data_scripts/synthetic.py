@@ -101,6 +101,13 @@ class Event:
             return f"{subject} turns {self.new_color}."
         return f"{subject} {verb[self.kind]}."
 
+    @property
+    def past(self) -> str:
+        """What happened, as the answer to "What just happened?"."""
+        subject = f"{'A' if self.kind == 'appear' else 'The'} {self.color} {self.shape}"
+        tail = {"appear": "appeared", "disappear": "disappeared", "move": f"moved {self.direction}"}
+        return f"{subject} {tail.get(self.kind, f'turned {self.new_color}')}."
+
     def _phrase(self) -> str:
         article = "a" if self.kind == "appear" else "the"
         tail = {"appear": "appear", "disappear": "disappear", "move": f"move {self.direction}"}
@@ -351,23 +358,48 @@ def _noisy_narration(rng: random.Random, text: str, difficulty: int) -> str:
     )
 
 
+NUMBERS = ("None", "One", "Two", "Three")
+QUESTION_RATE = 1 / 3  # the chance of a question after each event (at least one per video)
+
+
+def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -> tuple[str, str]:
+    """A question about what is on screen at `t` (after event `index`) and its answer: what is there, how many
+    shapes, the colour of a shape, or what just happened."""
+    visible = [s for s in object_states(video.events, t) if s["scale"] >= 1]
+    kinds = ["see", "count", "happened"] + (["color"] if visible else [])
+    kind = rng.choice(kinds)
+    if kind == "count":
+        return "How many shapes do you see?", NUMBERS[len(visible)] + "."
+    if kind == "happened":
+        return "What just happened?", video.events[index].past
+    if kind == "color":
+        shapes = [s["shape"] for s in visible]
+        unique = [s for s in visible if shapes.count(s["shape"]) == 1]
+        if unique:
+            state = rng.choice(unique)
+            return f"What colour is the {state['shape']}?", state["color"].capitalize() + "."
+    # what is there, listed as the warm-up's captions list it: top to bottom, then left to right
+    placed = sorted(visible, key=lambda s: grid_cell(s["x"], s["y"])[::-1])
+    names = [f"a {s['color']} {s['shape']}" for s in placed]
+    return "What do you see now?", "I see " + (" and ".join(names) if names else "nothing") + "."
+
+
 def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
-    """A GoalStep-style live chat: a request before the first event, replies at events, one mid-stream question."""
+    """A GoalStep-style live chat: a request before the first event, replies at events, and questions about what is
+    on screen (`on_screen_question`) half-way between an event and the next, after about one event in three."""
     if not video.events:
         return []
     first = video.events[0].narration_time
     conversation = [
         {"role": "user", "content": "Tell me whenever something changes in the scene.", "time": round(first / 2, 2)}
     ]
-    ask_after = rng.randrange(len(video.events))
+    always = rng.randrange(len(video.events))
     for i, event in enumerate(video.events):
         conversation.append({"role": "assistant", "content": event.chat, "time": round(event.narration_time, 2)})
-        if i == ask_after and i + 1 < len(video.events):
+        if (i == always or rng.random() < QUESTION_RATE) and i + 1 < len(video.events):
             t = round((event.narration_time + video.events[i + 1].narration_time) / 2, 2)
-            visible = [s for s in object_states(video.events, t) if s["scale"] >= 1]
-            names = [s["color"] + " " + s["shape"] for s in visible]
-            answer = "I see " + (" and ".join(f"a {n}" for n in names) if names else "nothing") + "."
-            conversation.append({"role": "user", "content": "What do you see now?", "time": t})
+            question, answer = on_screen_question(rng, video, i, t)
+            conversation.append({"role": "user", "content": question, "time": t})
             conversation.append({"role": "assistant", "content": answer, "time": t})
     return conversation
 

@@ -7,6 +7,8 @@ circle turn blue.") the content words are exactly the colour, the shape and the 
 when it names all three, in order ("the blue circle turn red" does not); for user data it is a fuzzy word match.
 
 - `content_accuracy`: the fraction of replies that name the reference nearest in time;
+- answers (`answer_matches`): an answer to a question is right when it says what the reference says, clause by
+  clause, in any order of the clauses;
 - events (`score_events`): a reply within `tolerance` seconds of a reference that it names is a hit; replies and
   references are matched one to one, closest pairs first. Precision = hits / replies, recall = hits / references,
   F1 their harmonic mean, lag = reply time - reference time of the hits (> 0: late).
@@ -41,6 +43,29 @@ def names(reply: str, reference: str) -> bool:
     """Whether `reply` names `reference`: its content words appear in the reply in order (see the module docs)."""
     remaining = iter(words(reply))  # consumed as the reference's words are found: the order must hold
     return all(any(same_word(word, candidate) for candidate in remaining) for word in content_words(reference))
+
+
+def clauses(text: str) -> list[list[str]]:
+    """The content words of each clause of `text` (split at "and" and commas): "I see a red circle and a blue
+    square." -> [["red", "circle"], ["blue", "square"]]."""
+    parts = re.split(r"\band\b|,", text.lower())
+    return [words for words in (content_words(part) for part in parts) if words]
+
+
+def answer_matches(reply: str, reference: str) -> bool:
+    """Whether `reply` answers as `reference` does: the same clauses (`clauses`), each with the same content words
+    in order (`same_word`), in any order of the clauses ("a blue square and a red circle" answers "a red circle and
+    a blue square"; "a red square and a blue circle" does not)."""
+    left = clauses(reply)
+    wanted = clauses(reference)
+    if len(left) != len(wanted):
+        return False
+    for clause in wanted:
+        match = next((c for c in left if len(c) == len(clause) and all(map(same_word, c, clause))), None)
+        if match is None:
+            return False
+        left.remove(match)
+    return True
 
 
 @dataclass
@@ -105,6 +130,8 @@ __all__ = [
     "FUNCTION_WORDS",
     "EventScore",
     "aggregate_event_scores",
+    "answer_matches",
+    "clauses",
     "content_words",
     "names",
     "same_word",

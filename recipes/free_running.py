@@ -15,6 +15,9 @@ Baselines on the same rows (`baselines=True`):
   moved to random / evenly spaced frames of the stream, as many as it made, texts in their order: only the timing
   differs;
 - `blind`: the same model and protocol with every frame black. The gap to it measures what the model sees.
+
+Rows with questions (a user message after the instruction, answered at its time in the reference: the live-chat
+rows) also score the answers (`answer_accuracy`, `event_metrics.answer_matches`) of the model and of `blind`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 
 from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDStreamSession, load_video
 
-from .event_metrics import aggregate_event_scores, score_events
+from .event_metrics import aggregate_event_scores, answer_matches, score_events
 
 MAX_NEW_TOKENS = 32  # narration replies are one short sentence
 
@@ -76,6 +79,36 @@ def split_replies(events: list[StreamEvent]) -> tuple[list[tuple[float, str]], l
                 (event.time, event.text)
             )
     return spontaneous, answers
+
+
+def questions_of(conversation: list[dict]) -> list[tuple[float, str, str]]:
+    """`(time, question, reference answer)` of each user message after the row's first (its instruction) that the
+    next message answers at the same time."""
+    users = [i for i, m in enumerate(conversation) if m["role"] == "user"]
+    return [
+        (conversation[i]["time"], conversation[i]["content"], conversation[i + 1]["content"])
+        for i in users[1:]
+        if i + 1 < len(conversation)
+        and conversation[i + 1]["role"] == "assistant"
+        and conversation[i + 1]["time"] == conversation[i]["time"]
+    ]
+
+
+def answers_to(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> list[str | None]:
+    """What the stream answered to each question: the reply right after the question's user event (None if none)."""
+    answers = []
+    for time, question, _ in questions:
+        index = next((i for i, e in enumerate(events) if e.role == "user" and (e.time, e.text) == (time, question)))
+        follows = events[index + 1] if index + 1 < len(events) else None
+        answers.append(follows.text if follows is not None and follows.role == "assistant" else None)
+    return answers
+
+
+def count_right_answers(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> int:
+    return sum(
+        answer is not None and answer_matches(answer, reference)
+        for answer, (_, _, reference) in zip(answers_to(events, questions), questions, strict=True)
+    )
 
 
 def retimed(replies: list[tuple[float, str]], times: list[float], rng: random.Random | None):
@@ -128,6 +161,7 @@ def evaluate_free_running(
     scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
                                                if baselines else ()))}  # fmt: skip
     num_frames = num_spontaneous = 0
+    asked, right = 0, {"model": 0, "blind": 0}
     for row in dataset:
         key, frames = row_frames(row, video_root, features_dir)
         times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
@@ -140,6 +174,8 @@ def evaluate_free_running(
             draw_row(plot_dir, len(scores["model"]), row, session, [time for time, _ in references])
         spontaneous, answers = split_replies(session.events)
         scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
+        questions = questions_of(row["conversation"])
+        asked, right["model"] = asked + len(questions), right["model"] + count_right_answers(session.events, questions)
         num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
         if not baselines:
             continue
@@ -149,8 +185,12 @@ def evaluate_free_running(
             scores[name].append(score_events(replies, references, tolerance))
         blind = narrate_stream(**run, **{key: black_like(model, processor, key, frames)}).events
         scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
+        right["blind"] += count_right_answers(blind, questions)
     results = {name: aggregate_event_scores(s) for name, s in scores.items()}
     results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
+    if asked:  # questions about the stream (`questions_of`), answered free-running
+        for name in ("model", "blind") if baselines else ("model",):
+            results[name]["questions"], results[name]["answer_accuracy"] = asked, right[name] / asked
     return results
 
 
@@ -164,10 +204,12 @@ def draw_row(folder: str, index: int, row: dict, session, ground_truth: list[flo
 
 
 __all__ = [
+    "answers_to",
     "black_frame_features",
     "black_like",
     "evaluate_free_running",
     "narrate_stream",
+    "questions_of",
     "retimed",
     "row_frames",
     "split_replies",

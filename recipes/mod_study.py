@@ -12,6 +12,8 @@ tower (`recipes.study_data`), then measured on the same held-out streams:
 - teacher-forced (`recipes.evaluate`, threshold 0 as the original): LM-PPL, TimeDiff, Fluency, LM-Correctness;
 - free-running (`recipes.free_running`, the demo's threshold, the model conditioned on its own replies): event
   precision / recall / F1, content accuracy and lag, beside the same model fed black frames (`blind`);
+- live chats, free-running: the events said and the answers to questions about what is on screen (which shapes, how
+  many, which colour, what just happened), beside `blind`;
 - COIN-style step / next / task accuracy by generation (`recipes.answer_accuracy`) on synthetic task videos.
 
 Its cost is measured once per variant, side by side with the dense model in one run (`recipes.study_costs`).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +39,8 @@ import torch
 from .study_data import FPS, DataPlan, SharedData, prepare_shared
 
 logger = logging.getLogger(__name__)
+
+LIVECHAT_SHARE = 1 / 3  # of the training videos, seen as live chats with questions (the others as narration)
 
 
 @dataclass(frozen=True)
@@ -162,12 +167,17 @@ def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str,
 
 
 def load_split(shared: SharedData, split: str) -> dict:
-    """`{"narration": Dataset, "coin": {benchmark: Dataset}}` of a split (COIN only where the split has it)."""
+    """`{"narration": Dataset, "livechat": Dataset, "coin": {benchmark: Dataset}}` of a split (COIN only where the
+    split has it)."""
     from ..data_scripts._hub import load_prepared_dataset
 
     paths = shared.splits[split]
     hf_split = "train" if split == "train" else "val"
-    out = {"narration": load_prepared_dataset(paths["narration"], "raw")[hf_split], "coin": {}}
+    out = {
+        "narration": load_prepared_dataset(paths["narration"], "raw")[hf_split],
+        "livechat": load_prepared_dataset(paths["livechat"])["train"],  # the file has one split, of its videos
+        "coin": {},
+    }
     if "coin" in paths:
         for benchmark in ("step", "next", "task"):
             out["coin"][benchmark] = load_prepared_dataset(paths["coin"], benchmark)[
@@ -176,14 +186,23 @@ def load_split(shared: SharedData, split: str) -> dict:
     return out
 
 
+def chat_video(video_uid: str, share: float | None = None) -> bool:
+    """Whether a training video is seen as a live chat (else as narration): a fixed share of the videos, by id."""
+    share = LIVECHAT_SHARE if share is None else share
+    return int(hashlib.sha256(video_uid.encode()).hexdigest(), 16) % 1000 < share * 1000
+
+
 def training_rows(train: dict):
-    """Narration streams and COIN questions in one dataset (the columns the collator reads), with a `length` column
-    (about the row's tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would
-    cost as much as the stream."""
+    """Each training video once, as a narration stream or (`LIVECHAT_SHARE` of them) a live chat with questions,
+    and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
+    tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
+    the stream."""
     from datasets import concatenate_datasets
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
-    parts = [train["narration"], *train["coin"].values()]
+    narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"]))
+    livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"]))
+    parts = [narration, livechat, *train["coin"].values()]
     rows = concatenate_datasets([part.select_columns(columns) for part in parts])
     return rows.map(lambda row: {"length": approximate_tokens(row)})
 
@@ -240,11 +259,14 @@ def evaluate_variant(model, processor, plan: StudyPlan, shared: SharedData) -> d
     split = load_split(shared, plan.eval_split)
     features = shared.features[plan.eval_split]
     narration = first_rows(split["narration"], plan.max_eval_rows)
+    livechat = first_rows(split["livechat"], plan.max_eval_rows)
     results = {
         "teacher_forced": evaluate_streams(
             model, processor, narration, features_dir=features, threshold=0.0, baselines=True
         ),  # fmt: skip
         "free_running": evaluate_free_running(model, processor, narration, features_dir=features, baselines=True),
+        # live chats: the events said free-running, and the answers to questions about what is on screen
+        "livechat": evaluate_free_running(model, processor, livechat, features_dir=features, baselines=True),
     }
     results["coin"] = {
         benchmark: evaluate_answers(

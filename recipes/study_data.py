@@ -5,10 +5,11 @@ pre-computed SigLIP features, so that a variant costs minutes and differs from t
 
 Three seeds of the synthetic world (`data_scripts.synthetic`), never mixed:
 
-- `train`: narration streams (Ego4D refined-narration schema -> `prepare_ego4d_narration`) and COIN-style task
+- `train`: narration streams (Ego4D narration schema -> `prepare_ego4d_narration`), live-chat streams with questions
+  about what is on screen (GoalStep live-chat schema -> `prepare_ego4d_goalstep_livechat`) and COIN-style task
   videos (-> `prepare_coin` step / next / task), plus captioned random scenes for the vision warm-up;
-- `val`: narration streams for the choices made while building the recipe;
-- `test`: narration streams and COIN-style videos on which every variant is measured, used by nothing else.
+- `val`: the same streams for the choices made while building the recipe;
+- `test`: the same streams and COIN-style videos on which every variant is measured, used by nothing else.
 
 Each stage is cached in the work folder (a stage whose output exists is skipped), so the study can be resumed.
 """
@@ -56,8 +57,8 @@ def split_seed(plan: DataPlan, split: str) -> int:
 
 def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
     """Synthetic videos of one split and their prepared datasets (cached); returns the synthetic paths plus
-    `narration` (and `coin` for train and test)."""
-    from ..data_scripts import prepare_coin, prepare_ego4d_narration, synthetic
+    `narration`, `livechat` (and `coin` for train and test)."""
+    from ..data_scripts import prepare_coin, prepare_ego4d_goalstep_livechat, prepare_ego4d_narration, synthetic
 
     held_out = split != "train"
     num_videos = {"train": plan.train_videos, "val": plan.val_videos, "test": plan.test_videos}[split]
@@ -77,6 +78,12 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
         prepare_ego4d_narration.main(
             ["--annotation-dir", paths["ego4d_annotations"], "--video-root", paths["ego4d_videos"],
              "--output-dir", paths["narration"], "--variants", "raw", "--fps", str(FPS)]
+        )  # fmt: skip
+    paths["livechat"] = os.path.join(folder, "livechat")
+    if not os.path.exists(paths["livechat"]):
+        prepare_ego4d_goalstep_livechat.main(
+            ["--annotation-file", os.path.join(paths["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
+             "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS)]
         )  # fmt: skip
     if num_coin:
         paths["coin"] = os.path.join(folder, "coin")

@@ -21,6 +21,8 @@ QUALITY = [
     ("content acc.", ("free_running", "model", "content_accuracy"), True),
     ("blind F1", ("free_running", "blind", "f1"), False),
     ("lag (s)", ("free_running", "model", "mean_abs_lag"), False),
+    ("answers", ("livechat", "model", "answer_accuracy"), True),
+    ("blind answers", ("livechat", "blind", "answer_accuracy"), False),
     ("TimeDiff (s)", ("teacher_forced", "model", "time_diff"), False),
     ("LM-PPL", ("teacher_forced", "model", "lm_ppl"), False),
     ("Fluency", ("teacher_forced", "model", "fluency"), True),

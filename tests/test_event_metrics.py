@@ -2,7 +2,13 @@
 
 import pytest
 
-from videollm_mod.recipes.event_metrics import aggregate_event_scores, content_words, names, score_events
+from videollm_mod.recipes.event_metrics import (
+    aggregate_event_scores,
+    answer_matches,
+    content_words,
+    names,
+    score_events,
+)
 
 
 def test_content_words_drop_function_words():
@@ -57,3 +63,21 @@ def test_aggregate_totals_over_streams():
 def test_a_silent_policy_scores_zero():
     metrics = aggregate_event_scores([score_events([], [(1.0, "a red circle appear")])])
     assert (metrics["precision"], metrics["recall"], metrics["f1"], metrics["mean_lag"]) == (0.0, 0.0, 0.0, None)
+
+
+@pytest.mark.parametrize(
+    "reply, reference, expected",
+    [
+        ("I see a blue square and a red circle.", "I see a red circle and a blue square.", True),
+        ("I see a red square and a blue circle.", "I see a red circle and a blue square.", False),
+        ("I see a red circle.", "I see a red circle and a blue square.", False),
+        ("Two.", "Two.", True),
+        ("One.", "Two.", False),
+        ("Blue.", "Blue.", True),
+        ("the red circle moved left", "The red circle moved left.", True),
+        ("The red circle moved right.", "The red circle moved left.", False),
+        ("I see nothing.", "I see nothing.", True),
+    ],
+)
+def test_an_answer_matches_clause_by_clause_in_any_order(reply, reference, expected):
+    assert answer_matches(reply, reference) is expected

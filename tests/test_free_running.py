@@ -111,3 +111,27 @@ def test_evaluate_plot_that_is_a_file_is_named_in_one_line(tmp_path, capsys):
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--plot {plot}: not a folder" in err, err
+
+
+def test_questions_are_user_messages_after_the_instruction_answered_at_their_time():
+    from videollm_mod.recipes.free_running import answers_to, count_right_answers, questions_of
+
+    conversation = [
+        {"role": "user", "content": "Narrate.", "time": 1.0},
+        {"role": "assistant", "content": "A red circle appears.", "time": 1.0},  # the instruction's: not a question
+        {"role": "assistant", "content": "The red circle moves up.", "time": 2.5},
+        {"role": "user", "content": "How many shapes do you see?", "time": 3.0},
+        {"role": "assistant", "content": "One.", "time": 3.0},
+        {"role": "user", "content": "Hello?", "time": 4.0},  # not answered at its time
+        {"role": "assistant", "content": "The red circle disappears.", "time": 4.5},
+    ]
+    questions = questions_of(conversation)
+    assert questions == [(3.0, "How many shapes do you see?", "One.")]
+    events = [
+        StreamEvent(1.0, "user", "Narrate."),
+        StreamEvent(3.0, "user", "How many shapes do you see?"),
+        StreamEvent(3.0, "assistant", "Two."),
+    ]
+    assert answers_to(events, questions) == ["Two."] and count_right_answers(events, questions) == 0
+    assert count_right_answers([*events[:2], StreamEvent(3.0, "assistant", "one")], questions) == 1
+    assert answers_to(events[:2], questions) == [None]
