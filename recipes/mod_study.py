@@ -101,10 +101,11 @@ class StudyPlan:
     lm_layers: int = 4
     lm_hidden: int = 128
     lm_intermediate: int | None = None  # default 2 * hidden + 5 (`presets.tiny_config`)
-    vocab_size: int = 320
+    vocab_size: int = 1024  # every word of the synthetic world one token (at 320: "Assistant" was 7, "appear" 2)
     epochs: float = 4.0
     learning_rate: float = 2e-3
     batch_size: int = 8
+    reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
@@ -239,7 +240,11 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
         train_sampling_strategy="group_by_length", length_column_name="length",
     )  # fmt: skip
     trainer = build_trainer(
-        model, processor, rows, args, VideoSFTScriptArguments(features_dir=shared.features["train"])
+        model,
+        processor,
+        rows,
+        args,
+        VideoSFTScriptArguments(features_dir=shared.features["train"], reply_noise=plan.reply_noise),
     )
     start = time.perf_counter()
     trainer.train()

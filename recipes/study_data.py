@@ -40,8 +40,8 @@ class DataPlan:
     resolution: int = 48
     seed: int = 100  # train; val and test use seed + 1 and seed + 2
     frame_captions: int = 24000  # captioned random scenes for the warm-up
-    warmup_epochs: float = 3.0
-    warmup_batch_size: int = 64
+    warmup_epochs: float = 10.0  # shape probe 0.87 (3 epochs at batch 64: 0.76), motion 0.36 (0.27)
+    warmup_batch_size: int = 128
     warmup_learning_rate: float = 1e-3
     tower_hidden_size: int = 128
     tower_layers: int = 2
@@ -95,7 +95,7 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
     return paths
 
 
-def warm_up_tower(plan: DataPlan, captions: str, output_dir: str, seed: int = 0) -> str:
+def warm_up_tower(plan: DataPlan, captions: str, output_dir: str) -> str:
     """The study's one vision tower (`recipes.vision_warmup`), cached; returns its folder."""
     if os.path.exists(output_dir):
         return output_dir
@@ -113,7 +113,7 @@ def warm_up_tower(plan: DataPlan, captions: str, output_dir: str, seed: int = 0)
             output_dir=output_dir, num_train_epochs=plan.warmup_epochs,
             per_device_train_batch_size=plan.warmup_batch_size, learning_rate=plan.warmup_learning_rate,
             lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0, logging_steps=50, save_strategy="no",
-            report_to="none", use_cpu=True, dataloader_num_workers=0, seed=seed, disable_tqdm=True,
+            report_to="none", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,  # the Trainer's seed, 42
         ),
     )  # fmt: skip
     return output_dir
