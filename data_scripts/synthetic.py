@@ -359,7 +359,7 @@ def _noisy_narration(rng: random.Random, text: str, difficulty: int) -> str:
 
 
 NUMBERS = ("None", "One", "Two", "Three")
-QUESTION_RATE = 1 / 3  # the chance of a question after each event (at least one per video)
+QUESTION_RATE = 1 / 3  # default chance of a question after each event (at least one per video)
 
 
 def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -> tuple[str, str]:
@@ -384,9 +384,10 @@ def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -
     return "What do you see now?", "I see " + (" and ".join(names) if names else "nothing") + "."
 
 
-def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
+def livechat_conversation(rng: random.Random, video: Video, question_rate: float = QUESTION_RATE) -> list[dict]:
     """A GoalStep-style live chat: a request before the first event, replies at events, and questions about what is
-    on screen (`on_screen_question`) half-way between an event and the next, after about one event in three."""
+    on screen (`on_screen_question`) half-way between an event and the next, after an event with probability
+    `question_rate` (and after one event at least)."""
     if not video.events:
         return []
     first = video.events[0].narration_time
@@ -396,7 +397,7 @@ def livechat_conversation(rng: random.Random, video: Video) -> list[dict]:
     always = rng.randrange(len(video.events))
     for i, event in enumerate(video.events):
         conversation.append({"role": "assistant", "content": event.chat, "time": round(event.narration_time, 2)})
-        if (i == always or rng.random() < QUESTION_RATE) and i + 1 < len(video.events):
+        if (i == always or rng.random() < question_rate) and i + 1 < len(video.events):
             t = round((event.narration_time + video.events[i + 1].narration_time) / 2, 2)
             question, answer = on_screen_question(rng, video, i, t)
             conversation.append({"role": "user", "content": question, "time": t})
@@ -417,6 +418,7 @@ def generate_dataset(
     val_fraction: float = 0.25,
     test_fraction: float = 0.25,
     frame_captions: int = 0,
+    question_rate: float = QUESTION_RATE,
     overwrite: bool = False,
 ) -> dict[str, str]:
     """Render ``num_videos`` Ego4D-style and ``num_coin_videos`` COIN-style videos with annotations under ``output_dir``.
@@ -435,6 +437,7 @@ def generate_dataset(
             is ``test_fraction``.
         frame_captions: random scenes of the world written with their captions for the vision warm-up
             (`write_frame_captions`).
+        question_rate: the chance of a question about what is on screen after each event of a live chat.
     Returns:
         paths: ``ego4d_root``, ``ego4d_annotations``, ``ego4d_videos``, ``coin_root``, ``coin_json``, ``coin_videos``,
         ``events``, ``frame_captions``.
@@ -443,7 +446,7 @@ def generate_dataset(
         raise ValueError(f"difficulty must be 0, 1 or 2, got {difficulty}")
     with atomic_output_folder(output_dir, overwrite=overwrite) as tmp:
         _generate(str(tmp), num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
-                  val_fraction, test_fraction, frame_captions)  # fmt: skip
+                  val_fraction, test_fraction, frame_captions, question_rate)  # fmt: skip
     return dataset_paths(os.path.abspath(output_dir))
 
 
@@ -508,7 +511,7 @@ def write_frame_captions(folder: str, num_frames: int, resolution: int, difficul
 
 
 def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, difficulty, event_interval,
-              val_fraction, test_fraction, frame_captions):  # fmt: skip
+              val_fraction, test_fraction, frame_captions, question_rate):  # fmt: skip
     paths = dataset_paths(out)
     for key in ("ego4d_annotations", "ego4d_videos", "coin_videos"):
         os.makedirs(paths[key])
@@ -565,7 +568,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
                 {key: [{"video_uid": uid} for uid in listed]}, os.path.join(annotations, f"{benchmark}_{split}.json")
             )
     chats = [
-        {"video_uid": v.video_uid, "conversation": livechat_conversation(random.Random(v.seed + 2), v)}
+        {"video_uid": v.video_uid, "conversation": livechat_conversation(random.Random(v.seed + 2), v, question_rate)}
         for v in videos
         if v.video_uid not in test
     ]
@@ -638,12 +641,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="captioned random scenes written for the vision warm-up (default: %(default)s)",
     )
+    parser.add_argument("--question-rate", type=float, default=QUESTION_RATE,
+                        help="chance of a question about what is on screen after each event of a live chat")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     paths = generate_dataset(
         args.output_dir, num_videos=args.num_videos, seconds=args.seconds, fps=args.fps, resolution=args.resolution,
         seed=args.seed, num_coin_videos=args.num_coin_videos, difficulty=args.difficulty,
-        event_interval=args.event_interval, frame_captions=args.frame_captions, overwrite=args.overwrite,
+        event_interval=args.event_interval, frame_captions=args.frame_captions, question_rate=args.question_rate,
+        overwrite=args.overwrite,
     )  # fmt: skip
     for key, path in paths.items():
         print(f"{key}: {path}")

@@ -40,8 +40,6 @@ from .study_data import FPS, DataPlan, SharedData, prepare_shared
 
 logger = logging.getLogger(__name__)
 
-LIVECHAT_SHARE = 1 / 3  # of the training videos, seen as live chats with questions (the others as narration)
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -106,6 +104,7 @@ class StudyPlan:
     learning_rate: float = 2e-3
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
+    livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
@@ -187,22 +186,21 @@ def load_split(shared: SharedData, split: str) -> dict:
     return out
 
 
-def chat_video(video_uid: str, share: float | None = None) -> bool:
+def chat_video(video_uid: str, share: float) -> bool:
     """Whether a training video is seen as a live chat (else as narration): a fixed share of the videos, by id."""
-    share = LIVECHAT_SHARE if share is None else share
     return int(hashlib.sha256(video_uid.encode()).hexdigest(), 16) % 1000 < share * 1000
 
 
-def training_rows(train: dict):
-    """Each training video once, as a narration stream or (`LIVECHAT_SHARE` of them) a live chat with questions,
+def training_rows(train: dict, livechat_share: float):
+    """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
     tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
     the stream."""
     from datasets import concatenate_datasets
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
-    narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"]))
-    livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"]))
+    narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"], livechat_share))
+    livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"], livechat_share))
     parts = [narration, livechat, *train["coin"].values()]
     rows = concatenate_datasets([part.select_columns(columns) for part in parts])
     return rows.map(lambda row: {"length": approximate_tokens(row)})
@@ -230,7 +228,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
     from .sft import VideoSFTScriptArguments, build_trainer
 
     train = load_split(shared, "train")
-    rows = training_rows(train)
+    rows = training_rows(train, plan.livechat_share)
     model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
     args = SFTConfig(
         output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,

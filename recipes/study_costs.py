@@ -32,7 +32,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | Non
     if os.path.exists(path):
         return None
     logger.info("%s: measuring costs against dense", variant.name)
-    rows = training_rows(load_split(shared, "train"))
+    rows = training_rows(load_split(shared, "train"), plan.livechat_share)
     texts = training_texts([rows])
     models, processor = {}, None
     for name in dict.fromkeys(["dense", variant.name]):

@@ -33,8 +33,10 @@ class DataPlan:
     train_videos: int = 600
     val_videos: int = 40
     test_videos: int = 40
-    seconds: float = 60.0  # length of every narration stream
+    seconds: float = 60.0  # length of every video
+    max_stream_frames: int | None = None  # training streams are cut before the turn that would pass this many frames
     event_interval: float = 2.5  # mean seconds between events (irregular: a dead time plus an exponential gap)
+    question_rate: float = 1 / 3  # live chats: the chance of a question about the screen after each event
     coin_train_videos: int = 200
     coin_test_videos: int = 50
     resolution: int = 48
@@ -70,20 +72,21 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
             seed=split_seed(plan, split), num_coin_videos=num_coin, difficulty=1, event_interval=plan.event_interval,
             # held-out splits put every narration stream in `val` and every COIN video in `testing`
             val_fraction=float(held_out), test_fraction=float(held_out),
-            frame_captions=plan.frame_captions if split == "train" else 0,
+            frame_captions=plan.frame_captions if split == "train" else 0, question_rate=plan.question_rate,
         )  # fmt: skip
     paths = synthetic.dataset_paths(os.path.abspath(raw))
     paths["narration"] = os.path.join(folder, "narration")
     if not os.path.exists(paths["narration"]):
         prepare_ego4d_narration.main(
             ["--annotation-dir", paths["ego4d_annotations"], "--video-root", paths["ego4d_videos"],
-             "--output-dir", paths["narration"], "--variants", "raw", "--fps", str(FPS)]
+             "--output-dir", paths["narration"], "--variants", "raw", "--fps", str(FPS), *max_frames(plan, split)]
         )  # fmt: skip
     paths["livechat"] = os.path.join(folder, "livechat")
     if not os.path.exists(paths["livechat"]):
         prepare_ego4d_goalstep_livechat.main(
             ["--annotation-file", os.path.join(paths["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
-             "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS)]
+             "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS),
+             *max_frames(plan, split)]
         )  # fmt: skip
     if num_coin:
         paths["coin"] = os.path.join(folder, "coin")
@@ -93,6 +96,12 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
                  paths["coin"], "--benchmarks", "step", "next", "task", "--fps", str(FPS)]
             )  # fmt: skip
     return paths
+
+
+def max_frames(plan: DataPlan, split: str) -> list[str]:
+    """The prepare scripts' option that cuts training streams (held-out streams stay whole: every plan is measured
+    on the same streams)."""
+    return ["--max-num-frames", str(plan.max_stream_frames)] if plan.max_stream_frames and split == "train" else []
 
 
 def warm_up_tower(plan: DataPlan, captions: str, output_dir: str) -> str:
