@@ -18,7 +18,9 @@ tower (`recipes.study_data`), then measured on the same held-out streams:
 
 Its cost is measured once per variant, side by side with the dense model in one run (`recipes.study_costs`).
 Each (variant, seed) writes `{results_dir}/runs/{variant}-seed{seed}.json` when it finishes and each variant
-`{results_dir}/costs/{variant}.json`; a run whose file exists is skipped, so the grid can be stopped and resumed.
+`{results_dir}/costs/{variant}.json`; a run whose file exists is skipped, so the grid can be stopped and resumed, and
+several workers started with the same command share it (a run is claimed by a lock file; `--set threads=1` each:
+on 2 cores, two one-thread workers train about twice as fast as one two-thread process).
 `--report` aggregates them (mean and spread over seeds) into `{results_dir}/README.md` and PNG plots.
 """
 
@@ -284,6 +286,33 @@ def run_path(results_dir: str, variant: str, seed: int) -> str:
     return os.path.join(results_dir, "runs", f"{variant}-seed{seed}.json")
 
 
+def claim(path: str) -> bool:
+    """Whether this process may produce `path`: it is not done, and no other live process has claimed it (a lock file
+    beside it holds the claimant's pid; a dead claimant's lock is taken over). Several workers started with the same
+    command thus share the grid."""
+    if os.path.exists(path):
+        return False
+    lock = path + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                os.kill(int(open(lock).read() or 0), 0)
+                return False  # claimed by a live process
+            except (ProcessLookupError, ValueError):
+                os.remove(lock)  # its claimant died
+    return False
+
+
+def release(path: str) -> None:
+    if os.path.exists(path + ".lock"):
+        os.remove(path + ".lock")
+
+
 def run_one(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, results_dir: str, work_dir: str,
             save_model: bool = False) -> dict:  # fmt: skip
     """Train, evaluate and write one (variant, seed) result file (through a temporary name)."""
@@ -360,20 +389,27 @@ def main(argv: list[str] | None = None) -> int:
     plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
     torch.set_num_threads(plan.threads)
     shared = prepare_shared(plan.data, args.work_dir)
+    from .study_costs import cost_path, measure_variant_costs
+
     for name in args.variants:
         for seed in args.seeds:
-            if os.path.exists(run_path(args.results_dir, name, seed)):
-                logger.info("%s seed %d: done already", name, seed)
+            path = run_path(args.results_dir, name, seed)
+            if not claim(path):
+                logger.info("%s seed %d: done already, or another worker's", name, seed)
                 continue
-            logger.info("%s seed %d: training", name, seed)
-            result = run_one(plan, shared, VARIANTS[name], seed, args.results_dir, args.work_dir, args.save_models)
+            try:
+                logger.info("%s seed %d: training", name, seed)
+                result = run_one(plan, shared, VARIANTS[name], seed, args.results_dir, args.work_dir, args.save_models)
+            finally:
+                release(path)
             free = result["quality"]["free_running"]["model"]
             logger.info("%s seed %d: free-running F1 %.3f, content accuracy %.3f", name, seed, free["f1"],
                         free["content_accuracy"])  # fmt: skip
-        if not args.no_costs:
-            from .study_costs import measure_variant_costs
-
-            measure_variant_costs(plan, shared, VARIANTS[name], args.results_dir)
+        if not args.no_costs and claim(cost_path(args.results_dir, name)):
+            try:
+                measure_variant_costs(plan, shared, VARIANTS[name], args.results_dir)
+            finally:
+                release(cost_path(args.results_dir, name))
     return 0
 
 

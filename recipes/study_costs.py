@@ -21,16 +21,14 @@ def cost_path(results_dir: str, variant: str) -> str:
     return os.path.join(results_dir, "costs", f"{variant}.json")
 
 
-def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict | None:
-    """Measure and write the costs of `variant` against dense (skipped when its file exists); returns them."""
+def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
+    """Measure and write the costs of `variant` against dense; returns them."""
     from ..files import write_text_atomically
     from .collator import VideoLLMMoDCollator
     from .costs import count_flops, interleaved_step_times, kv_bytes_by_frame, peak_training_memory
     from .mod_study import VARIANTS, build_model, load_split, training_rows, training_texts
 
     path = cost_path(results_dir, variant.name)
-    if os.path.exists(path):
-        return None
     logger.info("%s: measuring costs against dense", variant.name)
     rows = training_rows(load_split(shared, "train"), plan.livechat_share)
     texts = training_texts([rows])

@@ -60,3 +60,15 @@ def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_
     assert "| dense | 1 |" in report and "| mod | 1 |" in report
     assert os.path.getsize(os.path.join(results, "quality_vs_cost.png")) > 0
     assert os.path.getsize(os.path.join(results, "kv_bytes.png")) > 0
+
+
+def test_a_run_is_claimed_once_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    path = str(tmp_path / "runs" / "mod-seed0.json")
+    assert mod_study.claim(path) and not mod_study.claim(path)  # this live process holds it
+    mod_study.release(path)
+    with open(path + ".lock", "w") as lock:
+        lock.write("999999999")  # no such process
+    assert mod_study.claim(path)
+    mod_study.release(path)
+    open(path, "w").close()
+    assert not mod_study.claim(path)  # done
