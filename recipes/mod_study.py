@@ -387,7 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(args.results_dir))
         return 0
     plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
+    try:
+        run_grid(plan, args)
+    finally:  # a caller's later work (a test's bitwise comparison) keeps its own thread count
+        torch.set_num_threads(previous_threads)
+    return 0
+
+
+def run_grid(plan: StudyPlan, args: argparse.Namespace) -> None:
     shared = prepare_shared(plan.data, args.work_dir)
     from .study_costs import cost_path, measure_variant_costs
 
@@ -410,7 +419,6 @@ def main(argv: list[str] | None = None) -> int:
                 measure_variant_costs(plan, shared, VARIANTS[name], args.results_dir)
             finally:
                 release(cost_path(args.results_dir, name))
-    return 0
 
 
 if __name__ == "__main__":
