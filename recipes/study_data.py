@@ -48,6 +48,9 @@ class DataPlan:
     tower_hidden_size: int = 128
     tower_layers: int = 2
     tower_patch_size: int = 8
+    tower: str | None = (
+        None  # a warmed-up tower folder to share (another plan's); else warmed up on this plan's captions
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +75,8 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
             seed=split_seed(plan, split), num_coin_videos=num_coin, difficulty=1, event_interval=plan.event_interval,
             # held-out splits put every narration stream in `val` and every COIN video in `testing`
             val_fraction=float(held_out), test_fraction=float(held_out),
-            frame_captions=plan.frame_captions if split == "train" else 0, question_rate=plan.question_rate,
+            frame_captions=plan.frame_captions if split == "train" and not plan.tower else 0,
+            question_rate=plan.question_rate,
         )  # fmt: skip
     paths = synthetic.dataset_paths(os.path.abspath(raw))
     paths["narration"] = os.path.join(folder, "narration")
@@ -152,7 +156,12 @@ def prepare_shared(plan: DataPlan, work_dir: str) -> SharedData:
 
     os.makedirs(work_dir, exist_ok=True)
     splits = {split: build_split(plan, os.path.join(work_dir, split), split) for split in SPLITS}
-    tower = warm_up_tower(plan, splits["train"]["frame_captions"], os.path.join(work_dir, "tower"))
+    if plan.tower:
+        tower = os.path.abspath(plan.tower)
+        if not os.path.exists(os.path.join(tower, "config.json")):
+            raise FileNotFoundError(f"data.tower={plan.tower}: no warmed-up vision tower there")
+    else:
+        tower = warm_up_tower(plan, splits["train"]["frame_captions"], os.path.join(work_dir, "tower"))
     features = {}
     for split, paths in splits.items():
         features[split] = os.path.join(work_dir, "features", split)
