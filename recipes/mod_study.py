@@ -14,7 +14,8 @@ tower (`recipes.study_data`), then measured on the same held-out streams:
   precision / recall / F1, content accuracy and lag, beside the same model fed black frames (`blind`);
 - live chats, free-running: the events said and the answers to questions about what is on screen (which shapes, how
   many, which colour, what just happened), beside `blind`;
-- COIN-style step / next / task accuracy by generation (`recipes.answer_accuracy`) on synthetic task videos.
+- COIN-style step / next / task accuracy by generation (`recipes.answer_accuracy`) on synthetic task videos
+  (`--set data.coin_train_videos=200 data.coin_test_videos=50`; none in the default plan, see `DataPlan`).
 
 Its cost is measured once per variant, side by side with the dense model in one run (`recipes.study_costs`).
 Each (variant, seed) writes `{results_dir}/runs/{variant}-seed{seed}.json` when it finishes and each variant
@@ -102,7 +103,7 @@ class StudyPlan:
     lm_hidden: int = 128
     lm_intermediate: int | None = None  # default 2 * hidden + 5 (`presets.tiny_config`)
     vocab_size: int = 1024  # every word of the synthetic world one token (at 320: "Assistant" was 7, "appear" 2)
-    epochs: float = 4.0
+    epochs: float = 25.0  # ~950 steps of batch 8: a model learns to look at the frames after ~500 to 750
     learning_rate: float = 2e-3
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned

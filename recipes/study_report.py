@@ -95,14 +95,17 @@ def format_cell(summary: tuple[float, float, int] | None) -> str:
 
 def markdown_table(runs: dict[str, list[dict]], costs: dict[str, dict]) -> str:
     names = ordered(set(runs) | set(costs))
+    summaries = {name: quality_summary(runs.get(name, [])) for name in names}
+    # a measure no run has (COIN where the plan has no COIN videos) gets no column
+    columns = [c for c, _, _ in QUALITY if any(c in summary for summary in summaries.values())]
     cost_columns = [label for label, _ in COSTS] + ["KV bytes", "frames held"]
-    header = ["variant", "seeds", *[c for c, _, _ in QUALITY], *[f"{c} ×" for c in cost_columns]]
+    header = ["variant", "seeds", *columns, *[f"{c} ×" for c in cost_columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
-        summary = quality_summary(runs.get(name, []))
+        summary = summaries[name]
         ratios = cost_ratios(costs[name]) if name in costs else {}
         cells = [name, str(len(runs.get(name, [])))]
-        cells += [format_cell(summary.get(column)) for column, _, _ in QUALITY]
+        cells += [format_cell(summary.get(column)) for column in columns]
         cells += [f"{ratios[c]:.3f}" if c in ratios else "-" for c in cost_columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
