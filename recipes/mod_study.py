@@ -383,9 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.report:
+        from ..errors import UserError
         from .study_report import write_report
 
-        print(write_report(args.results_dir))
+        try:
+            print(write_report(args.results_dir))
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         return 0
     plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
     previous_threads = torch.get_num_threads()
