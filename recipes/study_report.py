@@ -178,7 +178,8 @@ def write_report(results_dir: str) -> str:
     text = ["# MoD study: results so far", "", markdown_table(runs, costs), ""]
     times = training_time_ratios(runs)
     if times:
-        text += ["Training wall time over dense (mean of the seeds' SFT runs): "
+        text += ["Training wall time over dense (mean of the seeds' SFT runs, which may have shared the machine with "
+                 "other jobs: the step-time column is the cost measurement): "
                  + ", ".join(f"{n} {times[n]:.2f}" for n in ordered(times)), ""]  # fmt: skip
     if runs and costs:
         plot_quality_vs_cost(runs, costs, os.path.join(results_dir, "quality_vs_cost.png"))
