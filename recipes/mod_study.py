@@ -22,7 +22,7 @@ Each (variant, seed) writes `{results_dir}/runs/{variant}-seed{seed}.json` when 
 `{results_dir}/costs/{variant}.json`; a run whose file exists is skipped, so the grid can be stopped and resumed, and
 several workers started with the same command share it (a run is claimed by a lock file; `--set threads=1` each:
 on 2 cores, two one-thread workers train about twice as fast as one two-thread process).
-`--report` aggregates them (mean and spread over seeds) into `{results_dir}/README.md` and PNG plots.
+`--report` aggregates them (mean and spread over seeds) into `{results_dir}/RESULTS.md` and PNG plots.
 """
 
 from __future__ import annotations
@@ -364,7 +364,10 @@ def apply_settings(plan: StudyPlan, settings: dict) -> StudyPlan:
             raise ValueError(f"--set {key}: no such setting (settings: {sorted(fields)})")
         current = getattr(target, name)
         kind = type(current) if current is not None else (int if "int" in str(fields[name].type) else str)
-        setattr(target, name, None if value == "None" else kind(value))
+        try:
+            setattr(target, name, None if value == "None" else kind(value))
+        except ValueError:
+            raise ValueError(f"--set {key}={value}: expected a {kind.__name__}") from None
     return plan
 
 
@@ -382,21 +385,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only aggregate the result files so far")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.report:
-        from ..errors import UserError
-        from .study_report import write_report
+    from ..errors import UserError
 
-        try:
+    try:
+        if args.report:
+            from .study_report import write_report
+
             print(write_report(args.results_dir))
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        return 0
-    plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
+            return 0
+        plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
+    except (UserError, ValueError) as error:  # the user's settings or folders: one line
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
         run_grid(plan, args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:  # a caller's later work (a test's bitwise comparison) keeps its own thread count
         torch.set_num_threads(previous_threads)
     return 0

@@ -20,6 +20,8 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 FPS = 2.0  # frames per second of the streams, as the original trains
@@ -48,9 +50,8 @@ class DataPlan:
     tower_hidden_size: int = 128
     tower_layers: int = 2
     tower_patch_size: int = 8
-    tower: str | None = (
-        None  # a warmed-up tower folder to share (another plan's); else warmed up on this plan's captions
-    )
+    # a warmed-up tower folder to share (another plan's); else one is warmed up on this plan's captions
+    tower: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,12 +155,12 @@ def prepare_shared(plan: DataPlan, work_dir: str) -> SharedData:
     """Build (or find) the data, the warmed-up tower and the features of every split."""
     import glob
 
+    if plan.tower and not os.path.exists(os.path.join(plan.tower, "config.json")):  # before any data is made
+        raise UserError(f"--set data.tower={plan.tower}: no warmed-up vision tower there (no config.json)")
     os.makedirs(work_dir, exist_ok=True)
     splits = {split: build_split(plan, os.path.join(work_dir, split), split) for split in SPLITS}
     if plan.tower:
         tower = os.path.abspath(plan.tower)
-        if not os.path.exists(os.path.join(tower, "config.json")):
-            raise FileNotFoundError(f"data.tower={plan.tower}: no warmed-up vision tower there")
     else:
         tower = warm_up_tower(plan, splits["train"]["frame_captions"], os.path.join(work_dir, "tower"))
     features = {}
