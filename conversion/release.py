@@ -116,8 +116,9 @@ def assemble_release(
     model_folder: str | Path, output: str | Path, repo_id: str, card_overrides: dict | None = None, overwrite=False
 ) -> list[str]:
     """Write the release folder `output` (atomically); returns its file names, sorted."""
-    from transformers import AutoConfig
+    from modeling_videollm_mod import VideoLLMMoDConfig
 
+    from ..loading import check_model
     from .model_card import render_model_card
 
     model_folder, output = Path(model_folder), Path(output)
@@ -125,7 +126,9 @@ def assemble_release(
         raise ReleaseError(f"{model_folder}: no such model folder")
     if not (model_folder / "config.json").is_file():
         raise ReleaseError(f"{model_folder}: no config.json in this folder (not a saved model)")
-    config = AutoConfig.from_pretrained(model_folder, trust_remote_code=True)
+    # the loading policy: a folder of another model_type is refused before any of its code runs
+    check_model(str(model_folder))
+    config = VideoLLMMoDConfig.from_pretrained(model_folder)
     card_data = release_card_data(model_folder, card_overrides or {})
     report_file = model_folder / "conversion_report.json"
     source = json.loads(report_file.read_text()) if report_file.is_file() else None

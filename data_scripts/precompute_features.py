@@ -33,6 +33,7 @@ import torch
 from modeling_videollm_mod import VideoDecodingError, VideoLLMMoDFrameProcessor, load_video
 from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
 
+from ..loading import add_model_arguments
 from ._hub import SkipCounter
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
@@ -67,20 +68,40 @@ class FrameEncoder:
         return pool_frame_tokens(out, self.pooled).float().cpu()  # [T, 1 + hp*wp, D]
 
 
-def load_encoder(model_path: str, frame_token_pooled: tuple[int, int] | None = None, batch_size: int = 64):
-    """Frozen encoder from a VideoLLM-MoD checkpoint (folder or Hub repo) or a ``SiglipVisionModel`` folder."""
-    from transformers import AutoConfig
+SIGLIP_TYPES = ("siglip_vision_model", "siglip")
 
-    from ..loading import resolve_model
+
+def check_encoder_model(model_path: str, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """`(path, use_safetensors, config dict)` of a bare SigLIP folder, else `None` after the loading policy's checks
+    of a VideoLLM-MoD checkpoint (`videollm_mod.loading`): a refusal comes before anything of it is imported."""
+    from ..loading import check_model, check_pickles, read_config, resolve_model
 
     path = resolve_model(model_path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-    if config.model_type in ("siglip_vision_model", "siglip"):
+    config = read_config(path)
+    if config.get("model_type") in SIGLIP_TYPES:  # a transformers class: no code of the folder runs
+        check_pickles(model_path, path, allow_pickle)
+        return path, None if allow_pickle else True, config
+    check_model(model_path, trust_remote_code, allow_pickle)
+    return None
+
+
+def load_encoder(
+    model_path: str,
+    frame_token_pooled: tuple[int, int] | None = None,
+    batch_size: int = 64,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """Frozen encoder from a VideoLLM-MoD checkpoint (folder or Hub repo) or a ``SiglipVisionModel`` folder, loaded
+    under the package's loading policy (`videollm_mod.loading`)."""
+    siglip = check_encoder_model(model_path, trust_remote_code, allow_pickle)
+    if siglip is not None:
         from transformers import SiglipVisionModel
 
+        path, use_safetensors, _ = siglip
         if frame_token_pooled is None:
             raise ValueError(f"--model {model_path} is a bare vision model: give --frame-token-pooled HP WP")
-        tower = SiglipVisionModel.from_pretrained(path)
+        tower = SiglipVisionModel.from_pretrained(path, use_safetensors=use_safetensors)
         norm_file = os.path.join(path, "preprocessor_config.json")
         norm = json.load(open(norm_file)) if os.path.isfile(norm_file) else {}
         frame_processor = VideoLLMMoDFrameProcessor(
@@ -91,8 +112,8 @@ def load_encoder(model_path: str, frame_token_pooled: tuple[int, int] | None = N
         return FrameEncoder(tower, frame_processor, frame_token_pooled, batch_size)
     from ..loading import load_model_and_processor
 
-    model, processor = load_model_and_processor(path, device="cpu")
-    pooled = frame_token_pooled or tuple(config.frame_token_pooled)
+    model, processor = load_model_and_processor(model_path, "cpu", trust_remote_code, allow_pickle)
+    pooled = frame_token_pooled or tuple(model.config.frame_token_pooled)
     return FrameEncoder(model.model.vision_tower, processor.image_processor, pooled, batch_size)
 
 
@@ -263,9 +284,13 @@ class _ModelFactory:
     model_path: str
     frame_token_pooled: tuple[int, int] | None
     batch_size: int
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     def __call__(self) -> Encoder:
-        return load_encoder(self.model_path, self.frame_token_pooled, self.batch_size)
+        return load_encoder(
+            self.model_path, self.frame_token_pooled, self.batch_size, self.trust_remote_code, self.allow_pickle
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="VideoLLM-MoD checkpoint or SiglipVisionModel folder")
+    add_model_arguments(parser, required=True, help="VideoLLM-MoD checkpoint or SiglipVisionModel folder")
     parser.add_argument("--video-root", required=True, help="folder searched (recursively) for *.mp4")
     parser.add_argument(
         "--dataset",
@@ -308,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--strict", action="store_true", help="stop at a missing or undecodable video")
     args = parser.parse_args(argv)
-    from ..loading import resolve_model
-
     if not os.path.isdir(args.video_root):
         parser.error(f"--video-root {args.video_root}: no such folder")
     if args.dataset is not None:
@@ -317,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         videos = sorted(glob.glob(os.path.join(args.video_root, "**", "*.mp4"), recursive=True))
     pooled = tuple(args.frame_token_pooled) if args.frame_token_pooled else None
-    resolve_model(args.model)  # a missing --model folder fails here, before any worker starts
+    # a missing or refused --model fails here, before any worker starts
+    check_encoder_model(args.model, args.trust_remote_code, args.allow_pickle)
+    factory = _ModelFactory(args.model, pooled, args.batch_size, args.trust_remote_code, args.allow_pickle)
     stats = precompute_features(
-        videos, args.output_dir, _ModelFactory(args.model, pooled, args.batch_size), fps=args.fps,
+        videos, args.output_dir, factory, fps=args.fps,
         num_workers=args.num_workers, threads_per_worker=args.threads_per_worker, dtype=args.dtype, strict=args.strict,
     )  # fmt: skip
     print(

@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+MODEL_TYPE = "videollm_mod"  # what `config.json` says of a VideoLLM-MoD checkpoint
 MOD_SELECTIONS = ("router", "random", "uniform")
 
 
@@ -64,7 +65,7 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             Whether `lm_head` shares the input embedding matrix.
     """
 
-    model_type = "videollm_mod"
+    model_type = MODEL_TYPE
     sub_configs_defaults = {
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
         "vision_config": SubConfigSpec(

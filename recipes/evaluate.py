@@ -25,6 +25,7 @@ from modeling_videollm_mod import DEFAULT_THRESHOLD
 
 from ..errors import UserError
 from ..files import write_text_atomically
+from ..loading import add_model_arguments, check_model, load_model_and_processor, resolve_model
 from .collator import VideoLLMMoDCollator
 from .free_running import black_frame_features, evaluate_free_running
 from .metrics import aggregate_stream_metrics, model_fire_policy, periodic_fires, stream_evaluate
@@ -122,7 +123,7 @@ DEMO_ANSWER_NOTE = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="videollm-mod evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model folder or Hub repo (default: the shipped demo model)")
+    add_model_arguments(parser)
     parser.add_argument("--dataset", required=True, help="prepared dataset folder or Hub id (videollm-mod data ...)")
     parser.add_argument("--config", default=None, help="dataset config (e.g. raw, refined)")
     parser.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
@@ -175,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.plot, exist_ok=True)
         check_plot_path(os.path.join(args.plot, "timeline.png"))
 
+    check_model(args.model, args.trust_remote_code, args.allow_pickle)  # a refusal before the data is read
     from ..data_scripts._hub import load_prepared_dataset
-    from ..loading import load_model_and_processor, resolve_model
 
     dataset = load_prepared_dataset(args.dataset, args.config, "--dataset")
     if args.split not in dataset:
@@ -184,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = dataset[args.split]
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    model, processor = load_model_and_processor(args.model, device="cpu", dtype=torch.float32)
+    model, processor = load_model_and_processor(
+        args.model, "cpu", args.trust_remote_code, args.allow_pickle, dtype=torch.float32
+    )
     free_running = None
     if args.answer_accuracy:
         from .answer_accuracy import evaluate_answers

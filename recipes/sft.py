@@ -28,6 +28,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, 
 
 from ..data_scripts._hub import load_prepared_dataset
 from ..errors import UserError
+from ..loading import PICKLE_HELP, check_model
 from .collator import VideoLLMMoDCollator
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class VideoSFTScriptArguments(ScriptArguments):
     stream_loss_weight: float | None = field(
         default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
     )
+    allow_pickle: bool = field(default=False, metadata={"help": PICKLE_HELP})
 
 
 class VideoLLMMoDSFTTrainer(SFTTrainer):
@@ -101,9 +103,12 @@ class VideoLLMMoDSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def load_model_and_processor(model_args: ModelConfig, dtype: torch.dtype | None = None):
+def load_model_and_processor(
+    model_args: ModelConfig, dtype: torch.dtype | None = None, trust_remote_code: bool = False, allow_pickle=False
+):
     """The model (in training mode, on the CPU: the Trainer places it) and its processor, from
-    `model_args.model_name_or_path` (a VideoLLM-MoD folder or Hub repo; `None`: the shipped demo model)."""
+    `model_args.model_name_or_path` (a VideoLLM-MoD folder or Hub repo; `None`: the shipped demo model), under the
+    package's loading policy (`videollm_mod.loading`: `trust_remote_code` and `allow_pickle` are the user's consents)."""
     from ..loading import load_model_and_processor as load
 
     kwargs = {"revision": model_args.model_revision}
@@ -111,7 +116,7 @@ def load_model_and_processor(model_args: ModelConfig, dtype: torch.dtype | None 
         kwargs["attn_implementation"] = model_args.attn_implementation
     if dtype is not None or model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = dtype or getattr(torch, model_args.dtype)
-    model, processor = load(model_args.model_name_or_path, device="cpu", **kwargs)
+    model, processor = load(model_args.model_name_or_path, "cpu", trust_remote_code, allow_pickle, **kwargs)
     return model.train(), processor
 
 
@@ -209,13 +214,20 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(script_args, name)
         if folder is not None and not os.path.isdir(folder):
             raise UserError(f"{name} {folder}: no such folder")
+    # a refused model stops here, before the data is read
+    check_model(
+        model_args.model_name_or_path, training_args.trust_remote_code, script_args.allow_pickle,
+        model_args.model_revision,
+    )  # fmt: skip
     dataset = load_prepared_dataset(script_args.dataset_name, script_args.dataset_config, "dataset_name")
     if script_args.dataset_train_split not in dataset:
         raise UserError(
             f"dataset_train_split {script_args.dataset_train_split!r}: {script_args.dataset_name} has the splits "
             f"{sorted(dataset)}"
         )
-    model, processor = load_model_and_processor(model_args)
+    model, processor = load_model_and_processor(
+        model_args, trust_remote_code=training_args.trust_remote_code, allow_pickle=script_args.allow_pickle
+    )
     peft_config = get_peft_config(model_args)
     if peft_config is not None and peft_config.target_modules is None:
         peft_config.target_modules = LLM_LINEARS

@@ -23,6 +23,8 @@ import tempfile
 
 import torch
 
+from ..loading import add_model_arguments
+
 TASKS = ("shape", "color", "motion")
 
 
@@ -100,7 +102,7 @@ def probe_accuracies(examples: dict, held_out_from: int) -> dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vision_probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="VideoLLM-MoD model or SiglipVisionModel folder")
+    add_model_arguments(parser, required=True, help="VideoLLM-MoD model or SiglipVisionModel folder")
     parser.add_argument("--frame-token-pooled", type=int, nargs=2, default=None, metavar=("HP", "WP"))
     parser.add_argument("--num-videos", type=int, default=40, help="half fit the probes, half score them")
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from videollm_mod.data_scripts.synthetic import generate_dataset
 
     pooled = tuple(args.frame_token_pooled) if args.frame_token_pooled else None
-    encoder = load_encoder(args.model, pooled)
+    encoder = load_encoder(
+        args.model, pooled, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle
+    )
     with tempfile.TemporaryDirectory() as folder:
         paths = generate_dataset(
             os.path.join(folder, "probe"), num_videos=args.num_videos, seconds=args.seconds, fps=2 * args.fps,

@@ -51,3 +51,19 @@ def processor():
     from stream_helpers import stream_processor
 
     return stream_processor()
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory):
+    """The README's data steps at a small size: synthetic streams, then the narration dataset."""
+    from videollm_mod import cli
+
+    root = tmp_path_factory.mktemp("quickstart")
+    synthetic = root / "synthetic"
+    argv = ["data", "synthetic", "--output-dir", synthetic, "--num-videos", 6, "--num-coin-videos", 2, "--seconds", 6,
+            "--resolution", 32, "--fps", 4]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    argv = ["data", "prepare_ego4d_narration", "--annotation-dir", synthetic / "ego4d/v2/annotations",
+            "--video-root", synthetic / "ego4d/v2/full_scale", "--output-dir", root / "narration"]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    return root

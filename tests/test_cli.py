@@ -29,20 +29,6 @@ def assert_user_error(status, err, *names):
     assert all(str(name) in err for name in names), err
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """The README's data steps at a small size: synthetic streams, then the narration dataset."""
-    root = tmp_path_factory.mktemp("quickstart")
-    synthetic = root / "synthetic"
-    argv = ["data", "synthetic", "--output-dir", synthetic, "--num-videos", 6, "--num-coin-videos", 2, "--seconds", 6,
-            "--resolution", 32, "--fps", 4]  # fmt: skip
-    assert cli.main([str(a) for a in argv]) == 0
-    argv = ["data", "prepare_ego4d_narration", "--annotation-dir", synthetic / "ego4d/v2/annotations",
-            "--video-root", synthetic / "ego4d/v2/full_scale", "--output-dir", root / "narration"]  # fmt: skip
-    assert cli.main([str(a) for a in argv]) == 0
-    return root
-
-
 def test_help_lists_the_commands_and_the_data_scripts(capsys):
     status, out, _ = run(capsys, "--help")
     assert status == 0 and all(name in out for name in cli.COMMANDS)

@@ -33,6 +33,7 @@ from pathlib import Path
 from . import DEMO_MODEL
 from .errors import UserError
 from .files import write_text_atomically
+from .loading import add_model_arguments
 from .remote_code import remote_constant, remote_stdlib_module
 
 PROG = "videollm-mod narrate"
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=2024, help="with --demo: the synthetic video's seed (default: %(default)s)"
     )
-    parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
+    add_model_arguments(parser)
     parser.add_argument(
         "--fps",
         type=float,
@@ -218,7 +219,7 @@ def narrate(args: argparse.Namespace, ground_truth: list[dict] | None = None) ->
     if not args.live:
         for video in args.videos:  # checks the files before the model loads
             video_num_frames(video, args.fps or 2.0)
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, args.device, args.trust_remote_code, args.allow_pickle)
     fps = args.fps or processor.image_processor.fps
     totals = None if args.live else [video_num_frames(video, fps) for video in args.videos]
     times = args.query_time + [0.0] * (len(args.query) - len(args.query_time))

@@ -35,8 +35,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 
-from . import DEMO_MODEL
 from .errors import UserError
+from .loading import add_model_arguments
 from .narrate import DEFAULT_THRESHOLD
 
 logger = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def build_app(model, processor, example_videos: list[str] = (), max_new_tokens: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help=f"model folder or Hub repo (default: the demo, {DEMO_MODEL})")
+    add_model_arguments(parser)
     parser.add_argument("--host", default=None, help="address to listen on (default: Gradio's, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .loading import load_model_and_processor
 
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, args.device, args.trust_remote_code, args.allow_pickle)
     with tempfile.TemporaryDirectory(prefix="videollm-mod-demo-") as folder:
         examples = [] if args.no_example else [render_example_video(folder)]
         app = build_app(model, processor, examples, max_new_tokens=args.max_new_tokens)
