@@ -8,25 +8,11 @@ import sys
 import warnings
 
 import pytest
+from cli_helpers import assert_user_error, run
 
 from videollm_mod import DEMO_MODEL, cli
 from videollm_mod.data_scripts._hub import load_prepared_dataset
 from videollm_mod.errors import UserError
-
-
-def run(capsys, *argv):
-    """Exit status, stdout and stderr of `videollm-mod ARGV`."""
-    capsys.readouterr()
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_user_error(status, err, *names):
-    """Exit status 1 and one line on stderr that names every one of `names`."""
-    assert status == 1, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert all(str(name) in err for name in names), err
 
 
 def test_help_lists_the_commands_and_the_data_scripts(capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import assert_user_error, run
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -18,19 +19,6 @@ from videollm_mod.loading import load_model_and_processor
 from videollm_mod.recipes import sft
 
 CONFIG_MODULE = "configuration_videollm_mod.py"
-
-
-def run(capsys, *argv):
-    capsys.readouterr()
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_refused(status, err, *names):
-    assert status == 1, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert all(str(name) in err for name in names), err
 
 
 def shipped_with_marker(folder: Path, marker: Path, model_type: str | None) -> Path:
@@ -124,7 +112,7 @@ def test_a_model_of_another_type_is_refused_before_its_code_is_imported(name, qu
     marker = tmp_path / "marker"
     folder = shipped_with_marker(tmp_path / f"foreign_{name}", marker, model_type="someone_elses")
     status, _, err = run(capsys, *command(name, quickstart, tmp_path, folder))
-    assert_refused(status, err, folder, "'someone_elses'", "--trust-remote-code")
+    assert_user_error(status, err, folder, "'someone_elses'", "--trust-remote-code")
     assert not marker.exists()
 
 
@@ -148,7 +136,7 @@ def test_trust_remote_code_runs_its_code(name, quickstart, tmp_path, capsys, mon
 def test_pickled_weights_are_refused_without_allow_pickle(name, quickstart, tmp_path, capsys):
     folder = pickled_only(tmp_path / "pickled")
     status, _, err = run(capsys, *command(name, quickstart, tmp_path, folder))
-    assert_refused(status, err, folder, "pytorch_model.bin", "safetensors", "--allow-pickle")
+    assert_user_error(status, err, folder, "pytorch_model.bin", "safetensors", "--allow-pickle")
 
 
 def test_pickled_weights_load_with_allow_pickle_as_the_safetensors_do(tmp_path):
@@ -173,7 +161,7 @@ def test_a_release_of_another_model_type_is_refused_before_its_code_is_imported(
     marker = tmp_path / "marker"
     folder = shipped_with_marker(tmp_path / "foreign", marker, model_type="someone_elses")
     status, _, err = run(capsys, "release", folder, "--repo-id", "me/x", "--no-push", "--license", "other")
-    assert_refused(status, err, folder, "'someone_elses'")
+    assert_user_error(status, err, folder, "'someone_elses'")
     assert not marker.exists()
 
 
