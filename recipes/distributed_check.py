@@ -1,11 +1,15 @@
 """Check that data-parallel training gives the loss curve of one process with the same global batch.
 
     python -m videollm_mod.recipes.distributed_check --output one.json --per-device-batch-size 4
-    accelerate launch --cpu --num_processes 2 -m videollm_mod.recipes.distributed_check --output two.json --per-device-batch-size 2
+    accelerate launch --config_file recipes/accelerate/cpu_ddp.yaml -m videollm_mod.recipes.distributed_check \
+        --output two.json --per-device-batch-size 2
     python -m videollm_mod.recipes.distributed_check --compare one.json two.json
 
 Trains a tiny VideoLLM-MoD (pre-computed features, MoD on the odd layers) with the recipe's trainer on a small
-deterministic stream dataset for a few steps and writes the logged losses (main process only).
+deterministic stream dataset for a few steps and writes the logged losses (main process only), with the number of
+processes, the global batch and the engine that actually ran. `--compare` refuses two runs whose global batches
+differ: a launch that did not start the processes it was meant to (`accelerate launch --cpu` starts one; a GPU config
+such as `fsdp.yaml` starts its `num_processes` and, on a CPU, runs plain DDP) would otherwise read as a training bug.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 
 import torch
+
+from ..errors import UserError
 
 TEXTS = ["C sees a red circle appear.", "C sees the red circle move left.", "C sees the blue square disappear."]
 
@@ -83,15 +90,12 @@ def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output")
     parser.add_argument("--per-device-batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compare", nargs=2, metavar=("ONE", "TWO"))
-    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--rtol", type=float, default=1e-5)
     args = parser.parse_args(argv)
     if args.compare:
-        one, two = (json.load(open(path))["losses"] for path in args.compare)
-        diff = max(abs(a - b) / abs(a) for a, b in zip(one, two, strict=True))
-        print(f"losses one process: {one}\nlosses two processes: {two}\nmax relative difference: {diff:.2e}")
-        return 0 if diff <= args.rtol else 1
+        return compare(*args.compare, rtol=args.rtol)
 
     from trl import SFTConfig
 
@@ -108,10 +112,35 @@ def main(argv: list[str] | None = None):
         trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         if trainer.is_world_process_zero() and args.output:
+            processes = trainer.accelerator.num_processes
+            run = {"losses": losses, "world_size": processes, "per_device_batch_size": args.per_device_batch_size,
+                   "global_batch": processes * args.per_device_batch_size,
+                   "engine": str(trainer.accelerator.distributed_type.value)}  # fmt: skip
             with open(args.output, "w") as f:
-                json.dump({"losses": losses, "world_size": trainer.accelerator.num_processes}, f)
+                json.dump(run, f)
+            print(
+                f"{processes} process(es) x {args.per_device_batch_size} rows, engine {run['engine']}: {args.output}"
+            )
     return 0
 
 
+def compare(one_file: str, two_file: str, rtol: float) -> int:
+    """Exit status 0 when the loss curves agree within `rtol` (relative), 1 otherwise; a `UserError` when the two runs
+    do not have the same global batch (nothing to compare)."""
+    one, two = (json.load(open(path)) for path in (one_file, two_file))
+    if one["global_batch"] != two["global_batch"]:
+        described = [f"{path}: {run['world_size']} process(es) x {run['per_device_batch_size']} rows"
+                     for path, run in ((one_file, one), (two_file, two))]  # fmt: skip
+        raise UserError(f"different global batches ({'; '.join(described)}): the launch did not start the processes "
+                        "meant (accelerate launch --cpu starts one; use recipes/accelerate/cpu_ddp.yaml)")  # fmt: skip
+    diff = max(abs(a - b) / abs(a) for a, b in zip(one["losses"], two["losses"], strict=True))
+    for path, run in ((one_file, one), (two_file, two)):
+        print(f"{path} ({run['world_size']} x {run['per_device_batch_size']}, {run['engine']}): {run['losses']}")
+    print(f"max relative difference: {diff:.2e} (tolerance {rtol:g})")
+    return 0 if diff <= rtol else 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ..cli import run
+
+    raise SystemExit(run("distributed_check", main, sys.argv[1:]))

@@ -39,3 +39,15 @@ def test_the_readme_names_no_path_a_clone_lacks_without_saying_so():
     assert {"recipes/configs/tiny_full.yaml", "docs/web_demo.png"} <= set(dict(paths))  # it finds what it should
     missing = [path for path, line in paths if not in_repository(path) and "outside this repository" not in line]
     assert missing == []
+
+
+def test_every_module_the_docs_run_with_python_m_is_installed():
+    """`python -m X` and `accelerate launch ... -m X` in the READMEs name modules that exist (the tooling installs as
+    `videollm_mod.*`: `-m recipes.sft` failed from a clone)."""
+    import importlib.util
+
+    docs = [REPOSITORY / "README.md", *REPOSITORY.glob("*/README.md")]
+    modules = {name for doc in docs for name in re.findall(r"(?<!\S)-m ([A-Za-z_][\w.]*)", doc.read_text())}
+    modules -= {"slow", "not"}  # pytest's -m marker expressions
+    assert {"videollm_mod.recipes.sft", "videollm_mod.recipes.distributed_check", "pytest"} <= modules
+    assert sorted(name for name in modules if importlib.util.find_spec(name) is None) == []

@@ -1,0 +1,53 @@
+"""Data-parallel training equals one process with the same global batch (`recipes/distributed_check.py`, run as
+`recipes/README.md` writes it), and the check refuses to compare runs whose global batches differ."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import assert_user_error
+
+from videollm_mod.cli import run
+from videollm_mod.recipes import distributed_check
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CHECK = "videollm_mod.recipes.distributed_check"
+
+
+def launch(*argv, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_loss_curve_of_one(tmp_path):
+    launch(sys.executable, "-m", CHECK, "--output", "one.json", "--per-device-batch-size", "4", cwd=tmp_path)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    launch(accelerate, "launch", "--config_file", REPOSITORY / "recipes/accelerate/cpu_ddp.yaml", "-m", CHECK,
+           "--output", "two.json", "--per-device-batch-size", "2", cwd=tmp_path)  # fmt: skip
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (two["world_size"], two["global_batch"], two["engine"]) == (2, 4, "MULTI_CPU")
+    assert len(two["losses"]) == 10
+    assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
+
+
+def test_runs_with_different_global_batches_are_not_compared(tmp_path, capsys):
+    for name, processes, rows in (("one.json", 1, 4), ("two.json", 1, 2)):  # `accelerate launch --cpu`: 1 process
+        run_ = {"losses": [5.0], "world_size": processes, "per_device_batch_size": rows,
+                "global_batch": processes * rows, "engine": "NO"}  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(run_))
+    status = run("distributed_check", distributed_check.main, ["--compare", str(tmp_path / "one.json"),
+                 str(tmp_path / "two.json")])  # fmt: skip
+    assert_user_error(status, capsys.readouterr().err, "different global batches", "1 process(es) x 2 rows", "--cpu")
+
+
+def test_different_losses_fail_the_comparison(tmp_path):
+    for name, loss in (("one.json", 5.0), ("two.json", 5.001)):
+        run_ = {"losses": [5.0, loss], "world_size": 1, "per_device_batch_size": 4, "global_batch": 4, "engine": "NO"}
+        (tmp_path / name).write_text(json.dumps(run_))
+    assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 1
