@@ -329,12 +329,24 @@ class VideoLLMMoDProcessor(ProcessorMixin):
         return "".join(parts), ranges, num_frames
 
     def tokenize_with_labels(self, text: str, ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-        """Tokenise `text`; label (= the token id) every token that starts inside a learn range, -100 elsewhere."""
+        """Tokenise `text`; label (= the token id) every token that starts inside a learn range, -100 elsewhere.
+
+        Each range must begin and end on token boundaries, else a ValueError names it: a token that straddles a
+        boundary would be learned with text outside the range (VideoLLM-online's issue #69, the last frame's range
+        spilling into `]\nAs`) or not at all; the original's collator crashes on it instead (its issue #51)."""
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
         starts = np.asarray([start for start, _ in offsets], dtype=np.int64)
+        boundaries = set(starts.tolist()) | {len(text)}
         learned = np.zeros(len(ids), dtype=bool)
         for start, stop in ranges:
+            stop = min(stop, len(text))  # a stream that ends the text ends with `]`, its `\n` not yet written
+            if start not in boundaries or stop not in boundaries:
+                raise ValueError(
+                    f"the learned text {text[start:stop]!r} (characters {start}-{stop}) does not begin and end on "
+                    "token boundaries of this tokenizer: a token spans its edge (the stream format needs `,`, `]\\n` "
+                    "and `Assistant` as tokens of their own)"
+                )
             learned |= (starts >= start) & (starts < stop)
         labels = np.where(learned, np.asarray(ids, dtype=np.int64), -100).tolist()
         return ids, labels

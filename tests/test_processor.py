@@ -224,3 +224,31 @@ def test_stream_token_ids_found_in_a_byte_level_vocabulary():
     assert tokenizer.convert_tokens_to_ids("]\n") is None
     assert (processor.stream_response_token_id, processor.video_token_id) == (merged, 0)
     assert processor.frame_token_interval_id == tokenizer.convert_tokens_to_ids(",")
+
+
+def test_a_learned_streams_labels_stop_at_its_last_frames_decision(processor):
+    """VideoLLM-online's issue #69: the last frame's learn range spilled past the frame into `]\\nAs`. Here a learned
+    stream labels one token per learned frame, the token after its last `<v>` (`,` or, last, `]\\n`), and the
+    unlearned reply after it labels nothing; no label is ever a `<v>` (the original remapped those to eos)."""
+    ids, labels = (processor(CONVERSATION)[key][0] for key in ("input_ids", "labels"))
+    video = ids == processor.video_token_id
+    after_frame = torch.nonzero(video[:-1] & ~video[1:])[:, 0] + 1  # the token after each frame's last <v>
+    reply = processor.encode_text("Assistant: A red circle.") + [processor.tokenizer.eos_token_id]
+    interval, respond = processor.frame_token_interval_id, processor.stream_response_token_id
+    expected = torch.full_like(labels, -100)
+    expected[after_frame[:2]] = interval  # stream 1: frames 0 and 1 learned, frame 2 not
+    end = torch.nonzero(ids == processor.tokenizer.eos_token_id)[0, 0].item() + 1  # the learned reply's eos
+    expected[end - len(reply) : end] = torch.tensor(reply)
+    expected[after_frame[3]], expected[after_frame[4]] = interval, respond  # stream 2: both frames learned
+    assert torch.equal(labels, expected)  # nothing after the `]\n` of the last stream: its reply is not learned
+    assert not (labels == processor.video_token_id).any()
+
+
+def test_a_tokenizer_whose_token_straddles_a_learned_edge_is_refused_by_name():
+    """The original's collator crashed when a learn range ended inside a token (its issue #51, `stop =
+    torch.nonzero(...).item()` on no match); a silent fix would learn text outside the range or miss the edge."""
+    tokenizer = build_stream_tokenizer(TEXTS, vocab_size=200)
+    tokenizer.add_tokens(["\nAssistant"])  # one token across the edge of the learned `Assistant: ...`
+    processor = VideoLLMMoDProcessor(VideoLLMMoDFrameProcessor(size=24), tokenizer, frame_num_tokens=2)
+    with pytest.raises(ValueError, match=r"learned text 'Assistant: A red circle.*token boundaries"):
+        processor(CONVERSATION)
