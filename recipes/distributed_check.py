@@ -93,9 +93,21 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compare", nargs=2, metavar=("ONE", "TWO"))
     parser.add_argument("--rtol", type=float, default=1e-5)
+    parser.add_argument(
+        "--engine",
+        choices=["trainer", "fsdp2"],
+        default="trainer",
+        help="trainer: the recipe's SFTTrainer (DDP under accelerate); fsdp2: the model sharded with torch's "
+        "fully_shard (each decoder layer, routed ones with their router, then the root), trained by a plain AdamW "
+        "loop (torchrun; accelerate runs FSDP only on accelerators) (default: %(default)s)",
+    )
+    parser.add_argument("--save", default=None, help="with fsdp2: write the consolidated model to this folder")
     args = parser.parse_args(argv)
     if args.compare:
         return compare(*args.compare, rtol=args.rtol)
+
+    if args.engine == "fsdp2":
+        return run_fsdp2(args)
 
     from trl import SFTConfig
 
@@ -122,6 +134,72 @@ def main(argv: list[str] | None = None):
                 f"{processes} process(es) x {args.per_device_batch_size} rows, engine {run['engine']}: {args.output}"
             )
     return 0
+
+
+def run_fsdp2(args) -> int:
+    """The fsdp2 engine: one process (no torchrun) trains the unsharded model on the global batch; under torchrun each
+    process shards the model with `fully_shard` and takes its part of the batch. The loss of each step is the loss of
+    the whole global batch (token sums all-reduced), so both runs log the same curve."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from .collator import VideoLLMMoDCollator
+
+    distributed = "RANK" in os.environ
+    if distributed:
+        dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, processor, dataset = tiny_setup(tmp)
+        if distributed:
+            for layer in model.model.layers:  # a routed layer's router is inside it: sharded and gathered with it
+                fully_shard(layer)
+            fully_shard(model)
+        model.train()
+        collator = VideoLLMMoDCollator(processor, features_dir=tmp)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        global_batch, losses = args.per_device_batch_size * world, []
+        for step in range(args.steps):
+            rows = [dataset[(step * global_batch + k) % len(dataset)] for k in range(global_batch)]
+            # the loss of the global batch: the sum over every process's tokens over their total count
+            count = sum(int((collator([row])["labels"][:, 1:] != -100).sum()) for row in rows)
+            mine = collator(rows[rank * args.per_device_batch_size : (rank + 1) * args.per_device_batch_size])
+            loss = model(**mine, use_cache=False, num_items_in_batch=count).loss
+            (loss * world).backward()  # fully_shard averages the gradients over the processes
+            optimizer.step()
+            optimizer.zero_grad()
+            total = loss.detach().clone()
+            if distributed:
+                dist.all_reduce(total)
+            losses.append(total.item())
+        if args.save:
+            save_consolidated(model, args.save, distributed, rank)
+    if rank == 0 and args.output:
+        run = {"losses": losses, "world_size": world, "per_device_batch_size": args.per_device_batch_size,
+               "global_batch": global_batch, "engine": "FSDP2" if distributed else "NO"}  # fmt: skip
+        with open(args.output, "w") as f:
+            json.dump(run, f)
+        print(f"{world} process(es) x {args.per_device_batch_size} rows, engine {run['engine']}: {args.output}")
+    if distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+def save_consolidated(model, folder: str, distributed: bool, rank: int) -> None:
+    """The full (unsharded) weights, gathered from every process, saved by process 0 as a `from_pretrained` folder."""
+    if distributed:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = model.state_dict()
+    if rank == 0:
+        # A fresh unsharded model saves it: saving the sharded one would copy torch's FSDP modules as its code.
+        from modeling_videollm_mod import VideoLLMMoDForCausalLM
+
+        plain = VideoLLMMoDForCausalLM(model.config)
+        plain.load_state_dict(state)
+        plain.save_pretrained(folder)
 
 
 def compare(one_file: str, two_file: str, rtol: float) -> int:

@@ -1,5 +1,6 @@
-"""Data-parallel training equals one process with the same global batch (`recipes/distributed_check.py`, run as
-`recipes/README.md` writes it), and the check refuses to compare runs whose global batches differ."""
+"""Data-parallel and FSDP2 training equal one process with the same global batch (`recipes/distributed_check.py`,
+run as `recipes/README.md` writes it), the FSDP2 weights consolidate into a folder that reloads from its own code, and
+the check refuses to compare runs whose global batches differ."""
 
 import json
 import os
@@ -34,6 +35,26 @@ def test_two_processes_give_the_loss_curve_of_one(tmp_path):
     assert (two["world_size"], two["global_batch"], two["engine"]) == (2, 4, "MULTI_CPU")
     assert len(two["losses"]) == 10
     assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path):
+    from safetensors.torch import load_file
+
+    from videollm_mod.conversion.release import verify_release
+
+    launch(sys.executable, "-m", CHECK, "--engine", "fsdp2", "--output", "one.json", "--per-device-batch-size", "4",
+           "--save", "one", cwd=tmp_path)  # fmt: skip
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", "--output", "two.json",
+           "--per-device-batch-size", "2", "--save", "two", cwd=tmp_path)  # fmt: skip
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (two["world_size"], two["global_batch"], two["engine"]) == (2, 4, "FSDP2")
+    assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
+    one_weights, two_weights = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert one_weights.keys() == two_weights.keys()
+    assert max((one_weights[k] - two_weights[k]).abs().max().item() for k in one_weights) < 1e-5
+    assert verify_release(tmp_path / "two")["class"] == "VideoLLMMoDForCausalLM"  # its own code, a fresh process
 
 
 def test_runs_with_different_global_batches_are_not_compared(tmp_path, capsys):
