@@ -78,19 +78,22 @@ def resident_bytes(field: str) -> int:
     return int(line.split()[1]) * 1024
 
 
-def peak_training_memory(config, inputs: dict, device: str = "cpu", dtype: str = "float32") -> int:
-    """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process."""
+def peak_training_memory(
+    config, inputs: dict, device: str = "cpu", dtype: str = "float32", checkpointing: bool = False
+) -> int:
+    """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (with
+    activation checkpointing when `checkpointing`)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as folder:
         config.to_json_file(os.path.join(folder, "config.json"))
         save_file({k: v.contiguous() for k, v in inputs.items() if torch.is_tensor(v)}, os.path.join(folder, "inputs"))
-        command = [sys.executable, "-m", "videollm_mod.recipes.costs", folder, device, dtype]
+        command = [sys.executable, "-m", "videollm_mod.recipes.costs", folder, device, dtype, str(int(checkpointing))]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _peak_memory_child(folder: str, device: str, dtype_name: str) -> None:
+def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing: str = "0") -> None:
     """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU, peak RSS); print JSON."""
     from safetensors.torch import load_file
 
@@ -100,6 +103,8 @@ def _peak_memory_child(folder: str, device: str, dtype_name: str) -> None:
     torch.manual_seed(0)
     model = VideoLLMMoDForCausalLM(VideoLLMMoDConfig.from_json_file(os.path.join(folder, "config.json")))
     model = model.to(device=device, dtype=dtype).train()
+    if checkpointing == "1":
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     inputs = {k: v.to(device) for k, v in load_file(os.path.join(folder, "inputs")).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -134,4 +139,4 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
 
 
 if __name__ == "__main__":
-    _peak_memory_child(*sys.argv[1:4])
+    _peak_memory_child(*sys.argv[1:5])

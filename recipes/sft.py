@@ -58,6 +58,23 @@ class VideoSFTScriptArguments(ScriptArguments):
         default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
     )
     allow_pickle: bool = field(default=False, metadata={"help": PICKLE_HELP})
+    plan: bool = field(
+        default=False,
+        metadata={"help": "print the per-device memory of this config for 1-8 devices under DDP, FSDP and ZeRO-3 and "
+                  "exit, reading no weights and no data (recipes/memory_plan.py)"},
+    )  # fmt: skip
+    plan_preset: str | None = field(
+        default=None,
+        metadata={"help": "with --plan: the layout of `videollm_mod.presets` to plan instead of model_name_or_path's "
+                  "config (full_size: Llama-3-8B + SigLIP-L, the released layout; benchmark)"},
+    )  # fmt: skip
+    plan_tokens: int | None = field(
+        default=None,
+        metadata={"help": "with --plan: tokens per stream (default: the model's trained_stream_length, else 4096)"},
+    )
+    plan_video_share: float = field(
+        default=0.9, metadata={"help": "with --plan: the share of a stream's tokens that are frame placeholders"}
+    )
 
 
 class VideoLLMMoDSFTTrainer(SFTTrainer):
@@ -206,8 +223,47 @@ def parse_args(argv: list[str] | None):
     return tuple(parsed)
 
 
+def print_memory_plan(script_args, training_args, model_args) -> None:
+    """`--plan`: the memory plan of the config (`recipes/memory_plan.py`), from the model's config alone."""
+    from .. import presets
+    from ..loading import check_model
+    from .memory_plan import TrainingShape, dense_plan, format_plan, plan
+
+    if script_args.plan_preset is not None:
+        builders = {"full_size": presets.full_size_config, "benchmark": presets.benchmark_config}
+        if script_args.plan_preset not in builders:
+            raise UserError(f"plan_preset {script_args.plan_preset!r}: one of {sorted(builders)}")
+        config = builders[script_args.plan_preset]()
+    else:
+        from modeling_videollm_mod import VideoLLMMoDConfig
+
+        checked = check_model(model_args.model_name_or_path, training_args.trust_remote_code, True)
+        config = VideoLLMMoDConfig.from_pretrained(checked.path, revision=model_args.model_revision)
+    half = training_args.bf16 or training_args.fp16
+    # the weights' dtype: the one asked for, else the checkpoint's ("auto"), else the mixed-precision flag's
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else getattr(config, "dtype", None)
+    dtype = str(dtype).removeprefix("torch.") if dtype is not None else ("bfloat16" if half else "float32")
+    weight_bytes = {"bfloat16": 2, "float16": 2}.get(dtype, 4)
+    shape = TrainingShape(
+        batch=training_args.per_device_train_batch_size,
+        tokens=script_args.plan_tokens or getattr(config, "trained_stream_length", None) or 4096,
+        video_share=script_args.plan_video_share,
+        weight_bytes=weight_bytes,
+        activation_bytes=2 if half or weight_bytes == 2 else 4,
+        lora_r=model_args.lora_r if model_args.use_peft else None,
+        lora_target=model_args.lora_target_modules if isinstance(model_args.lora_target_modules, str) else LLM_LINEARS,
+        modules_to_save=tuple(model_args.lora_modules_to_save or ()),
+        train_vision_tower=script_args.train_vision_tower,
+        checkpointing=bool(training_args.activation_checkpointing),
+    )
+    print(format_plan(plan(config, shape), config, shape, dense_plan(config, shape)))
+
+
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = parse_args(argv)
+    if script_args.plan:
+        print_memory_plan(script_args, training_args, model_args)
+        return 0
     if script_args.dataset_name is None:
         raise UserError("dataset_name is required (a prepared dataset folder or Hub id, see `videollm-mod data`)")
     for name in ("video_root", "features_dir"):
