@@ -102,6 +102,14 @@ def main(argv: list[str] | None = None):
         "loop (torchrun; accelerate runs FSDP only on accelerators) (default: %(default)s)",
     )
     parser.add_argument("--save", default=None, help="with fsdp2: write the consolidated model to this folder")
+    parser.add_argument(
+        "--resume-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="with fsdp2: before this step, save a sharded checkpoint (OUTPUT.checkpoint) and go on from it with a new "
+        "model and optimizer, as a restarted job",
+    )
     args = parser.parse_args(argv)
     if args.compare:
         return compare(*args.compare, rtol=args.rtol)
@@ -141,7 +149,6 @@ def run_fsdp2(args) -> int:
     process shards the model with `fully_shard` and takes its part of the batch. The loss of each step is the loss of
     the whole global batch (token sums all-reduced), so both runs log the same curve."""
     import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
 
     from .collator import VideoLLMMoDCollator
 
@@ -151,15 +158,13 @@ def run_fsdp2(args) -> int:
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, dataset = tiny_setup(tmp)
-        if distributed:
-            for layer in model.model.layers:  # a routed layer's router is inside it: sharded and gathered with it
-                fully_shard(layer)
-            fully_shard(model)
-        model.train()
+        model = shard(model, distributed)
         collator = VideoLLMMoDCollator(processor, features_dir=tmp)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
         global_batch, losses = args.per_device_batch_size * world, []
         for step in range(args.steps):
+            if step == args.resume_at:  # as a job stopped here and restarted: its sharded checkpoint, fresh objects
+                model, optimizer = resume(model, optimizer, f"{args.output}.checkpoint", distributed)
             rows = [dataset[(step * global_batch + k) % len(dataset)] for k in range(global_batch)]
             # the loss of the global batch: the sum over every process's tokens over their total count
             count = sum(int((collator([row])["labels"][:, 1:] != -100).sum()) for row in rows)
@@ -183,6 +188,43 @@ def run_fsdp2(args) -> int:
     if distributed:
         dist.destroy_process_group()
     return 0
+
+
+LEARNING_RATE = 1e-3
+
+
+def shard(model, distributed: bool):
+    """The model in training mode; under torchrun sharded with `fully_shard`: each decoder layer (a routed layer's
+    router is inside it, sharded and gathered with it), then the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    if distributed:
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+    return model.train()
+
+
+def resume(model, optimizer, folder: str, distributed: bool):
+    """Save the model and optimizer as a sharded checkpoint (torch.distributed.checkpoint: one file per process), then
+    load it into a new model of other random weights and a new optimizer, as a restarted job does; returns them."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from modeling_videollm_mod import VideoLLMMoDForCausalLM
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
+    torch.manual_seed(1234)
+    model = shard(VideoLLMMoDForCausalLM(model.config), distributed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    # partial: the new optimizer holds a (zero) state for parameters that never had a gradient (the vision tower,
+    # unused on pre-computed features), which the saved one lacks; AdamW skips them either way
+    dcp.load(state, checkpoint_id=folder, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    return model, optimizer
 
 
 def save_consolidated(model, folder: str, distributed: bool, rank: int) -> None:

@@ -1,6 +1,6 @@
 """Data-parallel and FSDP2 training equal one process with the same global batch (`recipes/distributed_check.py`,
-run as `recipes/README.md` writes it), the FSDP2 weights consolidate into a folder that reloads from its own code, and
-the check refuses to compare runs whose global batches differ."""
+run as `recipes/README.md` writes it), an FSDP2 run resumed from its sharded checkpoint equals the uninterrupted one, its
+weights consolidate into a folder that reloads from its own code, and the check refuses to compare runs whose global batches differ."""
 
 import json
 import os
@@ -55,6 +55,14 @@ def test_fsdp2_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path
     assert one_weights.keys() == two_weights.keys()
     assert max((one_weights[k] - two_weights[k]).abs().max().item() for k in one_weights) < 1e-5
     assert verify_release(tmp_path / "two")["class"] == "VideoLLMMoDForCausalLM"  # its own code, a fresh process
+    # stopped after 5 steps and resumed from the sharded checkpoint (one file per process) into a new model
+    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", "--output", "resumed.json",
+           "--per-device-batch-size", "2", "--resume-at", "5", cwd=tmp_path)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "resumed.json.checkpoint").glob("*.distcp")) == [
+        "__0_0.distcp",
+        "__1_0.distcp",
+    ]
+    assert json.loads((tmp_path / "resumed.json").read_text())["losses"] == two["losses"]
 
 
 def test_runs_with_different_global_batches_are_not_compared(tmp_path, capsys):
