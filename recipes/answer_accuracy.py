@@ -27,6 +27,7 @@ from collections import Counter
 import torch
 
 from ..errors import UserError
+from .blind import black_like
 from .collator import VideoLLMMoDCollator
 from .metrics import coin_match
 
@@ -60,12 +61,9 @@ def question_inputs(processor, row: dict, frames: dict) -> dict[str, torch.Tenso
     return {"input_ids": ids, **{k: v for k, v in prepared.items() if k in ("pixel_values_videos", "frame_features")}}
 
 
-def black_frames(processor, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same inputs with every frame black, through the model's own vision tower (the blind baseline)."""
-    frames = inputs["pixel_values_videos"] if "pixel_values_videos" in inputs else inputs["frame_features"]
-    size = processor.image_processor.size
-    black = processor.image_processor.transform(torch.zeros(len(frames), 3, size, size, dtype=torch.uint8))
-    return {"input_ids": inputs["input_ids"], "pixel_values_videos": black}
+def black_frames(model, processor, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same inputs with every frame black, in the same form (the blind baseline, `recipes/blind.py`)."""
+    return {k: v if k == "input_ids" else black_like(model, processor, k, v) for k, v in inputs.items()}
 
 
 @torch.no_grad()
@@ -111,7 +109,7 @@ def evaluate_answers(
         predictions["model"].append(generate_answer(model, processor, inputs, max_new_tokens))
         if baselines:
             predictions["blind"].append(
-                generate_answer(model, processor, black_frames(processor, inputs), max_new_tokens)
+                generate_answer(model, processor, black_frames(model, processor, inputs), max_new_tokens)
             )
     results = {"model": score(predictions["model"], labels, categories)}
     if baselines:

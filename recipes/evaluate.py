@@ -26,8 +26,9 @@ from modeling_videollm_mod import DEFAULT_THRESHOLD
 from ..errors import UserError
 from ..files import write_text_atomically
 from ..loading import add_model_arguments, check_model, load_model_and_processor, resolve_model
+from .blind import black_like
 from .collator import VideoLLMMoDCollator
-from .free_running import black_frame_features, evaluate_free_running
+from .free_running import evaluate_free_running
 from .metrics import aggregate_stream_metrics, model_fire_policy, periodic_fires, stream_evaluate
 
 
@@ -57,16 +58,6 @@ class CountingPolicy:
         return self.fires / max(self.decisions, 1)
 
 
-def black_frames(model, processor, frames: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same number of frames, all black, in the same form (`pixel_values_videos`, or `frame_features` through
-    the model's own vision tower and pooling): the input of the blind baseline."""
-    ((key, value),) = frames.items()
-    if key == "frame_features":
-        return {key: black_frame_features(model, processor, len(value)).to(value.dtype)}
-    size = processor.image_processor.size
-    return {key: processor.image_processor.transform(torch.zeros(len(value), 3, size, size, dtype=torch.uint8))}
-
-
 @torch.no_grad()
 def evaluate_streams(
     model,
@@ -92,7 +83,7 @@ def evaluate_streams(
             batch = collator([row])
             frames = {k: batch[k] for k in ("frame_features", "pixel_values_videos") if k in batch}
             for name, (policy, blind) in policies.items():
-                inputs = black_frames(model, processor, frames) if blind else frames
+                inputs = {k: black_like(model, processor, k, v) for k, v in frames.items()} if blind else frames
                 samples[name].append(stream_evaluate(model, batch["input_ids"], batch["labels"], fire_policy=policy,
                                                      **inputs))  # fmt: skip
         return samples

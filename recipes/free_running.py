@@ -29,6 +29,7 @@ import torch
 
 from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDStreamSession, load_video
 
+from .blind import black_like
 from .event_metrics import aggregate_event_scores, answer_matches, score_events
 
 MAX_NEW_TOKENS = 32  # narration replies are one short sentence
@@ -123,20 +124,6 @@ def retimed(replies: list[tuple[float, str]], times: list[float], rng: random.Ra
     return [(times[f], text) for f, (_, text) in zip(frames, replies, strict=False)]
 
 
-def black_frame_features(model, processor, count: int) -> torch.Tensor:
-    """(count, F, D) features of black frames, through the model's own preprocessing, vision tower and pooling."""
-    from ..data_scripts.precompute_features import FrameEncoder
-
-    size = processor.image_processor.size
-    encoder = FrameEncoder(model.model.vision_tower, processor.image_processor, model.config.frame_token_pooled)
-    return encoder(torch.zeros(count, size, size, 3, dtype=torch.uint8))
-
-
-def black_like(model, processor, key: str, frames: torch.Tensor) -> torch.Tensor:
-    """Black frames in the same form: raw black frames, or their features (`black_frame_features`)."""
-    return torch.zeros_like(frames) if key == "frames" else black_frame_features(model, processor, len(frames))
-
-
 @torch.no_grad()
 def evaluate_free_running(
     model,
@@ -205,8 +192,6 @@ def draw_row(folder: str, index: int, row: dict, session, ground_truth: list[flo
 
 __all__ = [
     "answers_to",
-    "black_frame_features",
-    "black_like",
     "evaluate_free_running",
     "narrate_stream",
     "questions_of",

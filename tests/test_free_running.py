@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_videollm_mod import StreamEvent, VideoLLMMoDForCausalLM
-from videollm_mod.recipes.free_running import black_like, retimed, split_replies
+from videollm_mod.recipes.free_running import retimed, split_replies
 
 
 def test_answers_are_the_replies_right_after_a_query():
@@ -34,18 +34,6 @@ def test_random_baseline_keeps_the_count_and_the_order_of_the_texts():
     moved = retimed([(1.0, "a"), (1.5, "b"), (2.0, "c")], times, random.Random(0))
     assert [text for _, text in moved] == ["a", "b", "c"] and len({t for t, _ in moved}) == 3
     assert [t for t, _ in moved] == sorted(t for t, _ in moved) and all(t in times for t, _ in moved)
-
-
-def test_blind_features_are_black_frames_through_the_model(tiny_model_and_processor):
-    model, processor = tiny_model_and_processor
-    features = black_like(model, processor, "features", torch.randn(3, 10, 32))
-    pixels = processor.image_processor.transform(torch.zeros(1, 3, 24, 24, dtype=torch.uint8))
-    vision = model.model.vision_tower(pixel_values=pixels)
-    from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
-
-    expected = pool_frame_tokens(vision, model.config.frame_token_pooled)
-    assert features.shape == (3, 10, 32) and torch.allclose(features, expected.expand(3, -1, -1), atol=1e-6)
-    assert torch.equal(black_like(model, processor, "frames", torch.full((2, 5, 5, 3), 7)), torch.zeros(2, 5, 5, 3))
 
 
 @pytest.fixture(scope="module")
