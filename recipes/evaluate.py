@@ -145,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         help="with --free-running: draw each row's timeline there (P(stay silent) per frame, threshold, replies, the "
         "reference replies)",
     )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the model (cuda, cuda:1, cpu), or auto to spread it over the GPUs with accelerate's "
+        "device_map (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16", "auto"],
+        help="of the model's weights (auto: the checkpoint's) (default: %(default)s, the figures of the READMEs)",
+    )
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N rows (default: all)")
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
@@ -176,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = dataset[args.split]
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    placement = {"device_map": "auto"} if args.device == "auto" else {}
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model, processor = load_model_and_processor(
-        args.model, "cpu", args.trust_remote_code, args.allow_pickle, dtype=torch.float32
+        args.model, args.device, args.trust_remote_code, args.allow_pickle, dtype=dtype, **placement
     )
     free_running = None
     if args.answer_accuracy:
@@ -198,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "split": args.split,
         "rows": len(dataset),
         "threshold": args.threshold,
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
         "results": metrics,
     }
     if free_running is not None:

@@ -150,8 +150,9 @@ def stream_evaluate(
     ids = input_ids[0]
     # targets[t] = what the prediction at position t should be (the original's pre-shifted labels)
     targets = torch.cat([labels[0, 1:], labels.new_full((1,), IGNORE_INDEX)])
-    outputs = model(input_ids=input_ids, **{frame_key: frames}, use_cache=True)
-    logits, cache = outputs.logits[0].float(), outputs.cache
+    # the model runs where it lives; the bookkeeping below is on the CPU, in float32
+    outputs = model(input_ids=input_ids.to(model.device), **{frame_key: frames.to(model.device)}, use_cache=True)
+    logits, cache = outputs.logits[0].float().cpu(), outputs.cache
 
     is_eos = torch.isin(ids, torch.tensor(sorted(eos_ids), device=ids.device))
     # Turns end after each eos; tokens after the last eos belong to no turn (as in the original).
@@ -214,10 +215,11 @@ def _probe_future_frames(model, cache, cut: int, future_frames, first_frame: int
     probe_cache.crop(cut)
     num = len(future_frames)
     pattern = [config.frame_token_interval_id] + [config.video_token_id] * config.frame_num_tokens
-    probe_ids = torch.tensor([pattern * num], device=future_frames.device)
-    logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **{frame_key: future_frames}).logits[0]
-    last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern), device=logits.device)
-    return fire_policy(logits[last].float().softmax(-1), first_frame + torch.arange(num))
+    probe_ids = torch.tensor([pattern * num], device=model.device)
+    frames = {frame_key: future_frames.to(model.device)}
+    logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **frames).logits[0].float().cpu()
+    last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern))
+    return fire_policy(logits[last].softmax(-1), first_frame + torch.arange(num))
 
 
 def aggregate_stream_metrics(samples: Sequence[StreamMetrics], fps: float) -> dict[str, float]:

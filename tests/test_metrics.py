@@ -143,6 +143,7 @@ class ScriptedModel:
         frame_num_tokens=2,
         text_config=SimpleNamespace(eos_token_id=EOS),
     )
+    device = torch.device("cpu")
 
     def __init__(self):
         self.probes = []

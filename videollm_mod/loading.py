@@ -171,7 +171,8 @@ def load_model_and_processor(
     **kwargs,
 ):
     """`(model, processor)` under the loading policy (see the module), the model in eval mode on `device` (default:
-    cuda if available). `kwargs` go to `from_pretrained` (`dtype`, default "auto"; `revision`, ...)."""
+    cuda if available). `kwargs` go to `from_pretrained` (`dtype`, default "auto"; `revision`; `device_map`, which
+    then places the model instead of `device`, ...)."""
     checked = check_model(name_or_path, trust_remote_code, allow_pickle, kwargs.get("revision"))
     import torch
 
@@ -202,5 +203,7 @@ def load_model_and_processor(
         if checked.use_safetensors and "safetensors" in str(error):  # a Hub repo with only pickles
             raise UserError(f"{name_or_path}: {refuse_pickles('pytorch_model.bin')}") from None
         raise
+    if "device_map" in kwargs:  # placed by accelerate as it loaded
+        return model.eval(), processor
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), processor
