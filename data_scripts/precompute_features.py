@@ -139,6 +139,17 @@ def output_path(output_dir: str, name: str) -> str:
     return os.path.join(output_dir, f"{name}.safetensors")
 
 
+def read_features(features_dir: str, video_uid: str) -> torch.Tensor:
+    """The pre-computed features of a whole video, (T, F, D) float32, as `precompute_features` wrote them (training,
+    the evaluations and the study all read them here)."""
+    from safetensors.torch import load_file
+
+    path = output_path(features_dir, video_uid)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"row {video_uid!r}: no pre-computed features at {path}")
+    return load_file(path)["features"].float()
+
+
 def video_names(video_paths: list[str]) -> dict[str, str]:
     """`{name: path}`, each video named by its file name without extension (`{video_uid}.mp4`)."""
     return {os.path.splitext(os.path.basename(path))[0]: path for path in video_paths}

@@ -68,12 +68,9 @@ class VideoLLMMoDCollator:
         """Keyword arguments of `prepare_row` that give the row's frames: the whole video's features, the whole
         decoded video (cached), or the video folder (the processor then decodes only the row's frames)."""
         if self.features_dir is not None:
-            from safetensors.torch import load_file
+            from ..data_scripts.precompute_features import read_features
 
-            path = os.path.join(self.features_dir, f"{row['video_uid']}.safetensors")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"row {row['video_uid']!r}: no pre-computed features at {path}")
-            return {"frame_features": load_file(path)["features"].float()}
+            return {"frame_features": read_features(self.features_dir, row["video_uid"])}
         if not self.cache_videos:
             return {"video_root": self.video_root}
         path = os.path.join(self.video_root, row["video"])

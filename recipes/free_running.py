@@ -40,12 +40,9 @@ def row_frames(row: dict, video_root: str | None, features_dir: str | None) -> t
     (T, H, W, 3))` decoded from `video_root` by the model's sampler."""
     start, stop = row["start_frame"], row["stop_frame"]
     if features_dir is not None:
-        from safetensors.torch import load_file
+        from ..data_scripts.precompute_features import read_features
 
-        path = os.path.join(features_dir, f"{row['video_uid']}.safetensors")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"row {row['video_uid']!r}: no pre-computed features at {path}")
-        return "features", load_file(path)["features"][start:stop].float()
+        return "features", read_features(features_dir, row["video_uid"])[start:stop]
     frames, _ = load_video(os.path.join(video_root, row["video"]), fps=row["fps"], start_frame=start, stop_frame=stop)
     return "frames", torch.from_numpy(frames)
 
