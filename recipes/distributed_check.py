@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None):
         "loop (torchrun; accelerate runs FSDP only on accelerators) (default: %(default)s)",
     )
     parser.add_argument("--save", default=None, help="with fsdp2: write the consolidated model to this folder")
+    parser.add_argument("--lora", action="store_true", help="with fsdp2: train LoRA adapters (the recipe's targets)")
     parser.add_argument(
         "--resume-at",
         type=int,
@@ -158,13 +159,12 @@ def run_fsdp2(args) -> int:
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, dataset = tiny_setup(tmp)
-        model = shard(model, distributed)
+        model, optimizer = prepare(model, args.lora, distributed)
         collator = VideoLLMMoDCollator(processor, features_dir=tmp)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
         global_batch, losses = args.per_device_batch_size * world, []
         for step in range(args.steps):
             if step == args.resume_at:  # as a job stopped here and restarted: its sharded checkpoint, fresh objects
-                model, optimizer = resume(model, optimizer, f"{args.output}.checkpoint", distributed)
+                model, optimizer = resume(model, optimizer, f"{args.output}.checkpoint", args.lora, distributed)
             rows = [dataset[(step * global_batch + k) % len(dataset)] for k in range(global_batch)]
             # the loss of the global batch: the sum over every process's tokens over their total count
             count = sum(int((collator([row])["labels"][:, 1:] != -100).sum()) for row in rows)
@@ -178,7 +178,7 @@ def run_fsdp2(args) -> int:
                 dist.all_reduce(total)
             losses.append(total.item())
         if args.save:
-            save_consolidated(model, args.save, distributed, rank)
+            save_consolidated(model, args.save, args.lora, distributed, rank)
     if rank == 0 and args.output:
         run = {"losses": losses, "world_size": world, "per_device_batch_size": args.per_device_batch_size,
                "global_batch": global_batch, "engine": "FSDP2" if distributed else "NO"}  # fmt: skip
@@ -193,19 +193,37 @@ def run_fsdp2(args) -> int:
 LEARNING_RATE = 1e-3
 
 
+def with_lora(model):
+    """The recipe's LoRA (`paper_lora.yaml` at rank 8): adapters on the language model's linears, the connector and
+    routers trained fully."""
+    from peft import LoraConfig, get_peft_model
+
+    from .sft import LLM_LINEARS
+
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LINEARS,
+                                            modules_to_save=["connector", "router"]))  # fmt: skip
+
+
 def shard(model, distributed: bool):
     """The model in training mode; under torchrun sharded with `fully_shard`: each decoder layer (a routed layer's
-    router is inside it, sharded and gathered with it), then the root."""
+    router is inside it, sharded and gathered with it; with LoRA, its adapters too), then the root."""
     from torch.distributed.fsdp import fully_shard
 
     if distributed:
-        for layer in model.model.layers:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for layer in base.model.layers:
             fully_shard(layer)
         fully_shard(model)
     return model.train()
 
 
-def resume(model, optimizer, folder: str, distributed: bool):
+def prepare(model, lora: bool, distributed: bool):
+    """`(model, optimizer)`: the model with LoRA when `lora`, sharded under torchrun; AdamW over what it trains."""
+    model = shard(with_lora(model) if lora else model, distributed)
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+
+
+def resume(model, optimizer, folder: str, lora: bool, distributed: bool):
     """Save the model and optimizer as a sharded checkpoint (torch.distributed.checkpoint: one file per process), then
     load it into a new model of other random weights and a new optimizer, as a restarted job does; returns them."""
     import torch.distributed.checkpoint as dcp
@@ -216,8 +234,7 @@ def resume(model, optimizer, folder: str, distributed: bool):
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
     torch.manual_seed(1234)
-    model = shard(VideoLLMMoDForCausalLM(model.config), distributed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    model, optimizer = prepare(VideoLLMMoDForCausalLM(model.config), lora, distributed)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     # partial: the new optimizer holds a (zero) state for parameters that never had a gradient (the vision tower,
@@ -227,8 +244,9 @@ def resume(model, optimizer, folder: str, distributed: bool):
     return model, optimizer
 
 
-def save_consolidated(model, folder: str, distributed: bool, rank: int) -> None:
-    """The full (unsharded) weights, gathered from every process, saved by process 0 as a `from_pretrained` folder."""
+def save_consolidated(model, folder: str, lora: bool, distributed: bool, rank: int) -> None:
+    """The full (unsharded) weights, gathered from every process, saved by process 0 as a `from_pretrained` folder
+    (with LoRA, the adapters merged into the weights)."""
     if distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -240,7 +258,9 @@ def save_consolidated(model, folder: str, distributed: bool, rank: int) -> None:
         from modeling_videollm_mod import VideoLLMMoDForCausalLM
 
         plain = VideoLLMMoDForCausalLM(model.config)
+        plain = with_lora(plain) if lora else plain
         plain.load_state_dict(state)
+        plain = plain.merge_and_unload() if lora else plain
         plain.save_pretrained(folder)
 
 

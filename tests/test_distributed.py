@@ -38,15 +38,17 @@ def test_two_processes_give_the_loss_curve_of_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path):
+@pytest.mark.parametrize("lora", [[], ["--lora"]], ids=["full", "lora"])
+def test_fsdp2_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path, lora):
+    """Full fine-tuning, and LoRA (adapters merged into the consolidated weights)."""
     from safetensors.torch import load_file
 
     from videollm_mod.conversion.release import verify_release
 
-    launch(sys.executable, "-m", CHECK, "--engine", "fsdp2", "--output", "one.json", "--per-device-batch-size", "4",
-           "--save", "one", cwd=tmp_path)  # fmt: skip
+    launch(sys.executable, "-m", CHECK, "--engine", "fsdp2", *lora, "--output", "one.json", "--per-device-batch-size",
+           "4", "--save", "one", cwd=tmp_path)  # fmt: skip
     torchrun = Path(sys.executable).with_name("torchrun")
-    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", "--output", "two.json",
+    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", *lora, "--output", "two.json",
            "--per-device-batch-size", "2", "--save", "two", cwd=tmp_path)  # fmt: skip
     two = json.loads((tmp_path / "two.json").read_text())
     assert (two["world_size"], two["global_batch"], two["engine"]) == (2, 4, "FSDP2")
@@ -56,7 +58,7 @@ def test_fsdp2_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path
     assert max((one_weights[k] - two_weights[k]).abs().max().item() for k in one_weights) < 1e-5
     assert verify_release(tmp_path / "two")["class"] == "VideoLLMMoDForCausalLM"  # its own code, a fresh process
     # stopped after 5 steps and resumed from the sharded checkpoint (one file per process) into a new model
-    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", "--output", "resumed.json",
+    launch(torchrun, "--nproc_per_node", "2", "-m", CHECK, "--engine", "fsdp2", *lora, "--output", "resumed.json",
            "--per-device-batch-size", "2", "--resume-at", "5", cwd=tmp_path)  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "resumed.json.checkpoint").glob("*.distcp")) == [
         "__0_0.distcp",
