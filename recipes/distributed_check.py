@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument(
         "--engine",
-        choices=["trainer", "fsdp2"],
+        choices=["trainer", "fsdp2", "zero2", "zero3"],
         default="trainer",
         help="trainer: the recipe's SFTTrainer (DDP under accelerate); fsdp2: the model sharded with torch's "
         "fully_shard (each decoder layer, routed ones with their router, then the root), trained by a plain AdamW "
-        "loop (torchrun; accelerate runs FSDP only on accelerators) (default: %(default)s)",
+        "loop (torchrun; accelerate runs FSDP only on accelerators); zero2 / zero3: DeepSpeed's engine with "
+        "recipes/accelerate/zero2.json / zero3.json, the same loop (torchrun; pip install deepspeed) "
+        "(default: %(default)s)",
     )
     parser.add_argument("--save", default=None, help="with fsdp2: write the consolidated model to this folder")
     parser.add_argument("--lora", action="store_true", help="with fsdp2: train LoRA adapters (the recipe's targets)")
@@ -115,8 +117,8 @@ def main(argv: list[str] | None = None):
     if args.compare:
         return compare(*args.compare, rtol=args.rtol)
 
-    if args.engine == "fsdp2":
-        return run_fsdp2(args)
+    if args.engine != "trainer":
+        return run_sharded(args)
 
     from trl import SFTConfig
 
@@ -145,43 +147,57 @@ def main(argv: list[str] | None = None):
     return 0
 
 
-def run_fsdp2(args) -> int:
-    """The fsdp2 engine: one process (no torchrun) trains the unsharded model on the global batch; under torchrun each
-    process shards the model with `fully_shard` and takes its part of the batch. The loss of each step is the loss of
-    the whole global batch (token sums all-reduced), so both runs log the same curve."""
+def run_sharded(args) -> int:
+    """The fsdp2 / zero2 / zero3 engines: one process (no torchrun) trains the unsharded model on the global batch with
+    AdamW; under torchrun each process shards the model (torch's `fully_shard`, or DeepSpeed's engine) and takes its
+    part of the batch. The loss of each step is the loss of the whole global batch (token sums all-reduced), so both
+    runs log the same curve."""
     import torch.distributed as dist
 
     from .collator import VideoLLMMoDCollator
 
     distributed = "RANK" in os.environ
+    deepspeed = args.engine.startswith("zero")
     if distributed:
-        dist.init_process_group("gloo")
+        if deepspeed:
+            import deepspeed as ds
+
+            ds.init_distributed(dist_backend="gloo")
+        else:
+            dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    engine = args.engine if distributed else "NO"
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, dataset = tiny_setup(tmp)
-        model, optimizer = prepare(model, args.lora, distributed)
+        model, optimizer = prepare(model, args.lora, engine, args.per_device_batch_size * world)
         collator = VideoLLMMoDCollator(processor, features_dir=tmp)
         global_batch, losses = args.per_device_batch_size * world, []
         for step in range(args.steps):
             if step == args.resume_at:  # as a job stopped here and restarted: its sharded checkpoint, fresh objects
-                model, optimizer = resume(model, optimizer, f"{args.output}.checkpoint", args.lora, distributed)
+                model, optimizer = resume(
+                    model, optimizer, f"{args.output}.checkpoint", args.lora, engine, global_batch
+                )
             rows = [dataset[(step * global_batch + k) % len(dataset)] for k in range(global_batch)]
             # the loss of the global batch: the sum over every process's tokens over their total count
             count = sum(int((collator([row])["labels"][:, 1:] != -100).sum()) for row in rows)
             mine = collator(rows[rank * args.per_device_batch_size : (rank + 1) * args.per_device_batch_size])
             loss = model(**mine, use_cache=False, num_items_in_batch=count).loss
-            (loss * world).backward()  # fully_shard averages the gradients over the processes
-            optimizer.step()
-            optimizer.zero_grad()
+            if engine.startswith("zero"):
+                model.backward(loss * world)  # the engine averages the gradients over the processes
+                model.step()
+            else:
+                (loss * world).backward()  # fully_shard averages the gradients over the processes
+                optimizer.step()
+                optimizer.zero_grad()
             total = loss.detach().clone()
             if distributed:
                 dist.all_reduce(total)
             losses.append(total.item())
         if args.save:
-            save_consolidated(model, args.save, args.lora, distributed, rank)
+            save_consolidated(model, args.save, args.lora, engine, rank)
     if rank == 0 and args.output:
         run = {"losses": losses, "world_size": world, "per_device_batch_size": args.per_device_batch_size,
-               "global_batch": global_batch, "engine": "FSDP2" if distributed else "NO"}  # fmt: skip
+               "global_batch": global_batch, "engine": engine.upper()}  # fmt: skip
         with open(args.output, "w") as f:
             json.dump(run, f)
         print(f"{world} process(es) x {args.per_device_batch_size} rows, engine {run['engine']}: {args.output}")
@@ -217,13 +233,40 @@ def shard(model, distributed: bool):
     return model.train()
 
 
-def prepare(model, lora: bool, distributed: bool):
-    """`(model, optimizer)`: the model with LoRA when `lora`, sharded under torchrun; AdamW over what it trains."""
-    model = shard(with_lora(model) if lora else model, distributed)
-    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+def deepspeed_config(stage: int, global_batch: int, world: int) -> dict:
+    """`recipes/accelerate/zero{stage}.json` with its "auto" values filled as the Trainer fills them for this loop (no
+    accumulation, no clipping, float32) and the loop's AdamW (torch's, its defaults)."""
+    from importlib.resources import files
+
+    config = json.loads(files("videollm_mod.recipes.accelerate").joinpath(f"zero{stage}.json").read_text())
+    filled = {"train_batch_size": global_batch, "train_micro_batch_size_per_gpu": global_batch // world,
+              "gradient_accumulation_steps": 1, "gradient_clipping": 0.0, "bf16": {"enabled": False},
+              "fp16": {"enabled": False}}  # fmt: skip
+    zero = {k: (500_000_000 if v == "auto" else v) for k, v in config["zero_optimization"].items()}
+    optimizer = {"type": "AdamW", "params": {"lr": LEARNING_RATE, "betas": [0.9, 0.999], "eps": 1e-8,
+                                             "weight_decay": 0.01, "torch_adam": True}}  # fmt: skip
+    return {**config, **filled, "zero_optimization": zero, "optimizer": optimizer}
 
 
-def resume(model, optimizer, folder: str, lora: bool, distributed: bool):
+def prepare(model, lora: bool, engine: str, global_batch: int):
+    """`(model, optimizer)`: the model with LoRA when `lora`, then sharded by `engine` (FSDP2 with torch's AdamW, or
+    DeepSpeed's engine with its own, the optimizer returned then None), or left whole ("NO")."""
+    model.model.vision_tower.requires_grad_(False)  # as the recipe on pre-computed features: it gets no gradient
+    model = with_lora(model) if lora else model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if engine.startswith("zero"):
+        import deepspeed
+        import torch.distributed as dist
+
+        config = deepspeed_config(int(engine[-1]), global_batch, dist.get_world_size())
+        model, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=config)
+        model.train()  # the engine's train() returns nothing
+        return model, None
+    model = shard(model, engine == "fsdp2")
+    return model, torch.optim.AdamW(trainable, lr=LEARNING_RATE)
+
+
+def resume(model, optimizer, folder: str, lora: bool, engine: str, global_batch: int):
     """Save the model and optimizer as a sharded checkpoint (torch.distributed.checkpoint: one file per process), then
     load it into a new model of other random weights and a new optimizer, as a restarted job does; returns them."""
     import torch.distributed.checkpoint as dcp
@@ -231,10 +274,15 @@ def resume(model, optimizer, folder: str, lora: bool, distributed: bool):
 
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
 
+    torch.manual_seed(1234)
+    if engine.startswith("zero"):  # DeepSpeed's own sharded checkpoint (its optimizer and partitions)
+        model.save_checkpoint(folder)
+        fresh, _ = prepare(VideoLLMMoDForCausalLM(model.module.config), lora, engine, global_batch)
+        fresh.load_checkpoint(folder)
+        return fresh, None
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
-    torch.manual_seed(1234)
-    model, optimizer = prepare(VideoLLMMoDForCausalLM(model.config), lora, distributed)
+    model, optimizer = prepare(VideoLLMMoDForCausalLM(model.config), lora, engine, global_batch)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     # partial: the new optimizer holds a (zero) state for parameters that never had a gradient (the vision tower,
@@ -244,10 +292,16 @@ def resume(model, optimizer, folder: str, lora: bool, distributed: bool):
     return model, optimizer
 
 
-def save_consolidated(model, folder: str, lora: bool, distributed: bool, rank: int) -> None:
+def save_consolidated(model, folder: str, lora: bool, engine: str, rank: int) -> None:
     """The full (unsharded) weights, gathered from every process, saved by process 0 as a `from_pretrained` folder
     (with LoRA, the adapters merged into the weights)."""
-    if distributed:
+    if engine.startswith("zero"):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        model.save_checkpoint(f"{folder}.zero")  # every process writes its partitions
+        state = get_fp32_state_dict_from_zero_checkpoint(f"{folder}.zero") if rank == 0 else None
+        model = model.module
+    elif engine == "fsdp2":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

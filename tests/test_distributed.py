@@ -82,3 +82,26 @@ def test_different_losses_fail_the_comparison(tmp_path):
         run_ = {"losses": [5.0, loss], "world_size": 1, "per_device_batch_size": 4, "global_batch": 4, "engine": "NO"}
         (tmp_path / name).write_text(json.dumps(run_))
     assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_on_two_processes_gives_the_loss_curve_and_weights_of_one(tmp_path, stage):
+    """DeepSpeed's engine with `recipes/accelerate/zero{2,3}.json` on 2 CPU processes (gloo), against one process
+    (needs `pip install deepspeed`, not a dependency of this package: skipped without it)."""
+    pytest.importorskip("deepspeed")
+    from safetensors.torch import load_file
+
+    launch(sys.executable, "-m", CHECK, "--engine", "fsdp2", "--output", "one.json", "--per-device-batch-size", "4",
+           "--save", "one", cwd=tmp_path)  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", CHECK]
+    launch(*torchrun, "--engine", stage, "--output", "two.json", "--per-device-batch-size", "2", "--save", "two",
+           cwd=tmp_path)  # fmt: skip
+    launch(*torchrun, "--engine", stage, "--output", "resumed.json", "--per-device-batch-size", "2", "--resume-at",
+           "5", cwd=tmp_path)  # fmt: skip
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (two["world_size"], two["engine"]) == (2, stage.upper())
+    assert distributed_check.main(["--compare", str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
+    assert json.loads((tmp_path / "resumed.json").read_text())["losses"] == two["losses"]
+    one_weights, two_weights = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert max((one_weights[k] - two_weights[k]).abs().max().item() for k in one_weights) < 1e-5
