@@ -262,8 +262,8 @@ def prepare(model, lora: bool, engine: str, global_batch: int):
         model, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=config)
         model.train()  # the engine's train() returns nothing
         return model, None
-    model = shard(model, engine == "fsdp2")
-    return model, torch.optim.AdamW(trainable, lr=LEARNING_RATE)
+    model = shard(model, engine == "fsdp2")  # fully_shard swaps the parameters for sharded ones: list them again
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
 
 
 def resume(model, optimizer, folder: str, lora: bool, engine: str, global_batch: int):
