@@ -15,6 +15,7 @@ such as `fsdp.yaml` starts its `num_processes` and, on a CPU, runs plain DDP) wo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -158,6 +159,10 @@ def run_sharded(args) -> int:
 
     distributed = "RANK" in os.environ
     deepspeed = args.engine.startswith("zero")
+    if deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(
+            f"--engine {args.engine} needs DeepSpeed, not a dependency of this package: pip install deepspeed"
+        )
     if distributed:
         if deepspeed:
             import deepspeed as ds
