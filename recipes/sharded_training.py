@@ -76,6 +76,9 @@ def run_sharded(args) -> int:
             json.dump(run, f)
         print(f"{world} process(es) x {args.per_device_batch_size} rows, engine {run['engine']}: {args.output}")
     if distributed:
+        # every process waits for the others (process 0 saves and writes alone): one leaving gloo while another
+        # still talks to it aborted ("terminate called without an active exception"), once in a CI run
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
