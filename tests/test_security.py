@@ -155,6 +155,7 @@ def test_our_model_type_runs_the_installed_code_and_says_when_the_shipped_code_d
     assert f"note: {folder}: its own code ({CONFIG_MODULE}) differs from this installation's" in err
     status, _, err = run(capsys, *command("narrate", quickstart, tmp_path, videollm_mod.demo_path()))
     assert status == 0 and "note:" not in err  # the same code: nothing to say
+    assert "Loading weights" not in err  # transformers' loading bar is not printed above the command's own lines
 
 
 def test_a_release_of_another_model_type_is_refused_before_its_code_is_imported(tmp_path, capsys):

@@ -175,8 +175,11 @@ def load_model_and_processor(
     then places the model instead of `device`, ...)."""
     checked = check_model(name_or_path, trust_remote_code, allow_pickle, kwargs.get("revision"))
     import torch
+    from transformers.utils import logging as transformers_logging
 
     kwargs.setdefault("dtype", "auto")
+    bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # "Loading weights" would print above every command's own output
     try:
         if checked.ours:
             from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDProcessor
@@ -203,6 +206,9 @@ def load_model_and_processor(
         if checked.use_safetensors and "safetensors" in str(error):  # a Hub repo with only pickles
             raise UserError(f"{name_or_path}: {refuse_pickles('pytorch_model.bin')}") from None
         raise
+    finally:
+        if bar:
+            transformers_logging.enable_progress_bar()
     if "device_map" in kwargs:  # placed by accelerate as it loaded
         return model.eval(), processor
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
