@@ -72,7 +72,7 @@ SIGLIP_TYPES = ("siglip_vision_model", "siglip")
 
 
 def check_encoder_model(model_path: str, trust_remote_code: bool = False, allow_pickle: bool = False):
-    """`(path, use_safetensors, config dict)` of a bare SigLIP folder, else `None` after the loading policy's checks
+    """`(path, use_safetensors)` of a bare SigLIP folder, else `None` after the loading policy's checks
     of a VideoLLM-MoD checkpoint (`videollm_mod.loading`): a refusal comes before anything of it is imported."""
     from ..loading import check_model, check_pickles, read_config, resolve_model
 
@@ -80,7 +80,7 @@ def check_encoder_model(model_path: str, trust_remote_code: bool = False, allow_
     config = read_config(path)
     if config.get("model_type") in SIGLIP_TYPES:  # a transformers class: no code of the folder runs
         check_pickles(model_path, path, allow_pickle)
-        return path, None if allow_pickle else True, config
+        return path, None if allow_pickle else True
     check_model(model_path, trust_remote_code, allow_pickle)
     return None
 
@@ -98,7 +98,7 @@ def load_encoder(
     if siglip is not None:
         from transformers import SiglipVisionModel
 
-        path, use_safetensors, _ = siglip
+        path, use_safetensors = siglip
         if frame_token_pooled is None:
             raise ValueError(f"--model {model_path} is a bare vision model: give --frame-token-pooled HP WP")
         tower = SiglipVisionModel.from_pretrained(path, use_safetensors=use_safetensors)

@@ -8,9 +8,10 @@
 Trains a tiny VideoLLM-MoD (pre-computed features, MoD on the odd layers) with the recipe's trainer on a small
 deterministic stream dataset for a few steps and writes the logged losses (main process only), with the number of
 processes, the global batch and the engine that actually ran. `--engine fsdp2 | zero2 | zero3` trains the same model
-sharded by torch's FSDP2 or DeepSpeed instead, in a plain loop (`sharded_training.py`). `--compare` refuses two runs whose global batches
-differ: a launch that did not start the processes it was meant to (`accelerate launch --cpu` starts one; a GPU config
-such as `fsdp.yaml` starts its `num_processes` and, on a CPU, runs plain DDP) would otherwise read as a training bug.
+sharded by torch's FSDP2 or DeepSpeed instead, in a plain loop (`sharded_training.py`). `--compare` refuses two runs
+whose global batches differ: a launch that did not start the processes it was meant to (`accelerate launch --cpu`
+starts one; a GPU config such as `fsdp.yaml` starts its `num_processes` and, on a CPU, runs plain DDP) would otherwise
+read as a training bug.
 """
 
 from __future__ import annotations
@@ -104,14 +105,18 @@ def main(argv: list[str] | None = None):
         "recipes/accelerate/zero2.json / zero3.json, the same loop (torchrun; pip install deepspeed) "
         "(default: %(default)s)",
     )
-    parser.add_argument("--save", default=None, help="with fsdp2: write the consolidated model to this folder")
-    parser.add_argument("--lora", action="store_true", help="with fsdp2: train LoRA adapters (the recipe's targets)")
+    parser.add_argument(
+        "--save", default=None, help="with fsdp2 / zero2 / zero3: write the consolidated model to this folder"
+    )
+    parser.add_argument(
+        "--lora", action="store_true", help="with fsdp2 / zero2 / zero3: train LoRA adapters (the recipe's targets)"
+    )
     parser.add_argument(
         "--resume-at",
         type=int,
         default=None,
         metavar="STEP",
-        help="with fsdp2: before this step, save a sharded checkpoint (OUTPUT.checkpoint) and go on from it with a new "
+        help="with fsdp2 / zero2 / zero3: before this step, save a sharded checkpoint (OUTPUT.checkpoint) and go on from it with a new "
         "model and optimizer, as a restarted job",
     )
     args = parser.parse_args(argv)

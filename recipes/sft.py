@@ -226,7 +226,6 @@ def parse_args(argv: list[str] | None):
 def print_memory_plan(script_args, training_args, model_args) -> None:
     """`--plan`: the memory plan of the config (`recipes/memory_plan.py`), from the model's config alone."""
     from .. import presets
-    from ..loading import check_model
     from .memory_plan import TrainingShape, dense_plan, format_plan, plan
 
     if script_args.plan_preset is not None:

@@ -41,19 +41,20 @@ def run_sharded(args) -> int:
             dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     engine = args.engine if distributed else "NO"
+    global_batch, losses = args.per_device_batch_size * world, []
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, dataset = tiny_setup(tmp)
-        model, optimizer = prepare(model, args.lora, engine, args.per_device_batch_size * world)
+        model, optimizer = prepare(model, args.lora, engine, global_batch)
         collator = VideoLLMMoDCollator(processor, features_dir=tmp)
-        global_batch, losses = args.per_device_batch_size * world, []
         for step in range(args.steps):
             if step == args.resume_at:  # as a job stopped here and restarted: its sharded checkpoint, fresh objects
                 model, optimizer = resume(
                     model, optimizer, f"{args.output}.checkpoint", args.lora, engine, global_batch
                 )
             rows = [dataset[(step * global_batch + k) % len(dataset)] for k in range(global_batch)]
-            # the loss of the global batch: the sum over every process's tokens over their total count
-            count = sum(int((collator([row])["labels"][:, 1:] != -100).sum()) for row in rows)
+            # the loss of the global batch: the sum over every process's tokens over their total count (padding
+            # is labelled -100, so one collated batch counts what the rows count one by one)
+            count = int((collator(rows)["labels"][:, 1:] != -100).sum())
             mine = collator(rows[rank * args.per_device_batch_size : (rank + 1) * args.per_device_batch_size])
             loss = model(**mine, use_cache=False, num_items_in_batch=count).loss
             if engine.startswith("zero"):
