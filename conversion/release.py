@@ -118,7 +118,7 @@ def assemble_release(
     """Write the release folder `output` (atomically); returns its file names, sorted."""
     from modeling_videollm_mod import VideoLLMMoDConfig
 
-    from ..loading import check_model
+    from ..loading import MODEL_TYPE, read_config
     from .model_card import render_model_card
 
     model_folder, output = Path(model_folder), Path(output)
@@ -126,8 +126,13 @@ def assemble_release(
         raise ReleaseError(f"{model_folder}: no such model folder")
     if not (model_folder / "config.json").is_file():
         raise ReleaseError(f"{model_folder}: no config.json in this folder (not a saved model)")
-    # the loading policy: a folder of another model_type is refused before any of its code runs
-    check_model(str(model_folder))
+    # read as JSON, not through AutoConfig: a folder of another model_type is refused before any of its code runs
+    model_type = read_config(str(model_folder)).get("model_type")
+    if model_type != MODEL_TYPE:
+        raise ReleaseError(
+            f"{model_folder}: model_type {model_type!r} is not a VideoLLM-MoD checkpoint ({MODEL_TYPE!r}), the only kind "
+            "this command releases"
+        )
     config = VideoLLMMoDConfig.from_pretrained(model_folder)
     card_data = release_card_data(model_folder, card_overrides or {})
     report_file = model_folder / "conversion_report.json"
