@@ -1,6 +1,7 @@
 """MoD vs dense, measured side by side in one run: training step time, peak training memory, FLOPs, KV-cache bytes.
 
     python benchmarks/mod_vs_dense.py [--frames 200] [--steps 6] [--device cpu|cuda] [--dtype float32|bfloat16]
+    python benchmarks/mod_vs_dense.py --families          # FLOPs and KV-byte ratios of every decoder family
 
 The model is `presets.benchmark_config()` (8-layer, 512-wide Llama, MLP 1792; 10 tokens per frame; odd layers routed at
 r = 0.2, the paper's Interleaved layout) against the same model with `mod_layers=[]`. A training step is forward +
@@ -14,6 +15,7 @@ import argparse
 import torch
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
+from modeling_videollm_mod.configuration_videollm_mod import TEXT_MODEL_TYPES
 from videollm_mod.presets import TINY_IDS, benchmark_config
 from videollm_mod.recipes.costs import count_flops, interleaved_step_times, kv_bytes_by_frame, peak_training_memory
 
@@ -36,8 +38,9 @@ def vision_heavy_stream(num_frames: int, vocab_size: int, seed: int = 0):
     return input_ids, labels
 
 
-def build(variant: str, device: str, dtype: torch.dtype) -> VideoLLMMoDForCausalLM:
-    config = benchmark_config() if variant == "mod" else benchmark_config(mod_layers=[])
+def build(variant: str, device: str, dtype: torch.dtype, family: str = "llama") -> VideoLLMMoDForCausalLM:
+    routing = {} if variant == "mod" else {"mod_layers": []}
+    config = benchmark_config(text_model_type=family, **routing)
     torch.manual_seed(0)
     return VideoLLMMoDForCausalLM(config).to(device=device, dtype=dtype).train()
 
@@ -61,15 +64,33 @@ def kv_cache_bytes_per_frame(model, num_frames: int, device: str, dtype: torch.d
     return kv_bytes_by_frame(model, features, TINY_IDS["video"], TINY_IDS["interval"])[-1] / num_frames
 
 
+def family_ratios(frames: int, device: str, dtype: torch.dtype) -> dict[str, tuple[float, float]]:
+    """family -> (FLOPs, KV bytes per frame) of MoD / dense at the benchmark layout, each family's stock layers."""
+    out = {}
+    for family in TEXT_MODEL_TYPES:
+        models = {v: build(v, device, dtype, family) for v in ("dense", "mod")}
+        flops = {v: count_flops(m, inputs_for(m, frames, device, dtype)) for v, m in models.items()}
+        kv = {v: kv_cache_bytes_per_frame(m, 16, device, dtype) for v, m in models.items()}
+        out[family] = (flops["mod"] / flops["dense"], kv["mod"] / kv["dense"])
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--families", action="store_true", help="only the FLOPs and KV ratios of every family")
     args = parser.parse_args(argv)
 
     dtype = getattr(torch, args.dtype)
+    if args.families:
+        print(f"MoD / dense at the benchmark layout (8 x 512, odd layers routed, r = 0.2), {args.frames} frames")
+        print(f"{'family':10}{'FLOPs':>10}{'KV bytes':>10}")
+        for family, (flops, kv) in family_ratios(args.frames, args.device, dtype).items():
+            print(f"{family:10}{flops:>10.4f}{kv:>10.4f}")
+        return
     models = {v: build(v, args.device, dtype) for v in ("dense", "mod")}
     inputs = {v: inputs_for(m, args.frames, args.device, dtype) for v, m in models.items()}
     seq_len = inputs["dense"]["input_ids"].shape[1]

@@ -26,14 +26,15 @@ class TaggedLayer(DynamicLayer):
 
     def tag(
         self, token_index: torch.Tensor, token_valid: torch.Tensor, token_position: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the tags of the entries about to be cached; return the column and validity tags of past + new."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append the tags of the entries about to be cached; return the column, validity and position tags of past +
+        new."""
         if self.token_index is not None:
             token_index = torch.cat([self.token_index, token_index], dim=-1)
             token_valid = torch.cat([self.token_valid, token_valid], dim=-1)
             token_position = torch.cat([self.token_position, token_position], dim=-1)
         self.token_index, self.token_valid, self.token_position = token_index, token_valid, token_position
-        return token_index, token_valid
+        return token_index, token_valid, token_position
 
     def keep_entries(self, keep: torch.Tensor) -> None:
         """Keep the valid entries where `keep` (B, L_i) is True, in order. Rows that keep fewer entries than others

@@ -1,4 +1,5 @@
-"""Configuration of VideoLLM-MoD: SigLIP frames -> MLP connector -> Llama decoder with Mixture-of-Depths layers."""
+"""Configuration of VideoLLM-MoD: SigLIP frames -> MLP connector -> a Llama, Mistral or Qwen decoder with
+Mixture-of-Depths layers."""
 
 import math
 
@@ -8,6 +9,8 @@ from transformers.configuration_utils import SubConfigSpec
 
 MODEL_TYPE = "videollm_mod"  # what `config.json` says of a VideoLLM-MoD checkpoint
 MOD_SELECTIONS = ("router", "random", "uniform")
+# Decoder families the routed layers wrap (`families_videollm_mod.TEXT_FAMILIES`); Qwen2.5 is `qwen2`.
+TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 @strict
@@ -20,7 +23,8 @@ class VideoLLMMoDConfig(PreTrainedConfig):
 
     Args:
         text_config (`dict` or `PreTrainedConfig`, *optional*):
-            The decoder (a Llama-family config; default `LlamaConfig()`).
+            The decoder: a config of one of `TEXT_MODEL_TYPES` (Llama, Mistral, Qwen2 / Qwen2.5, Qwen3); default
+            `LlamaConfig()`.
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
             The frame encoder (default SigLIP-L/16 at 384 px).
         video_token_id (`int`, *optional*, defaults to 32000):
@@ -109,6 +113,11 @@ class VideoLLMMoDConfig(PreTrainedConfig):
 
     def validate_mod(self):
         """Raise a ValueError naming the field and the value for any Mixture-of-Depths setting that cannot work."""
+        if self.text_config.model_type not in TEXT_MODEL_TYPES:
+            raise ValueError(
+                f"text_config.model_type={self.text_config.model_type!r} is not supported: the decoder must be one of "
+                f"{', '.join(TEXT_MODEL_TYPES)}"
+            )
         num_layers = self.text_config.num_hidden_layers
         bad = [i for i in self.mod_layers if not 0 <= i < num_layers]
         if bad:
@@ -137,4 +146,4 @@ class VideoLLMMoDConfig(PreTrainedConfig):
         return math.ceil(round(self.mod_keep_ratio * self.frame_num_tokens, 6))
 
 
-__all__ = ["VideoLLMMoDConfig"]
+__all__ = ["TEXT_MODEL_TYPES", "VideoLLMMoDConfig"]

@@ -1,32 +1,28 @@
 """VideoLLM-MoD: a streaming video LLM whose routed decoder layers process only the top-k vision tokens of each frame.
 
-Frames -> SigLIP (pooled token + hp x wp pooled patch grid) -> MLP connector -> placeholders of a Llama decoder. In a
-routed layer (Mixture-of-Depths, "LayerExpert") each frame keeps its k highest-scoring vision tokens; text and
-interval tokens always run. Kept tokens run through the unmodified Llama layer at their original positions; the
-others pass through unchanged and are absent from that layer's keys, values and cache.
+Frames -> SigLIP (pooled token + hp x wp pooled patch grid) -> MLP connector -> placeholders of a Llama, Mistral or
+Qwen decoder (`families_videollm_mod`). In a routed layer (Mixture-of-Depths, "LayerExpert") each frame keeps its k
+highest-scoring vision tokens; text and interval tokens always run. Kept tokens run through the family's unmodified
+decoder layer at their original positions; the others pass through unchanged and are absent from that layer's keys,
+values and cache.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, LlamaConfig, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import (
-    LlamaAttention,
-    LlamaDecoderLayer,
-    LlamaRMSNorm,
-    LlamaRotaryEmbedding,
-    rotate_half,
-)
+from transformers.models.llama.modeling_llama import rotate_half  # the same rotation in every family
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
 
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
+from .families_videollm_mod import TEXT_FAMILIES, sliding_window, text_family
 from .streaming_videollm_mod import VideoLLMMoDStreamingMixin
 
 
@@ -67,16 +63,23 @@ def attention_mask_from_tags(
     kv_valid: torch.Tensor,
     dtype: torch.dtype,
     implementation: str,
+    window: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> torch.Tensor:
     """Causal mask by token index, for queries and keys that may be any ordered subset of the sequence.
 
     Args:
         q_index: (B, Q) sequence index of each query.
         kv_index, kv_valid: (B, K) sequence index of each key, and whether it is a real (non-padding) token.
+        window: for a sliding-window layer, `(q_position (B, Q), kv_position (B, K), span)`: a query sees the keys
+            less than `span` positions back, as the families' own masks do on an unpadded sequence. By position, not
+            index: a batch of streams pads rows in the middle, which the row's own positions do not count.
     Returns:
         (B, 1, Q, K): bool for SDPA (True = attend), additive float for eager.
     """
     allowed = (kv_index[:, None, :] <= q_index[:, :, None]) & kv_valid[:, None, :]  # (B, Q, K)
+    if window is not None:
+        q_position, kv_position, span = window
+        allowed &= q_position[:, :, None] - kv_position[:, None, :] < span
     # A padding query may see no key at all; SDPA would give NaN rows that later leak through 0 * NaN, so let such
     # rows see every key (their outputs are never used).
     allowed = allowed | ~allowed.any(-1, keepdim=True)
@@ -113,7 +116,7 @@ class FrameLayout:
     num_frames: int
     skip_mask: torch.Tensor | None = None
     num_skipped: int = 0
-    dense_mask: torch.Tensor | None = None
+    dense_masks: dict = field(default_factory=dict)  # sliding window (None: full) -> the dense layers' mask
 
     @classmethod
     def build(
@@ -170,13 +173,14 @@ class FrameLayout:
         )
 
 
-class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
-    """A stock Llama decoder layer; in a routed layer, plus one visible routing step:
-    score -> top-k per frame -> gather -> layer -> weighted scatter."""
+class VideoLLMMoDDecoderLayer:
+    """The routing step around a family's stock decoder layer (mixed in before it, `ROUTED_DECODER_LAYERS`): dense
+    layers are the stock layer; a routed layer adds score -> top-k per frame -> gather -> layer -> weighted scatter."""
 
     def __init__(self, config: VideoLLMMoDConfig, layer_idx: int):
         super().__init__(config.text_config, layer_idx)
         self.layer_idx = layer_idx
+        self.window = sliding_window(config.text_config, layer_idx)
         self.routed = layer_idx in config.mod_layers
         self.selection = config.mod_selection
         self.keep_per_frame = config.mod_keep_per_frame
@@ -217,9 +221,14 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
 
         q_index = layout.token_index.gather(1, order)
         q_valid = layout.token_valid.gather(1, order) & is_kept
-        kv_index, kv_valid = self.tag_cache(cache, use_cache, q_index, q_valid, sub_positions)
+        kv_index, kv_valid, kv_position = self.tag_cache(cache, use_cache, q_index, q_valid, sub_positions)
         mask = attention_mask_from_tags(
-            q_index, kv_index, kv_valid, sub_states.dtype, self.self_attn.config._attn_implementation
+            q_index,
+            kv_index,
+            kv_valid,
+            sub_states.dtype,
+            self.self_attn.config._attn_implementation,
+            (sub_positions, kv_position, self.window) if self.window else None,
         )
         out = super().forward(
             sub_states,
@@ -238,17 +247,23 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         return hidden_states.scatter(1, gather_idx, out)
 
     def dense_forward(self, hidden_states, layout, position_ids, position_embeddings, cache, use_cache, **kwargs):
-        kv_index, kv_valid = self.tag_cache(
+        kv_index, kv_valid, kv_position = self.tag_cache(
             cache, use_cache, layout.token_index, layout.token_valid, layout.token_position
         )
-        # Dense layers cache every token, so they share one mask; a routed layer's cache holds a subset of its own.
-        mask = None if self.routed else layout.dense_mask
+        # Dense layers cache every token, so those with the same window share one mask; a routed layer's cache holds
+        # a subset of its own.
+        mask = None if self.routed else layout.dense_masks.get(self.window)
         if mask is None:
             mask = attention_mask_from_tags(
-                layout.token_index, kv_index, kv_valid, hidden_states.dtype, self.self_attn.config._attn_implementation
+                layout.token_index,
+                kv_index,
+                kv_valid,
+                hidden_states.dtype,
+                self.self_attn.config._attn_implementation,
+                (layout.token_position, kv_position, self.window) if self.window else None,
             )
             if not self.routed:
-                layout.dense_mask = mask
+                layout.dense_masks[self.window] = mask
         return super().forward(
             hidden_states,
             attention_mask=mask,
@@ -260,9 +275,10 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         )
 
     def tag_cache(self, cache, use_cache, q_index, q_valid, q_position):
-        """Record which tokens this layer caches; return the tags of every key it attends to (past + new)."""
+        """Record which tokens this layer caches; return the tags of every key it attends to (past + new): column,
+        validity and position."""
         if cache is None or not use_cache:
-            return q_index, q_valid
+            return q_index, q_valid, q_position
         return cache.layers[self.layer_idx].tag(q_index, q_valid, q_position)
 
     def select(self, scores: torch.Tensor | None, layout: FrameLayout) -> torch.Tensor:
@@ -288,18 +304,45 @@ class VideoLLMMoDDecoderLayer(LlamaDecoderLayer):
         return kept[:, :-1]
 
 
+class VideoLLMMoDLlamaDecoderLayer(VideoLLMMoDDecoderLayer, TEXT_FAMILIES["llama"].decoder_layer):
+    pass
+
+
+class VideoLLMMoDMistralDecoderLayer(VideoLLMMoDDecoderLayer, TEXT_FAMILIES["mistral"].decoder_layer):
+    pass
+
+
+class VideoLLMMoDQwen2DecoderLayer(VideoLLMMoDDecoderLayer, TEXT_FAMILIES["qwen2"].decoder_layer):
+    pass
+
+
+class VideoLLMMoDQwen3DecoderLayer(VideoLLMMoDDecoderLayer, TEXT_FAMILIES["qwen3"].decoder_layer):
+    pass
+
+
+ROUTED_DECODER_LAYERS = {
+    "llama": VideoLLMMoDLlamaDecoderLayer,
+    "mistral": VideoLLMMoDMistralDecoderLayer,
+    "qwen2": VideoLLMMoDQwen2DecoderLayer,
+    "qwen3": VideoLLMMoDQwen3DecoderLayer,
+}
+
+
 class VideoLLMMoDPreTrainedModel(PreTrainedModel):
     config: VideoLLMMoDConfig
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["VideoLLMMoDDecoderLayer", "SiglipEncoderLayer"]
+    _no_split_modules = [layer.__name__ for layer in ROUTED_DECODER_LAYERS.values()] + ["SiglipEncoderLayer"]
     _skip_keys_device_placement = ["cache"]
     # Routed layers need an explicit mask over the kept subset: SDPA and eager take one, the flash kernels do not.
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
-    _can_record_outputs = {"hidden_states": VideoLLMMoDDecoderLayer, "attentions": LlamaAttention}
+    _can_record_outputs = {
+        "hidden_states": VideoLLMMoDDecoderLayer,
+        "attentions": [family.attention for family in TEXT_FAMILIES.values()],
+    }
 
     @classmethod
     def is_custom_code(cls) -> bool:
@@ -310,12 +353,7 @@ class VideoLLMMoDPreTrainedModel(PreTrainedModel):
 
 
 class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
-    """Backbone: vision tower, connector and the Llama decoder stack (stock Llama weight names)."""
-
-    # The decoder stack keeps LlamaModel's module names, so Llama's parallel plans apply as they are (routing works
-    # along the token axis and the router is a replicated Linear(hidden, 1)).
-    _tp_plan = LlamaConfig.base_model_tp_plan
-    _pp_plan = LlamaConfig.base_model_pp_plan
+    """Backbone: vision tower, connector and the decoder stack of the text config's family (its stock weight names)."""
 
     def __init__(self, config: VideoLLMMoDConfig):
         super().__init__(config)
@@ -327,13 +365,22 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.connector = VideoLLMMoDConnector(config)
         self.embed_tokens = nn.Embedding(text.vocab_size, text.hidden_size, text.pad_token_id)
-        self.layers = nn.ModuleList(
-            [VideoLLMMoDDecoderLayer(config, layer_idx) for layer_idx in range(text.num_hidden_layers)]
-        )
-        self.norm = LlamaRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=text)
+        family = text_family(text)
+        routed_layer = ROUTED_DECODER_LAYERS[text.model_type]
+        self.layers = nn.ModuleList([routed_layer(config, layer_idx) for layer_idx in range(text.num_hidden_layers)])
+        self.norm = family.norm(text.hidden_size, eps=text.rms_norm_eps)
+        self.rotary_emb = family.rotary(config=text)
         self.gradient_checkpointing = False
         self.post_init()
+
+    def init_parallel_plans(self) -> None:
+        """The decoder stack keeps its family's module names, so the family's parallel plans apply as they are
+        (routing works along the token axis and the router is a replicated Linear(hidden, 1)); the class has no plan
+        of its own, since it serves every family, and a composite config has no base-model plan to merge."""
+        super().init_parallel_plans()
+        text = self.config.text_config
+        self._tp_plan = {"embed_tokens": "embedding_rowwise", **(text.base_model_tp_plan or {}), **self._tp_plan}
+        self._pp_plan = {**(text.base_model_pp_plan or {}), **self._pp_plan}
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens

@@ -99,6 +99,7 @@ class StudyPlan:
     """Everything a run depends on besides its variant and seed (written into every result file)."""
 
     data: DataPlan = field(default_factory=DataPlan)
+    lm_family: str = "llama"  # the decoder family (`TEXT_MODEL_TYPES`)
     lm_layers: int = 4
     lm_hidden: int = 128
     lm_intermediate: int | None = None  # default 2 * hidden + 5 (`presets.tiny_config`)
@@ -149,7 +150,7 @@ def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str,
     data = plan.data
     config = tiny_config(
         num_hidden_layers=plan.lm_layers, hidden_size=plan.lm_hidden, intermediate_size=plan.lm_intermediate,
-        vocab_size=len(tokenizer), image_size=data.resolution, **stream_token_ids(tokenizer),
+        text_model_type=plan.lm_family, vocab_size=len(tokenizer), image_size=data.resolution, **stream_token_ids(tokenizer),
         **variant.routing(plan.lm_layers),
     )  # fmt: skip
     vision = config.vision_config

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from ..remote_code import remote_constant
+
 logger = logging.getLogger(__name__)
 
 FPS = 2.0  # frames per second of the narration streams
@@ -58,9 +60,11 @@ def build_data(folder: str, num_videos: int, seconds: float, seed: int, held_out
     return paths
 
 
-def build_model_and_processor(texts: list[str], hidden_size: int = 128, num_layers: int = 4):
-    """A fresh demo-sized VideoLLM-MoD and its processor (tokenizer trained on `texts`); the vision tower has the
-    warm-up's default sizes (`vision_warmup.WarmupArguments`)."""
+def build_model_and_processor(
+    texts: list[str], hidden_size: int = 128, num_layers: int = 4, text_model_type: str = "llama"
+):
+    """A fresh demo-sized VideoLLM-MoD over a decoder of `text_model_type` and its processor (tokenizer trained on
+    `texts`); the vision tower has the warm-up's default sizes (`vision_warmup.WarmupArguments`)."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
     from modeling_videollm_mod.processing_videollm_mod import (
         SYSTEM_PROMPT,
@@ -74,6 +78,7 @@ def build_model_and_processor(texts: list[str], hidden_size: int = 128, num_laye
     config = tiny_config(
         num_hidden_layers=num_layers,
         hidden_size=hidden_size,
+        text_model_type=text_model_type,
         vocab_size=len(tokenizer),
         image_size=RESOLUTION,
         **stream_token_ids(tokenizer),
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text-model-type", default="llama", help="the decoder family (the shipped demo: llama)",
+                        choices=remote_constant("configuration_videollm_mod", "TEXT_MODEL_TYPES"))  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     dataset = load_prepared_dataset(train["dataset"], "raw")["train"]
     val_dataset = load_prepared_dataset(val["dataset"], "raw")["val"]
-    model, processor = build_model_and_processor(conversation_texts(dataset))
+    model, processor = build_model_and_processor(conversation_texts(dataset), text_model_type=args.text_model_type)
     load_vision_tower(model, siglip_dir)
     features_dir = os.path.join(args.work_dir, "features")
     precompute(model, processor, train["ego4d_videos"], features_dir)

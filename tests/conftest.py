@@ -17,6 +17,20 @@ import torch
 from videollm_mod.presets import TINY_IDS, tiny_config
 
 FRAME_TOKENS = 10
+# A tiny text config of each supported decoder family (`tiny_config(**FAMILIES[name])`), with sliding windows short
+# enough that the test streams cross them: Mistral in every layer, Qwen in layers 2 and 3 (`max_window_layers`).
+FAMILIES = {
+    "llama": {"text_model_type": "llama"},
+    "mistral": {"text_model_type": "mistral", "text_overrides": {"sliding_window": 24}},
+    "qwen2": {
+        "text_model_type": "qwen2",
+        "text_overrides": {"use_sliding_window": True, "sliding_window": 24, "max_window_layers": 2},
+    },
+    "qwen3": {
+        "text_model_type": "qwen3",
+        "text_overrides": {"use_sliding_window": True, "sliding_window": 24, "max_window_layers": 2},
+    },
+}
 
 
 def stream_ids(num_frames: int, prefix=(3, 4, 5), suffix=(6, 7), seed: int = 0) -> torch.LongTensor:

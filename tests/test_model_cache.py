@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import FRAME_TOKENS, frame_features, stream_ids
+from conftest import FAMILIES, FRAME_TOKENS, frame_features, stream_ids
 
 from modeling_videollm_mod import VideoLLMMoDCache, VideoLLMMoDForCausalLM
 from videollm_mod.presets import TINY_IDS, tiny_config
@@ -25,9 +25,10 @@ def frame_chunks(ids: torch.Tensor):
     return cuts
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mod_layers", [[], None, [0, 1, 2, 3]], ids=["dense", "interleaved", "all-routed"])
-def test_frame_by_frame_with_cache_equals_full_forward(mod_layers):
-    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+def test_frame_by_frame_with_cache_equals_full_forward(mod_layers, family):
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers, **FAMILIES[family])).eval()
     ids, features = stream_ids(4), frame_features(4)
     with torch.no_grad():
         full = model(input_ids=ids, frame_features=features).logits
@@ -130,11 +131,13 @@ def test_remap_drops_positions_per_row_and_right_aligns_the_rows():
     assert layer.keys[1, 0, :, 0].tolist() == [5.0, 6.0, 7.0, 9.0]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mod_layers", [[], None], ids=["dense", "interleaved"])
-def test_moved_keys_equal_keys_computed_at_the_new_positions(mod_layers):
+def test_moved_keys_equal_keys_computed_at_the_new_positions(mod_layers, family):
     """Layer 0 keys depend only on each token and its position, so after dropping a stretch of the stream and moving
-    the rest back, they equal those of a fresh forward over the kept tokens at consecutive positions."""
-    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
+    the rest back, they equal those of a fresh forward over the kept tokens at consecutive positions (each family's
+    rotary settings; Qwen3 normalises keys before turning them)."""
+    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers, **FAMILIES[family])).eval()
     ids, features = stream_ids(4), frame_features(4)
     frame = FRAME_TOKENS + 1  # each frame and the interval token after it
     dropped = range(3, 3 + 2 * frame)  # the first two frames, after 3 text tokens

@@ -1,26 +1,33 @@
-"""The language part is a stock Llama; r = 1 without scaling is the dense model; both attention paths agree."""
+"""The language part is the stock decoder of its family; r = 1 without scaling is the dense model; both attention
+paths agree."""
 
 import pytest
 import torch
-from conftest import frame_features, stream_ids
-from transformers import LlamaForCausalLM
+from conftest import FAMILIES, frame_features, stream_ids
+from transformers import AutoModelForCausalLM
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
 from modeling_videollm_mod.modeling_videollm_mod import pool_frame_tokens
 from videollm_mod.presets import full_size_config, tiny_config
 
 
-def test_dense_language_part_equals_stock_llama():
-    model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=[], suppress_video_token_logit=False)).eval()
-    llama = LlamaForCausalLM(model.config.text_config).eval()
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dense_language_part_equals_the_stock_decoder(family, implementation):
+    """Text through a dense model: the family's own `...ForCausalLM` with the same weights, sliding windows (24
+    tokens, crossed by these 40) included."""
+    config = tiny_config(mod_layers=[], suppress_video_token_logit=False, **FAMILIES[family])
+    model = VideoLLMMoDForCausalLM._from_config(config, attn_implementation=implementation).eval()
+    stock = AutoModelForCausalLM.from_config(model.config.text_config, attn_implementation=implementation).eval()
+    assert type(stock).__name__.lower().startswith(family)
     language_weights = {
         k: v for k, v in model.state_dict().items() if not k.startswith(("model.vision", "model.conn"))
     }
-    missing, unexpected = llama.load_state_dict(language_weights, strict=True)
-    ids = torch.randint(13, 99, (2, 17))
+    stock.load_state_dict(language_weights, strict=True)
+    ids = torch.randint(13, 99, (2, 40))
     with torch.no_grad():
-        ours, stock = model(input_ids=ids).logits, llama(input_ids=ids).logits
-    assert (ours - stock).abs().max() <= 1e-5
+        ours, theirs = model(input_ids=ids).logits, stock(input_ids=ids).logits
+    assert (ours - theirs).abs().max() <= 1e-5
 
 
 def test_keep_all_without_scaling_equals_dense_model():

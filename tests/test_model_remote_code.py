@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import frame_features, stream_ids
+from conftest import FAMILIES, frame_features, stream_ids
 
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
 from videollm_mod.presets import tiny_config
@@ -33,9 +33,12 @@ torch.save({"logits": logits, "class": type(model).__module__ + "." + type(model
 """
 
 
-@pytest.mark.parametrize("auto_class", ["AutoModelForCausalLM", "AutoModelForImageTextToText"])
-def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path, auto_class):
-    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+@pytest.mark.parametrize(
+    "auto_class, family",
+    [("AutoModelForCausalLM", "llama"), ("AutoModelForImageTextToText", "llama"), ("AutoModelForCausalLM", "qwen3")],
+)
+def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path, auto_class, family):
+    model = VideoLLMMoDForCausalLM(tiny_config(**FAMILIES[family])).eval()
     inputs = {"input_ids": stream_ids(2), "frame_features": frame_features(2)}
     with torch.no_grad():
         expected = model(**inputs).logits
@@ -50,7 +53,8 @@ def test_saved_folder_loads_with_trust_remote_code_in_fresh_process(tmp_path, au
         "AutoModelForImageTextToText": "modeling_videollm_mod.VideoLLMMoDForCausalLM",
     }
     code = {p.name for p in tmp_path.glob("*.py")}
-    assert {"cache_videollm_mod.py", "configuration_videollm_mod.py", "modeling_videollm_mod.py"} <= code
+    assert {"cache_videollm_mod.py", "configuration_videollm_mod.py", "families_videollm_mod.py",
+            "modeling_videollm_mod.py"} <= code  # fmt: skip
     assert all(name.endswith("_videollm_mod.py") for name in code), code  # remote code only, no tooling
 
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}

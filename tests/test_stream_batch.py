@@ -5,6 +5,7 @@ run alone (dense and MoD, frame by frame and in automatic chunks, with queries, 
 from collections import defaultdict
 
 import pytest
+from conftest import FAMILIES
 from stream_helpers import (
     VARIANTS,
     assert_same_stream,
@@ -23,11 +24,13 @@ BUDGETS = {"unbounded": None, "bounded": CacheBudget(max_tokens=90, keep_turns=1
 
 
 @pytest.mark.parametrize(
-    "name, chunk_size, budget",
-    [("dense", 1, "unbounded"), ("mod", 1, "unbounded"), ("dense", "auto", "bounded"), ("mod", "auto", "bounded")],
-)
-def test_batched_streams_equal_each_stream_alone(processor, name, chunk_size, budget):
-    model = make_model(processor, **VARIANTS[name])
+    "name, chunk_size, budget, family",
+    [("dense", 1, "unbounded", "llama"), ("mod", 1, "unbounded", "llama"), ("dense", "auto", "bounded", "llama"),
+     ("mod", "auto", "bounded", "llama"), ("mod", "auto", "bounded", "qwen2"), ("mod", 1, "bounded", "mistral")],
+)  # fmt: skip
+def test_batched_streams_equal_each_stream_alone(processor, name, chunk_size, budget, family):
+    """Other families with their sliding windows (24 tokens) and a bounded cache that re-indexes positions."""
+    model = make_model(processor, **VARIANTS[name], **FAMILIES[family])
     settings = dict(threshold=0.5, max_new_tokens=3, chunk_size=chunk_size, budget=BUDGETS[budget])
     frames = [features(n, seed=10 + r) for r, n in enumerate(LENGTHS)]
     batch = model.batch_stream_session(processor, len(LENGTHS), **settings)

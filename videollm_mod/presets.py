@@ -15,11 +15,14 @@ def tiny_config(
     vocab_size: int = 99,
     image_size: int = 24,
     intermediate_size: int | None = None,
+    text_model_type: str = "llama",
+    text_overrides: dict | None = None,
     **overrides,
 ) -> VideoLLMMoDConfig:
-    """A VideoLLM-MoD small enough for CPU tests: Llama text, SigLIP vision (6x6 patches -> 10 tokens per frame)."""
+    """A VideoLLM-MoD small enough for CPU tests: a text decoder of `text_model_type` (one of `TEXT_MODEL_TYPES`,
+    its config updated with `text_overrides`), SigLIP vision (6x6 patches -> 10 tokens per frame)."""
     text_config = {
-        "model_type": "llama",
+        "model_type": text_model_type,
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size or 2 * hidden_size + 5,
@@ -30,7 +33,10 @@ def tiny_config(
         "pad_token_id": TINY_IDS["pad"],
         "bos_token_id": TINY_IDS["bos"],
         "eos_token_id": TINY_IDS["eos"],
+        **(text_overrides or {}),
     }
+    # Qwen3's default head width is 128 whatever the model's width; the others divide the width among the heads.
+    text_config.setdefault("head_dim", hidden_size // text_config["num_attention_heads"])
     vision_config = {
         "model_type": "siglip_vision_model",
         "hidden_size": hidden_size,
@@ -75,3 +81,29 @@ def full_size_config(**overrides) -> VideoLLMMoDConfig:
     kwargs = {"video_token_id": 128256, "frame_token_interval_id": 11, "stream_response_token_id": 933, **overrides}
     # The config's default vision tower is already SigLIP-L/16-384.
     return VideoLLMMoDConfig(text_config=text_config, **kwargs)
+
+
+def from_text_model(text_model: str, vision_config: dict | None = None, **overrides):
+    """A VideoLLM-MoD whose language part is a stock checkpoint of a supported family (Llama, Mistral, Qwen2 /
+    Qwen2.5, Qwen3; a folder or a Hub id, safetensors only), loaded under the family's own weight names; the vision
+    tower, connector and routers are new (to be trained, or the tower loaded from SigLIP).
+
+        model = from_text_model("Qwen/Qwen2.5-0.5B-Instruct", frame_token_interval_id=11, stream_response_token_id=...)
+
+    The placeholder defaults to the first id past the vocabulary (`video_token_id = vocab_size`), as the converted
+    Llama-3 model's; embeddings stay tied if the text model ties them. Returns the model and its loading info
+    (`missing_keys`: only `model.vision_tower.*`, `model.connector.*`, `*.router.*`; `unexpected_keys`: none).
+    """
+    from transformers import AutoConfig
+
+    from modeling_videollm_mod import VideoLLMMoDForCausalLM
+
+    text = AutoConfig.from_pretrained(text_model)
+    config = VideoLLMMoDConfig(
+        text_config=text.to_dict(),
+        vision_config=vision_config,
+        **{"video_token_id": text.vocab_size, "tie_word_embeddings": bool(text.tie_word_embeddings), **overrides},
+    )
+    return VideoLLMMoDForCausalLM.from_pretrained(
+        text_model, config=config, use_safetensors=True, output_loading_info=True
+    )
