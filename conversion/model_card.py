@@ -16,6 +16,7 @@ TEMPLATE = Path(__file__).with_name("model_card.md")
 TAGS = ["videollm-mod", "video-llm", "streaming", "mixture-of-depths", "siglip", "custom_code"]
 # The streaming metrics of VideoLLM-online / VideoLLM-MoD.
 METRICS = ["perplexity", "accuracy"]
+FAMILY_NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}  # by text model_type
 PIPELINE_TAG = "video-text-to-text"  # the model loads with AutoModelForImageTextToText, as transformers' video LLMs
 
 
@@ -90,7 +91,7 @@ def template_kwargs(config) -> dict:
         "frame_num_tokens": config.frame_num_tokens,
         "frame_token_pooled": f"{hp}x{wp}",
         "mod_summary": mod,
-        "language_model": f"Llama, {text.num_hidden_layers} layers, hidden size {text.hidden_size}, "
+        "language_model": f"{FAMILY_NAMES.get(text.model_type, text.model_type)}, {text.num_hidden_layers} layers, hidden size {text.hidden_size}, "
         f"vocabulary {text.vocab_size}",
         "vision_model": f"SigLIP, {vision.image_size} px, patch {vision.patch_size}, hidden size {vision.hidden_size}",
         "max_positions": text.max_position_embeddings,

@@ -104,3 +104,11 @@ def test_mod_saves_the_same_flops_and_kv_bytes_in_every_family():
     assert ratios["llama"][0] < 0.9 and ratios["llama"][1] == (2 * 11 + 2 * 3) / (4 * 11)  # odd layers keep 2 of 10
     for family, (flop_ratio, kv_ratio) in ratios.items():
         assert abs(flop_ratio - ratios["llama"][0]) < 0.01 and kv_ratio == ratios["llama"][1], (family, ratios)
+
+
+@pytest.mark.parametrize("family, name", [("llama", "Llama"), ("qwen3", "Qwen3")])
+def test_the_model_card_names_the_decoder_family(family, name):
+    from videollm_mod.conversion.model_card import template_kwargs
+
+    text = template_kwargs(tiny_config(**FAMILIES[family]))["language_model"]
+    assert text == f"{name}, 4 layers, hidden size 32, vocabulary 99"
