@@ -104,7 +104,7 @@ class StudyPlan:
     lm_hidden: int = 128
     lm_intermediate: int | None = None  # default 2 * hidden + 5 (`presets.tiny_config`)
     vocab_size: int = 1024  # every word of the synthetic world one token (at 320: "Assistant" was 7, "appear" 2)
-    epochs: float = 25.0  # ~950 steps of batch 8: a model learns to look at the frames after ~500 to 750
+    epochs: float = 10.0  # ~1,130 steps of batch 8: a model learns to look at the frames after ~500 to 750
     learning_rate: float = 2e-3
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
