@@ -13,20 +13,20 @@ from transformers import (
     AutoProcessor,
 )
 
+from .budget_videollm_mod import CacheBudget
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
 from .live_videollm_mod import PacedFrames, is_live_source
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
 from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
-from .streaming_videollm_mod import (
+from .session_videollm_mod import (
     DEFAULT_THRESHOLD,
-    CacheBudget,
     StreamContextLimitError,
-    StreamEvent,
     VideoLLMMoDBatchStreamSession,
     VideoLLMMoDStreamSession,
     speaks,
 )
+from .stream_state_videollm_mod import StreamEvent
 from .video_videollm_mod import VideoDecodingError, iter_video_frames, load_video, video_num_frames
 
 AutoConfig.register(VideoLLMMoDConfig.model_type, VideoLLMMoDConfig, exist_ok=True)

@@ -101,10 +101,10 @@ def test_what_narrate_reads_before_importing_the_model_package_is_the_packages_o
     import modeling_videollm_mod
     from videollm_mod.remote_code import remote_constant, remote_stdlib_module
 
-    for name in ("streaming_videollm_mod", "live_videollm_mod"):  # as before the package is imported
+    for name in ("session_videollm_mod", "live_videollm_mod"):  # as before the package is imported
         monkeypatch.delitem(sys.modules, f"modeling_videollm_mod.{name}")
     monkeypatch.delitem(sys.modules, "videollm_mod._remote_live_videollm_mod", raising=False)
-    assert remote_constant("streaming_videollm_mod", "DEFAULT_THRESHOLD") == modeling_videollm_mod.DEFAULT_THRESHOLD
+    assert remote_constant("session_videollm_mod", "DEFAULT_THRESHOLD") == modeling_videollm_mod.DEFAULT_THRESHOLD
     live = remote_stdlib_module("live_videollm_mod")
     assert live is not modeling_videollm_mod.live_videollm_mod  # run from its file
     sources = ["-", "rtsp://camera/stream", "/dev/video0", "clip.mp4", "file://clip.mp4"]

@@ -7,7 +7,7 @@ import torch
 from stream_helpers import VARIANTS, features, half_seconds, make_model, silent_model
 
 from modeling_videollm_mod import CacheBudget
-from modeling_videollm_mod.streaming_videollm_mod import FRAME, SINK, TURN
+from modeling_videollm_mod.budget_videollm_mod import FRAME, SINK, TURN
 
 
 def check_bounded(session, budget: CacheBudget, history: dict) -> None:

@@ -93,7 +93,7 @@ def test_chunked_frames_equal_frame_by_frame(processor, name, family, chunk_size
 
 
 def test_automatic_chunks_grow_while_silent_and_end_at_the_expected_reply():
-    from modeling_videollm_mod.streaming_videollm_mod import ChunkSchedule
+    from modeling_videollm_mod.stream_state_videollm_mod import ChunkSchedule
 
     schedule, sizes = ChunkSchedule("auto", largest=16), []
     for fired_at in (None, None, None, 5, None, 1, None):  # the frame of the chunk that speaks, if one does

@@ -38,7 +38,7 @@ from .remote_code import remote_constant, remote_stdlib_module
 
 PROG = "videollm-mod narrate"
 # Read without importing the model's package (torch, transformers): --help and argument errors come at once.
-DEFAULT_THRESHOLD = remote_constant("streaming_videollm_mod", "DEFAULT_THRESHOLD")
+DEFAULT_THRESHOLD = remote_constant("session_videollm_mod", "DEFAULT_THRESHOLD")
 BYTE_UNITS = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
