@@ -19,14 +19,9 @@ from .configuration_videollm_mod import VideoLLMMoDConfig
 from .live_videollm_mod import PacedFrames, is_live_source
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
 from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
-from .session_videollm_mod import (
-    DEFAULT_THRESHOLD,
-    StreamContextLimitError,
-    VideoLLMMoDBatchStreamSession,
-    VideoLLMMoDStreamSession,
-    speaks,
-)
+from .session_videollm_mod import DEFAULT_THRESHOLD, StreamContextLimitError, speaks
 from .stream_state_videollm_mod import StreamEvent
+from .streaming_videollm_mod import VideoLLMMoDBatchStreamSession, VideoLLMMoDStreamSession
 from .video_videollm_mod import VideoDecodingError, iter_video_frames, load_video, video_num_frames
 
 AutoConfig.register(VideoLLMMoDConfig.model_type, VideoLLMMoDConfig, exist_ok=True)

@@ -336,14 +336,15 @@ class StreamEngine:
         later = self._replies(decide, {r: (self.streams[r].time, False) for r in plan})
         return [a + b for a, b in zip(events, later, strict=True)]
 
-    def _drain(self) -> list[list[StreamEvent]]:
+    def run_queued(self) -> list[list[StreamEvent]]:
+        """Feed every stream's queued frames (chunk by chunk, the streams together); what each stream said."""
         events = [[] for _ in self.streams]
         while any(stream.queue for stream in self.streams):
             for r, new in enumerate(self._step()):
                 events[r] += new
         return events
 
-    def _queue_frames(self, r: int, frames=None, times: Iterable[float] | None = None, features=None) -> None:
+    def enqueue_frames(self, r: int, frames=None, times: Iterable[float] | None = None, features=None) -> None:
         """Prepare frames ((T, H, W, 3) / (T, 3, H, W) uint8) or `features` (T, F, D) and queue them for stream r."""
         if (frames is None) == (features is None):
             raise ValueError("give exactly one of frames or features")
@@ -368,7 +369,9 @@ class StreamEngine:
             raise ValueError(f"{count} frames but {len(times)} times")
         stream.queue += list(zip(times, inputs, strict=True))
 
-    def _push_query(self, r: int, text: str, time: float | None) -> list[StreamEvent]:
+    def enqueue_query(self, r: int, text: str, time: float | None) -> list[StreamEvent]:
+        """Queue a query of stream r at video time `time` (answered after the frame at that time); at None, now:
+        answered at once (returned)."""
         stream = self.streams[r]
         if time is not None and not (math.isfinite(time) and time >= 0):
             raise ValueError(f"query time {time!r} must be a time in the video, >= 0 seconds")
@@ -391,125 +394,17 @@ class StreamEngine:
                     if item is None:
                         done[r] = True
                     else:
-                        self._queue_frames(r, times=[item[0]], **{key: _as_batch(item[1])})
+                        self.enqueue_frames(r, times=[item[0]], **{key: _as_batch(item[1])})
             if not any(stream.queue for stream in self.streams):
                 break
             for r, events in enumerate(self._step()):
                 yield from ((r, event) for event in events)
-        for r, events in enumerate(self._replies(set(), {r: (math.inf, False) for r in range(len(self.streams))})):
+        for r, events in enumerate(self.answer_remaining()):
             yield from ((r, event) for event in events)
 
-
-# What a one-stream session answers for its stream.
-_STREAM_ATTRIBUTES = ("events", "decisions", "transcript_ids", "pending", "reply_logits", "reply_positions", "time")
-
-
-class VideoLLMMoDStreamSession(StreamEngine):
-    r"""
-    One stream over a [`VideoLLMMoDForCausalLM`]: push frames (raw or pre-computed features) with timestamps and
-    user queries; what is said comes back as [`StreamEvent`]s (returned by the push calls and kept in `events`).
-
-    Args:
-        model: the model (eval mode is set by the caller; the session runs under `torch.no_grad`).
-        processor: a [`VideoLLMMoDProcessor`] (tokenizer, frame processor, system prompt).
-        threshold (`float`, defaults to 0.725): the decision threshold of [`speaks`], in [0, 1].
-        max_new_tokens (`int`, defaults to 128): the longest reply.
-        generation_config ([`GenerationConfig`], *optional*): sampling settings (default: the model's, greedy).
-        system_prompt (`str`, *optional*): overrides the processor's.
-        chunk_size (`int` or `"auto"`, defaults to 1): frames per forward in `push_frames` (see the module docstring).
-        budget ([`CacheBudget`], `dict` or `int`, *optional*): what the cache keeps (a `CacheBudget`, its fields as a
-            dict, or tokens; default: `CacheBudget()`, the model's context).
-        record_logits (`bool`, defaults to False): keep each reply's logits in `reply_logits` (a vocabulary-sized row
-            per generated token: off for long streams).
-
-    Attributes:
-        events, decisions, transcript_ids, pending, reply_logits, reply_positions, time: those of its
-        [`StreamState`] (`streams[0]`).
-    """
-
-    def __init__(self, model, processor, *args, **kwargs):
-        super().__init__(model, processor, 1, *args, **kwargs)  # the base's arguments after `num_streams`
-
-    def __getattr__(self, name: str):
-        if name in _STREAM_ATTRIBUTES:
-            return getattr(self.streams[0], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens fed so far (evicted ones included)."""
-        return len(self.streams[0].transcript_ids)
-
-    def push_query(self, text: str, time: float | None = None) -> list[StreamEvent]:
-        """Queue a user query. Without `time` (live use) it is answered now, after the current frame; with `time`
-        it is answered after the last frame at or before `time` (when a later frame arrives, or `flush()`)."""
-        return self._push_query(0, text, time)
-
-    def push_frame(self, frame=None, time: float | None = None, *, features: torch.Tensor | None = None):
-        """Feed one frame: raw (H, W, 3) / (3, H, W) uint8, or `features` (frame_num_tokens, D) pre-computed.
-
-        Returns the events this frame caused (a reply, or the answer to a due query).
-        """
-        frames = None if frame is None else self.processor.image_processor.to_frames(frame)
-        if frames is not None and frames.shape[0] != 1:
-            raise ValueError(f"push_frame takes one frame; got shape {tuple(np.shape(frame))} (use push_frames)")
-        return self.push_frames(
-            frames, None if time is None else [time], features=None if features is None else features[None]
-        )
-
-    def push_frames(self, frames=None, times: Iterable[float] | None = None, *, features: torch.Tensor | None = None):
-        """Feed several frames in order ((T, H, W, 3) / (T, 3, H, W) uint8, or `features` (T, F, D)), `chunk_size`
-        per forward. `times` default to 0.5 s steps after the current time. Returns the events they caused."""
-        self._queue_frames(0, frames, times, features)
-        return self._drain()[0]
-
-    def flush(self) -> list[StreamEvent]:
-        """Answer the queries still queued (end of a recorded video); each answer is stamped at its query's time,
+    def answer_remaining(self) -> list[list[StreamEvent]]:
+        """Answer every stream's queries still queued (the end of a recorded video), each stamped at its query's time,
         never before it."""
-        return self._replies(set(), {0: (math.inf, False)})[0]
-
-
-class VideoLLMMoDBatchStreamSession(StreamEngine):
-    r"""
-    `num_streams` independent streams over one [`VideoLLMMoDForCausalLM`], served by shared forwards: each push feeds
-    every stream that has frames in one forward (each its own chunk), and the streams that speak reply together.
-    With greedy decoding each stream's events equal those of a [`VideoLLMMoDStreamSession`] over it alone.
-
-    Args:
-        num_streams (`int`): how many streams. Other arguments: see [`VideoLLMMoDStreamSession`] (the budget holds
-            for each stream).
-
-    Attributes:
-        streams (`list[StreamState]`): each stream's events, decisions and transcript.
-    """
-
-    def __init__(self, model, processor, num_streams: int, **kwargs):
-        super().__init__(model, processor, num_streams, **kwargs)
-
-    def push_query(self, stream: int, text: str, time: float | None = None) -> list[StreamEvent]:
-        """Queue a user query for stream `stream` (see [`VideoLLMMoDStreamSession.push_query`])."""
-        return self._push_query(stream, text, time)
-
-    def push_frames(
-        self,
-        frames: Sequence | None = None,
-        times: Sequence[Iterable[float] | None] | None = None,
-        *,
-        features: Sequence[torch.Tensor | None] | None = None,
-    ) -> list[list[StreamEvent]]:
-        """Feed each stream its frames (`frames[r]` or `features[r]`, None for a stream with none), all streams
-        together; `times[r]` as in [`VideoLLMMoDStreamSession.push_frames`]. Returns the events of each stream."""
-        given = frames if frames is not None else features
-        if given is None or len(given) != len(self.streams):
-            raise ValueError(f"give frames or features for each of the {len(self.streams)} streams (None for none)")
-        times = times if times is not None else [None] * len(self.streams)
-        for r, item in enumerate(given):
-            if item is not None:
-                self._queue_frames(r, times=times[r], **{"frames" if frames is not None else "features": item})
-        return self._drain()
-
-    def flush(self) -> list[list[StreamEvent]]:
-        """Answer every stream's queries still queued."""
         return self._replies(set(), {r: (math.inf, False) for r in range(len(self.streams))})
 
 

@@ -44,14 +44,127 @@ dropped when the model falls behind.
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from transformers import GenerationConfig
 
 from .budget_videollm_mod import CacheBudget
 from .live_videollm_mod import PacedFrames, is_live_source
-from .session_videollm_mod import DEFAULT_THRESHOLD, VideoLLMMoDBatchStreamSession, VideoLLMMoDStreamSession
+from .session_videollm_mod import DEFAULT_THRESHOLD, StreamEngine
 from .stream_state_videollm_mod import StreamEvent
 from .video_videollm_mod import iter_video_frames
+
+# What a one-stream session answers for its stream.
+_STREAM_ATTRIBUTES = ("events", "decisions", "transcript_ids", "pending", "reply_logits", "reply_positions", "time")
+
+
+class VideoLLMMoDStreamSession(StreamEngine):
+    r"""
+    One stream over a [`VideoLLMMoDForCausalLM`]: push frames (raw or pre-computed features) with timestamps and
+    user queries; what is said comes back as [`StreamEvent`]s (returned by the push calls and kept in `events`).
+
+    Args:
+        model: the model (eval mode is set by the caller; the session runs under `torch.no_grad`).
+        processor: a [`VideoLLMMoDProcessor`] (tokenizer, frame processor, system prompt).
+        threshold (`float`, defaults to 0.725): the decision threshold of [`speaks`], in [0, 1].
+        max_new_tokens (`int`, defaults to 128): the longest reply.
+        generation_config ([`GenerationConfig`], *optional*): sampling settings (default: the model's, greedy).
+        system_prompt (`str`, *optional*): overrides the processor's.
+        chunk_size (`int` or `"auto"`, defaults to 1): frames per forward in `push_frames` (see the module docstring).
+        budget ([`CacheBudget`], `dict` or `int`, *optional*): what the cache keeps (a `CacheBudget`, its fields as a
+            dict, or tokens; default: `CacheBudget()`, the model's context).
+        record_logits (`bool`, defaults to False): keep each reply's logits in `reply_logits` (a vocabulary-sized row
+            per generated token: off for long streams).
+
+    Attributes:
+        events, decisions, transcript_ids, pending, reply_logits, reply_positions, time: those of its
+        [`StreamState`] (`streams[0]`).
+    """
+
+    def __init__(self, model, processor, *args, **kwargs):
+        super().__init__(model, processor, 1, *args, **kwargs)  # the base's arguments after `num_streams`
+
+    def __getattr__(self, name: str):
+        if name in _STREAM_ATTRIBUTES:
+            return getattr(self.streams[0], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens fed so far (evicted ones included)."""
+        return len(self.streams[0].transcript_ids)
+
+    def push_query(self, text: str, time: float | None = None) -> list[StreamEvent]:
+        """Queue a user query. Without `time` (live use) it is answered now, after the current frame; with `time`
+        it is answered after the last frame at or before `time` (when a later frame arrives, or `flush()`)."""
+        return self.enqueue_query(0, text, time)
+
+    def push_frame(self, frame=None, time: float | None = None, *, features: torch.Tensor | None = None):
+        """Feed one frame: raw (H, W, 3) / (3, H, W) uint8, or `features` (frame_num_tokens, D) pre-computed.
+
+        Returns the events this frame caused (a reply, or the answer to a due query).
+        """
+        frames = None if frame is None else self.processor.image_processor.to_frames(frame)
+        if frames is not None and frames.shape[0] != 1:
+            raise ValueError(f"push_frame takes one frame; got shape {tuple(np.shape(frame))} (use push_frames)")
+        return self.push_frames(
+            frames, None if time is None else [time], features=None if features is None else features[None]
+        )
+
+    def push_frames(self, frames=None, times: Iterable[float] | None = None, *, features: torch.Tensor | None = None):
+        """Feed several frames in order ((T, H, W, 3) / (T, 3, H, W) uint8, or `features` (T, F, D)), `chunk_size`
+        per forward. `times` default to 0.5 s steps after the current time. Returns the events they caused."""
+        self.enqueue_frames(0, frames, times, features)
+        return self.run_queued()[0]
+
+    def flush(self) -> list[StreamEvent]:
+        """Answer the queries still queued (end of a recorded video); each answer is stamped at its query's time,
+        never before it."""
+        return self.answer_remaining()[0]
+
+
+class VideoLLMMoDBatchStreamSession(StreamEngine):
+    r"""
+    `num_streams` independent streams over one [`VideoLLMMoDForCausalLM`], served by shared forwards: each push feeds
+    every stream that has frames in one forward (each its own chunk), and the streams that speak reply together.
+    With greedy decoding each stream's events equal those of a [`VideoLLMMoDStreamSession`] over it alone.
+
+    Args:
+        num_streams (`int`): how many streams. Other arguments: see [`VideoLLMMoDStreamSession`] (the budget holds
+            for each stream).
+
+    Attributes:
+        streams (`list[StreamState]`): each stream's events, decisions and transcript.
+    """
+
+    def __init__(self, model, processor, num_streams: int, **kwargs):
+        super().__init__(model, processor, num_streams, **kwargs)
+
+    def push_query(self, stream: int, text: str, time: float | None = None) -> list[StreamEvent]:
+        """Queue a user query for stream `stream` (see [`VideoLLMMoDStreamSession.push_query`])."""
+        return self.enqueue_query(stream, text, time)
+
+    def push_frames(
+        self,
+        frames: Sequence | None = None,
+        times: Sequence[Iterable[float] | None] | None = None,
+        *,
+        features: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[list[StreamEvent]]:
+        """Feed each stream its frames (`frames[r]` or `features[r]`, None for a stream with none), all streams
+        together; `times[r]` as in [`VideoLLMMoDStreamSession.push_frames`]. Returns the events of each stream."""
+        given = frames if frames is not None else features
+        if given is None or len(given) != len(self.streams):
+            raise ValueError(f"give frames or features for each of the {len(self.streams)} streams (None for none)")
+        times = times if times is not None else [None] * len(self.streams)
+        for r, item in enumerate(given):
+            if item is not None:
+                self.enqueue_frames(r, times=times[r], **{"frames" if frames is not None else "features": item})
+        return self.run_queued()
+
+    def flush(self) -> list[list[StreamEvent]]:
+        """Answer every stream's queries still queued."""
+        return self.answer_remaining()
 
 
 class VideoLLMMoDStreamingMixin:
@@ -160,7 +273,7 @@ class VideoLLMMoDStreamingMixin:
             session = self.batch_stream_session(processor, len(videos), **settings)
         for r, stream_queries in enumerate(queries):
             for time, text in stream_queries:
-                session._push_query(r, text, time)
+                session.enqueue_query(r, text, time)
         key = "features" if frame_features[0] is not None else "frames"
         yield from session.run_sources(sources, key)
 
@@ -190,4 +303,4 @@ def _timed_frames(video, frame_features, fps: float) -> Iterator[tuple[float, ob
             yield i / fps, item
 
 
-__all__ = ["VideoLLMMoDStreamingMixin"]
+__all__ = ["VideoLLMMoDBatchStreamSession", "VideoLLMMoDStreamSession", "VideoLLMMoDStreamingMixin"]
