@@ -9,8 +9,10 @@ A conversation is a list of messages with one fixed set of fields so that it sto
   (VideoLLM-online's ``True`` == all ``num_frames``, ``False`` == 0, an int k == the first k frames).
 - ``num_frames``: frames in a stream (0 for text messages).
 
-Frames are counted on the grid of the target fps: frame ``i`` is at ``i / fps`` and a video of duration ``D`` seconds
-has ``T = floor(D * fps) + 1`` frames; a message at frame ``f`` is said after frame ``f`` has been seen.
+Frames are counted on the grid of the target fps: frame ``i`` is at ``i / fps``, and a video has the frames its decoder
+yields (``modeling_videollm_mod.video_num_frames``, the one rule: the grid times before the video's end, ``ceil(D *
+fps)`` for a video lasting ``D`` seconds, 11 at 2 fps for 5.5 s); a message at frame ``f`` is said after frame ``f``
+has been seen.
 """
 
 from __future__ import annotations
@@ -47,11 +49,6 @@ def ceil_frame(time: float, fps: float, min_frame: int, max_frame: int) -> int:
 def floor_frame(time: float, fps: float, min_frame: int, max_frame: int) -> int:
     """Frame index of ``floor(time * fps) / fps`` clipped to ``[min_frame, max_frame]`` (user queries in live-chat)."""
     return min(max(math.floor(time * fps + _GRID_EPS), min_frame), max_frame)
-
-
-def num_frames_for_duration(duration: float, fps: float) -> int:
-    """Frames on the fps grid of a video lasting ``duration`` seconds: times 0, 1/fps, ... up to ``duration``."""
-    return math.floor(duration * fps + _GRID_EPS) + 1
 
 
 def message(role: str, content: str = "", time: float | None = None, learn: int = 0, num_frames: int = 0) -> dict:

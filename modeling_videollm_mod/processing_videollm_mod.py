@@ -24,16 +24,12 @@ Training entry points:
         `attention_mask`, `labels` (when a message learns or `return_labels=True`), `pixel_values_videos`
         (ΣT, 3, S, S) for `videos` or `frame_features` (ΣT, F, D) passed through.
 
-    processor.prepare_row(row, frames=None, frame_features=None, video_root=None) -> dict[str, torch.Tensor]
-        One prepared dataset row (`conversation`, and `video`, `fps`, `start_frame`, `stop_frame`, `num_frames`)
-        -> unpadded 1-D `input_ids`, `labels` and the row's `pixel_values_videos` or `frame_features`. `frames` /
-        `frame_features` may hold the whole video (sliced to `[start_frame, stop_frame)`) or just the row's frames;
-        with neither, the frames are decoded from `video_root/row["video"]` at `row["fps"]`.
+    Dataset rows (their columns, the video files they name) become model inputs in the training recipes
+    (`videollm_mod.recipes.collator.prepare_row`), which only they need.
 
 Videos are sampled by `video_videollm_mod` (PyAV): `load_video(source, fps=2.0)` -> (uint8 (T, H, W, 3), times).
 """
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,8 +37,6 @@ import torch
 import torch.nn.functional as F
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_processing_utils import BaseImageProcessor
-
-from .video_videollm_mod import load_video
 
 # VideoLLM-online's live1+ system prompt (`LiveTrainingArguments.system_prompt`).
 SYSTEM_PROMPT = (
@@ -86,6 +80,17 @@ CHAT_TEMPLATE = (
     f"{{%- elif add_generation_prompt -%}}{{{{ {_jinja(GENERATION_PROMPT)} }}}}"
     "{%- endif -%}"
 )
+
+
+def stream_frame_ids(
+    count: int, video_token_id: int, frame_num_tokens: int, interval_id: int, continued: bool = False
+) -> list[int]:
+    """The ids of `count` consecutive frames of a stream (live1+: `frame_num_tokens` placeholders each, the interval
+    token `,` between them), the one owner of this pattern; `continued`: after an earlier frame, so the first frame is
+    preceded by `,` too."""
+    frame = [video_token_id] * frame_num_tokens
+    ids = ([interval_id] + frame) * count
+    return ids if continued else ids[1:]
 
 
 class VideoLLMMoDFrameProcessor(BaseImageProcessor):
@@ -430,47 +435,6 @@ class VideoLLMMoDProcessor(ProcessorMixin):
             raise ValueError(f"{name} hold {given} frames per conversation but the streams have {expected}")
 
     # ---------------------------------------------------------------- datasets
-    def prepare_row(
-        self,
-        row: dict,
-        frames=None,
-        frame_features: torch.Tensor | None = None,
-        video_root: str | os.PathLike | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """One prepared dataset row -> unpadded model inputs (see the module docstring); for a training collator.
-
-        Returns:
-            `input_ids`, `labels`: (L,) long; `pixel_values_videos` (T, 3, S, S) or `frame_features` (T, F, D).
-        """
-        conversation = as_messages(row["conversation"])
-        count = sum(int(m.get("num_frames") or 0) for m in conversation if m["role"] == "stream")
-        start = int(row.get("start_frame") or 0)
-        if frames is None and frame_features is None and count:
-            if video_root is None:
-                raise ValueError("give frames, frame_features or video_root for a row with stream frames")
-            path = os.path.join(video_root, row["video"])
-            frames, _ = load_video(path, fps=row.get("fps") or self.image_processor.fps, start_frame=start,
-                                   stop_frame=start + count)  # fmt: skip
-        source = frames if frames is not None else frame_features
-        if source is not None and len(source) != count:
-            if len(source) < start + count:
-                raise ValueError(
-                    f"row {row.get('video_uid', '?')}: {len(source)} frames given but the row needs {count} "
-                    f"(frames [{start}, {start + count}) of the video)"
-                )
-            source = source[start : start + count]
-        encoding = self(
-            conversation,
-            videos=source if frames is not None else None,
-            frame_features=source if frame_features is not None else None,
-            return_labels=True,
-        )
-        out = {"input_ids": encoding["input_ids"][0], "labels": encoding["labels"][0]}
-        for key in ("pixel_values_videos", "frame_features"):
-            if key in encoding:
-                out[key] = encoding[key]
-        return out
-
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos"]
@@ -480,6 +444,7 @@ VideoLLMMoDFrameProcessor.register_for_auto_class("AutoImageProcessor")
 VideoLLMMoDProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "stream_frame_ids",
     "CHAT_TEMPLATE",
     "FRAME_INTERVAL",
     "STREAM_RESPONSE",

@@ -11,7 +11,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .budget_videollm_mod import FRAME, SINK, TURN, CacheBudget, CacheLedger
-from .processing_videollm_mod import STREAM_CLOSE, STREAM_GENERATION_PROMPT, STREAM_OPEN
+from .processing_videollm_mod import STREAM_CLOSE, STREAM_GENERATION_PROMPT, STREAM_OPEN, stream_frame_ids
 from .stream_state_videollm_mod import MAX_CHUNK, ChunkSchedule, StreamEvent, StreamState
 
 # The original demo's threshold on P(interval) (`LiveInfer.frame_token_interval_threshold`).
@@ -203,7 +203,7 @@ class StreamEngine:
         for r in sorted(plan):
             stream, count = self.streams[r], plan[r]
             prefix = stream.pending + ([] if stream.stream_open else self.open_ids)
-            ids = prefix + self.frame_ids + ([self.interval_id] + self.frame_ids) * (count - 1)
+            ids = prefix + stream_frame_ids(count, self.frame_ids[0], len(self.frame_ids), self.interval_id)
             last = [len(prefix) + f * (frame_len + 1) + frame_len - 1 for f in range(count)]  # last placeholders
             # a frame's segment holds the `,` fed before it; after a turn or the sink, `\n[` stays with them
             first = 0 if stream.pending == [self.interval_id] else len(prefix)

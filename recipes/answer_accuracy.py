@@ -28,7 +28,7 @@ import torch
 
 from ..errors import UserError
 from .blind import black_like
-from .collator import VideoLLMMoDCollator
+from .collator import VideoLLMMoDCollator, prepare_row
 from .metrics import coin_match
 
 MAX_NEW_TOKENS = 64  # labels are short phrases (COIN steps, Ego-Exo4D keysteps)
@@ -56,7 +56,7 @@ def question_inputs(processor, row: dict, frames: dict) -> dict[str, torch.Tenso
     if not conversation or conversation[-1]["role"] != "assistant":
         raise UserError(f"row {row.get('video_uid', '?')}: the conversation must end with the assistant's answer")
     question = {**row, "conversation": conversation[:-1]}
-    prepared = processor.prepare_row(question, **frames)  # the row's frames, decoded or sliced as for training
+    prepared = prepare_row(processor, question, **frames)  # the row's frames, decoded or sliced as for training
     ids = processor(question["conversation"], add_generation_prompt=True, return_labels=False)["input_ids"]
     return {"input_ids": ids, **{k: v for k, v in prepared.items() if k in ("pixel_values_videos", "frame_features")}}
 

@@ -1,7 +1,7 @@
 """Training collator: prepared dataset rows -> a right-padded batch of VideoLLM-MoD inputs.
 
 Each row (`conversation`, `video`, `fps`, `start_frame`, `stop_frame`, ...; see `data_scripts`) goes through the
-processor's `prepare_row`, which owns the text format, labels and frame preprocessing. Frames come from pre-computed
+`prepare_row`, through the processor, which owns the text format, labels and frame preprocessing. Frames come from pre-computed
 features (`{features_dir}/{video_uid}.safetensors`, key `features`, as the original training) or from the videos
 under `video_root` (decoded with PyAV; decoded videos can be kept in memory for small datasets).
 """
@@ -13,7 +13,55 @@ import random
 
 import torch
 
+from modeling_videollm_mod import load_video
+from modeling_videollm_mod.processing_videollm_mod import as_messages
+
 IGNORE_INDEX = -100
+
+
+def prepare_row(
+    processor,
+    row: dict,
+    frames=None,
+    frame_features: torch.Tensor | None = None,
+    video_root: str | os.PathLike | None = None,
+) -> dict[str, torch.Tensor]:
+    """One prepared dataset row (`conversation`, and `video`, `fps`, `start_frame`, `stop_frame`, `num_frames`) ->
+    unpadded model inputs, through the processor's text format, labels and frame preprocessing. `frames` /
+    `frame_features` may hold the whole video (sliced to `[start_frame, stop_frame)`) or just the row's frames; with
+    neither, the frames are decoded from `video_root/row["video"]` at `row["fps"]`.
+
+    Returns:
+        `input_ids`, `labels`: (L,) long; `pixel_values_videos` (T, 3, S, S) or `frame_features` (T, F, D).
+    """
+    conversation = as_messages(row["conversation"])
+    count = sum(int(m.get("num_frames") or 0) for m in conversation if m["role"] == "stream")
+    start = int(row.get("start_frame") or 0)
+    if frames is None and frame_features is None and count:
+        if video_root is None:
+            raise ValueError("give frames, frame_features or video_root for a row with stream frames")
+        path = os.path.join(video_root, row["video"])
+        frames, _ = load_video(path, fps=row.get("fps") or processor.image_processor.fps, start_frame=start,
+                               stop_frame=start + count)  # fmt: skip
+    source = frames if frames is not None else frame_features
+    if source is not None and len(source) != count:
+        if len(source) < start + count:
+            raise ValueError(
+                f"row {row.get('video_uid', '?')}: {len(source)} frames given but the row needs {count} "
+                f"(frames [{start}, {start + count}) of the video)"
+            )
+        source = source[start : start + count]
+    encoding = processor(
+        conversation,
+        videos=source if frames is not None else None,
+        frame_features=source if frame_features is not None else None,
+        return_labels=True,
+    )
+    out = {"input_ids": encoding["input_ids"][0], "labels": encoding["labels"][0]}
+    for key in ("pixel_values_videos", "frame_features"):
+        if key in encoding:
+            out[key] = encoding[key]
+    return out
 
 
 class VideoLLMMoDCollator:
@@ -84,7 +132,7 @@ class VideoLLMMoDCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.reply_noise:
             rows = [self.noisy(row) for row in rows]
-        items = [self.processor.prepare_row(row, **self.frames_of(row)) for row in rows]
+        items = [prepare_row(self.processor, row, **self.frames_of(row)) for row in rows]
         length = max(len(item["input_ids"]) for item in items)
         pad_id = self.processor.tokenizer.pad_token_id or 0
         batch = {

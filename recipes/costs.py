@@ -24,6 +24,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
+
 
 def train_step(model, optimizer, inputs: dict) -> None:
     model(**inputs).loss.backward()
@@ -129,7 +131,9 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
     model.eval()
     num_tokens = model.config.frame_num_tokens
     device = next(model.parameters()).device
-    frame_ids = torch.tensor([[video_token_id] * num_tokens + [interval_id]], device=device)
+    frame_ids = torch.tensor(
+        [stream_frame_ids(1, video_token_id, num_tokens, interval_id) + [interval_id]], device=device
+    )
     cache, held = None, []
     for frame in frame_features.to(device):
         cache = model(input_ids=frame_ids, frame_features=frame[None], cache=cache, use_cache=True).cache

@@ -152,7 +152,10 @@ def format_plan(result: dict, config, shape: TrainingShape, dense: dict | None =
 
 def synthetic_batch(config, rows: int, frames: int, text: int) -> dict:
     """`rows` streams of `frames` frames then `text` text tokens, with random frame features: training inputs."""
-    ids = ([config.video_token_id] * config.frame_num_tokens + [config.frame_token_interval_id]) * frames
+    from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
+
+    interval = config.frame_token_interval_id
+    ids = stream_frame_ids(frames, config.video_token_id, config.frame_num_tokens, interval) + [interval]
     ids = torch.tensor([ids + [20 + k % 50 for k in range(text)]] * rows)
     labels = torch.where(ids == config.video_token_id, -100, ids)
     features = torch.randn(rows * frames, config.frame_num_tokens, config.vision_config.hidden_size)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_videollm_mod import speaks
+from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
 
 IGNORE_INDEX = -100
 
@@ -214,8 +215,9 @@ def _probe_future_frames(model, cache, cut: int, future_frames, first_frame: int
     probe_cache = copy.deepcopy(cache)
     probe_cache.crop(cut)
     num = len(future_frames)
-    pattern = [config.frame_token_interval_id] + [config.video_token_id] * config.frame_num_tokens
-    probe_ids = torch.tensor([pattern * num], device=model.device)
+    ids = stream_frame_ids(num, config.video_token_id, config.frame_num_tokens, config.frame_token_interval_id, True)
+    probe_ids = torch.tensor([ids], device=model.device)
+    pattern = ids[: len(ids) // num]  # `,` and one frame's placeholders
     frames = {frame_key: future_frames.to(model.device)}
     logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **frames).logits[0].float().cpu()
     last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern))

@@ -167,9 +167,11 @@ def test_bad_video_file_error_names_the_file(tmp_path, kind):
 
 
 def test_prepare_row_slices_whole_video_features_to_the_row(processor):
+    from videollm_mod.recipes.collator import prepare_row
+
     row = {"conversation": CONVERSATION, "start_frame": 3, "stop_frame": 8, "num_frames": 5, "fps": 2.0}
     features = torch.arange(10, dtype=torch.float32)[:, None, None].expand(10, 2, 4)
-    out = processor.prepare_row(row, frame_features=features)
+    out = prepare_row(processor, row, frame_features=features)
     assert out["frame_features"][:, 0, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
     assert torch.equal(out["labels"], processor(CONVERSATION)["labels"][0])
 
@@ -252,3 +254,15 @@ def test_a_tokenizer_whose_token_straddles_a_learned_edge_is_refused_by_name():
     processor = VideoLLMMoDProcessor(VideoLLMMoDFrameProcessor(size=24), tokenizer, frame_num_tokens=2)
     with pytest.raises(ValueError, match=r"learned text 'Assistant: A red circle.*token boundaries"):
         processor(CONVERSATION)
+
+
+def test_the_stream_frame_pattern_is_the_rendered_one(processor):
+    from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
+
+    ids = processor([{"role": "stream", "num_frames": 3}])["input_ids"][0].tolist()
+    pattern = stream_frame_ids(
+        3, processor.video_token_id, processor.frame_num_tokens, processor.frame_token_interval_id
+    )
+    start = ids.index(processor.video_token_id)
+    assert ids[start : start + len(pattern)] == pattern and len(pattern) == 3 * processor.frame_num_tokens + 2
+    assert stream_frame_ids(2, 7, 2, 9, continued=True) == [9, 7, 7, 9, 7, 7]
