@@ -16,7 +16,7 @@ from transformers import (
 from .budget_videollm_mod import CacheBudget
 from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
-from .live_videollm_mod import PacedFrames, is_live_source
+from .live_videollm_mod import CatchUpBatches, PacedFrames, is_live_source
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
 from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
 from .session_videollm_mod import DEFAULT_THRESHOLD, StreamContextLimitError, speaks
@@ -34,6 +34,7 @@ AutoProcessor.register(VideoLLMMoDConfig, VideoLLMMoDProcessor, exist_ok=True)
 __all__ = [
     "DEFAULT_THRESHOLD",
     "CacheBudget",
+    "CatchUpBatches",
     "PacedFrames",
     "StreamContextLimitError",
     "StreamEvent",

@@ -1,5 +1,10 @@
-"""Live sources for streaming: a camera, a network stream or a stream piped on standard input, fed to the model in
-real time by their timestamps, never building a backlog when the model is slower than the source.
+"""Real-time pacing of frames, the one owner of its two policies, and what counts as a live source.
+
+- `PacedFrames` (live sources: a camera, a network stream, a stream piped on standard input): frames reach the model
+  as their timestamps come due and the stale ones are dropped, so a slow model never builds a backlog and always gets
+  the latest frame. `narrate` and `stream_generate` use it for live sources.
+- `CatchUpBatches` (a recorded video played as if live, e.g. an upload in the web demo): nothing is dropped; frames
+  are released as they come due, and a model that falls behind gets every frame already due at once, in one chunk.
 
     for time, frame in PacedFrames(iter_video_frames("/dev/video0", fps=2.0), fps=2.0): ...
     model.stream_generate("rtsp://camera.local/stream", processor)       # live sources are paced by themselves
@@ -86,4 +91,44 @@ class PacedFrames:
         )
 
 
-__all__ = ["PacedFrames", "is_live_source"]
+class CatchUpBatches:
+    """`(time, frame)` pairs released in batches as the video plays, never a frame early and none dropped.
+
+    The clock starts at the first pair. Each batch holds the frames whose time has come (at most `max_batch`), so a
+    model that falls behind catches up in chunks; while the next frame is not due, empty batches come every
+    `poll_seconds` (the consumer's chance to do something else, e.g. answer a question). With `realtime=False`,
+    batches of `max_batch` come at once.
+
+    Args:
+        frames: `(time, frame)` pairs in time order.
+        clock, sleep: the wall clock in seconds and how to wait (as `PacedFrames`).
+    """
+
+    def __init__(
+        self,
+        frames: Iterable[tuple[float, object]],
+        realtime: bool = True,
+        max_batch: int = 8,
+        poll_seconds: float = 0.05,
+        clock: Callable[[], float] = _time.monotonic,
+        sleep: Callable[[float], None] = _time.sleep,
+    ):
+        self.frames, self.realtime, self.max_batch, self.poll = frames, realtime, max_batch, poll_seconds
+        self.clock, self.sleep = clock, sleep
+
+    def __iter__(self) -> Iterator[list[tuple[float, object]]]:
+        start, batch = self.clock(), []
+        for pair in self.frames:
+            due = pair[0]
+            if batch and (len(batch) == self.max_batch or self.realtime and due > self.clock() - start):
+                yield batch
+                batch = []
+            while self.realtime and (wait := due - (self.clock() - start)) > 0:
+                self.sleep(min(wait, self.poll))
+                yield []
+            batch.append(pair)
+        if batch:
+            yield batch
+
+
+__all__ = ["CatchUpBatches", "PacedFrames", "is_live_source"]

@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 import modeling_videollm_mod  # noqa: F401  registers the classes: the demo is data, loaded with this package's code
+from modeling_videollm_mod import CatchUpBatches
 from videollm_mod import DEMO_MODEL, cli
-from videollm_mod.web_demo import LiveNarration, paced_batches
+from videollm_mod.web_demo import LiveNarration
 
 FPS = 2.0
 
@@ -41,20 +42,20 @@ def pairs(count: int, step: float = 0.05) -> list[tuple[float, int]]:
 
 
 def test_unpaced_batches_are_chunks_in_order():
-    assert list(paced_batches(pairs(7), realtime=False, max_batch=3)) == [pairs(7)[:3], pairs(7)[3:6], pairs(7)[6:]]
+    assert list(CatchUpBatches(pairs(7), realtime=False, max_batch=3)) == [pairs(7)[:3], pairs(7)[3:6], pairs(7)[6:]]
 
 
-def test_paced_batches_release_no_frame_before_its_time():
+def test_catch_up_batches_release_no_frame_before_its_time():
     start, released = time.monotonic(), []
-    for batch in paced_batches(pairs(4), realtime=True):
+    for batch in CatchUpBatches(pairs(4), realtime=True):
         released += [(due, time.monotonic() - start) for due, _ in batch]
     assert [due for due, _ in released] == [due for due, _ in pairs(4)]
     assert all(at >= due for due, at in released)
 
 
-def test_paced_batches_catch_up_in_one_chunk_when_the_consumer_falls_behind():
+def test_catch_up_batches_catch_up_in_one_chunk_when_the_consumer_falls_behind():
     batches = []
-    for batch in paced_batches(pairs(4), realtime=True, max_batch=8):
+    for batch in CatchUpBatches(pairs(4), realtime=True, max_batch=8):
         if batch:
             batches.append(batch)
             if len(batches) == 1:

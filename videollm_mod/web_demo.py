@@ -33,7 +33,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from .errors import UserError
 from .loading import add_model_arguments
@@ -44,33 +44,8 @@ logger = logging.getLogger(__name__)
 PROG = "videollm-mod demo"
 # Frames per forward when the model is behind the video (the chunked path) or when pacing is off.
 CHUNK_SIZE = 8
-# How often a paced stream looks for questions while it waits for the next frame (seconds).
-POLL_SECONDS = 0.05
 # Redraw the plot at most this often while a stream runs (seconds): drawing costs CPU that the model needs.
 PLOT_EVERY_SECONDS = 1.0
-
-
-def paced_batches(
-    pairs: Iterable[tuple[float, object]], realtime: bool = True, max_batch: int = CHUNK_SIZE
-) -> Iterator[list[tuple[float, object]]]:
-    """Group `(time, frame)` pairs for feeding as the video plays.
-
-    With `realtime`, the clock starts at the first pair: each batch holds the frames whose time has come (at most
-    `max_batch`), so a model that falls behind catches up in chunks; while the next frame is not due, empty batches
-    come every `POLL_SECONDS` (a chance to answer questions). Without it, batches of `max_batch` come at once.
-    """
-    start, batch = time.monotonic(), []
-    for pair in pairs:
-        due = pair[0]
-        if batch and (len(batch) == max_batch or realtime and due > time.monotonic() - start):
-            yield batch
-            batch = []
-        while realtime and (wait := due - (time.monotonic() - start)) > 0:
-            time.sleep(min(wait, POLL_SECONDS))
-            yield []
-        batch.append(pair)
-    if batch:
-        yield batch
 
 
 class LiveNarration:
@@ -139,7 +114,7 @@ class LiveNarration:
         """Stream a video file through a new session, paced to real time (or not), answering queued questions
         between forwards. Yields the number of frames fed so far, after every step (the caller redraws from
         `self.session`)."""
-        from modeling_videollm_mod import iter_video_frames, video_num_frames
+        from modeling_videollm_mod import CatchUpBatches, iter_video_frames, video_num_frames
 
         total = video_num_frames(video, fps)  # a corrupt or empty file fails here, before the stream starts
         session = self.new_session(threshold)
@@ -148,7 +123,7 @@ class LiveNarration:
             run_id, self.session, self.duration, self.running = self.run_id, session, total / fps, True
         fed = 0
         try:
-            for batch in paced_batches(iter_video_frames(video, fps), realtime):
+            for batch in CatchUpBatches(iter_video_frames(video, fps), realtime, max_batch=CHUNK_SIZE):
                 with self.lock:
                     if self.run_id != run_id:
                         return
