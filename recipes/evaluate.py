@@ -112,10 +112,42 @@ DEMO_ANSWER_NOTE = (
 )
 
 
+BENCHMARK_TASKS = ("ovo_bench", "streamingbench_real", "streamingbench_omni", "streamingbench_sqa",
+                   "streamingbench_proactive")  # fmt: skip
+
+
+def score_benchmark(task: str, path: str, answer_key: str) -> dict:
+    """Re-score an official result file of a streaming benchmark as its own script does; prints its lines."""
+    from . import ovo_bench, streaming_bench
+
+    if task == "ovo_bench":
+        numbers = ovo_bench.score(ovo_bench.read_results(path))
+        print(ovo_bench.report(numbers))
+        return numbers
+    subset = task.removeprefix("streamingbench_")
+    stats = streaming_bench.score(streaming_bench.read_questions(path, subset), subset, answer_key)
+    if not stats:
+        raise UserError(f"{path}: no question holds an answer under {answer_key!r} (see --answer-key)")
+    for kind, counts in stats.items():
+        print(
+            f"{kind}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items())
+        )
+    return stats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="videollm-mod evaluate", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--dataset", required=True, help="prepared dataset folder or Hub id (videollm-mod data ...)")
+    parser.add_argument("--dataset", help="prepared dataset folder or Hub id (videollm-mod data ...)")
+    parser.add_argument("--task", default="narration", choices=["narration", *BENCHMARK_TASKS],
+                        help="narration: the streaming metrics of a prepared dataset (default); the streaming "
+                        "benchmarks re-score their official result files with --score-only")  # fmt: skip
+    parser.add_argument("--score-only", metavar="RESULTS", default=None,
+                        help="score an official result file of --task (OVO-Bench's, or a StreamingBench question file "
+                        "with the answers filled in) as the official scripts do, without a model")  # fmt: skip
+    parser.add_argument("--answer-key", default="videollm_mod",
+                        help="StreamingBench: the field of each question holding the model's answer (the official "
+                        "scripts' model name) (default: %(default)s)")  # fmt: skip
     parser.add_argument("--config", default=None, help="dataset config (e.g. raw, refined)")
     parser.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
     parser.add_argument("--video-root", default=None, help="folder of the rows' videos (raw frames)")
@@ -160,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N rows (default: all)")
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
+    if args.task != "narration":
+        if args.score_only is None:
+            parser.error(
+                f"--task {args.task}: only --score-only RESULTS is available (running the model on it is not)"
+            )
+        numbers = score_benchmark(args.task, args.score_only, args.answer_key)
+        if args.output:
+            write_text_atomically(args.output, json.dumps(numbers, indent=2) + "\n")
+        return 0
+    if args.score_only is not None:
+        parser.error("--score-only re-scores a streaming benchmark's results: give --task too")
+    if args.dataset is None:
+        parser.error("the following arguments are required: --dataset")
     if not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold} must lie in [0, 1]")
     if args.video_root is None and args.features_dir is None:

@@ -1,0 +1,179 @@
+"""OVO-Bench and StreamingBench: their files read in the released schema (bad ones refused in one line naming the file
+and the item) and fixed responses scored to hand-computed numbers, the official scripts' quirks included."""
+
+import json
+import re
+
+import pytest
+
+from videollm_mod.errors import UserError
+from videollm_mod.recipes import ovo_bench, streaming_bench
+
+
+def write(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------------------ OVO-Bench
+
+OVO_RESULTS = {
+    "backward": [
+        {"id": 1, "task": "EPM", "response": "A", "ground_truth": "A"},
+        {"id": 2, "task": "EPM", "response": "B. A cat", "ground_truth": "A"},  # the letter anywhere: 1
+        {"id": 3, "task": "EPM", "response": None, "ground_truth": "C"},  # inference failed: 0
+        {"id": 4, "task": "ASI", "response": "b", "ground_truth": "B"},  # case-sensitive: 0
+    ],
+    "realtime": [
+        {"id": 5, "task": "OCR", "response": "D", "ground_truth": "D"},
+        {"id": 6, "task": "OCR", "response": "", "ground_truth": "A"},  # empty: 0
+    ],
+    "forward": [
+        {"id": 7, "task": "REC", "test_info": [{"response": "3", "count": 3}, {"response": "1 or 2", "count": 12},
+                                               {"response": "three", "count": 3}, {"response": None, "count": 0}]},
+        {"id": 8, "task": "SSR", "test_info": [{"response": "N", "type": 0}, {"response": "Yes", "type": 1},
+                                               {"response": "no", "type": 0}, {"response": "Yes, No", "type": 0}]},
+        {"id": 9, "task": "CRR", "test_info": [{"response": "Y", "type": 1}, {"response": None, "type": 1}]},
+    ],
+}  # fmt: skip
+
+
+def test_ovo_bench_scores_equal_the_official_scripts():
+    numbers = ovo_bench.score(OVO_RESULTS)
+    # EPM 2/3, ASI 0, OCR 1/2; REC: "3" and "1 or 2" -> 12 right, "three" and None wrong; SSR: N, Yes, "Yes, No"
+    # (holds "No") right, lower-case "no" wrong; CRR: Y right, None wrong
+    assert numbers["tasks"] == {"EPM": 2 / 3, "ASI": 0.0, "OCR": 0.5, "REC": 0.5, "SSR": 0.75, "CRR": 0.5}
+    assert numbers["groups"] == {"backward": 1 / 3, "realtime": 0.5, "forward": pytest.approx(1.75 / 3)}
+    # the total is the mean of the six task scores, not of the three groups
+    assert numbers["total"] == pytest.approx((2 / 3 + 0 + 0.5 + 0.5 + 0.75 + 0.5) / 6)
+    assert numbers["items"] == {"EPM": 3, "ASI": 1, "OCR": 2, "REC": 4, "SSR": 4, "CRR": 2}
+    assert ovo_bench.report(numbers).splitlines() == [
+        "Task: EPM, Acc: 66.67", "Task: ASI, Acc: 0.00", "Backward Avg.: 33.33", "Task: OCR, Acc: 50.00",
+        "Realtime Avg.: 50.00", "Task: REC, Acc: 50.00", "Task: SSR, Acc: 75.00", "Task: CRR, Acc: 50.00",
+        "Forward Avg.: 58.33", "Total Avg.: 48.61",
+    ]  # fmt: skip
+
+
+def ovo_items():
+    return [
+        {"id": 1, "video": "a.mp4", "task": "EPM", "question": "q", "options": ["x", "y"], "gt": 1, "realtime": 8.0},
+        {"id": 2, "video": "b.mp4", "task": "REC", "activity": "jump", "test_info": [{"realtime": 3.0, "count": 2}]},
+        {"id": 3, "video": "c.mp4", "task": "CRR", "question": "q", "answer": "a",
+         "test_info": [{"realtime": 2.0, "type": 1}]},
+    ]  # fmt: skip
+
+
+def test_ovo_bench_annotations_are_grouped_as_the_official_main(tmp_path):
+    grouped = ovo_bench.read_annotations(write(tmp_path / "ovo_bench_new.json", ovo_items()))
+    assert {group: [item["id"] for item in items] for group, items in grouped.items()} == {
+        "backward": [1], "realtime": [], "forward": [2, 3]
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda items: items[0].pop("gt"), "item 1 (EPM): no 'gt'"),
+        (lambda items: items[1]["test_info"][0].pop("count"), "item 2 (REC): test_info[0] has no 'count'"),
+        (lambda items: items[2].update(task="XYZ"), "item 3: task 'XYZ' is not an OVO-Bench task"),
+    ],
+)
+def test_a_bad_ovo_bench_item_is_named_in_one_line(tmp_path, change, message):
+    items = ovo_items()
+    change(items)
+    path = write(tmp_path / "ovo.json", items)
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}: {message}")):
+        ovo_bench.read_annotations(path)
+    with pytest.raises(UserError, match="no such annotation file"):
+        ovo_bench.read_annotations(str(tmp_path / "missing.json"))
+
+
+# -------------------------------------------------------------------------------------------------------- StreamingBench
+
+
+def mc(task_type, answer, response, time_stamp="00:10"):
+    question = {"task_type": task_type, "question": "q", "answer": answer, "time_stamp": time_stamp,
+                "options": ["A. x", "B. y", "C. z", "D. w"]}  # fmt: skip
+    if response is not None:
+        question["videollm_mod"] = response
+    return question
+
+
+def test_streamingbench_real_time_scores_equal_count_py():
+    data = [
+        {"video_path": "v1.mp4", "questions": [mc("Object Perception", "A", "A"), mc("Object Perception", "B", "A. x"),
+                                              mc("Counting", "C", "C is right"), mc("Counting", "D", "d")]},
+        {"video_path": "v2.mp4", "questions": [mc("Counting", "A", None), mc("Counting", "A", "")]},  # not counted
+    ]  # fmt: skip
+    stats = streaming_bench.score(data, "real", "videollm_mod")
+    assert stats["Object Perception"] == {"total": 2, "correct": 1, "accuracy": 0.5}
+    assert stats["Counting"] == {"total": 2, "correct": 1, "accuracy": 0.5}  # first character "C" right, "d" wrong
+    assert stats["total"] == {"total": 4, "correct": 2, "accuracy": 0.5}
+
+
+def test_streamingbench_contextual_chains_are_flattened_and_have_no_total_row():
+    data = [
+        [
+            {
+                "video_path": "v.mp4",
+                "questions": [mc("Misleading Context", "B", "B"), mc("Misleading Context", "A", "B")],
+            }
+        ]
+    ]
+    assert streaming_bench.score(data, "sqa", "videollm_mod") == {
+        "Misleading Context": {"total": 2, "correct": 1, "accuracy": 0.5}
+    }
+
+
+def proactive(ground_truth_time, output, last_time, last_content):
+    history = [{"time": 1.0, "content": "early"}, {"time": last_time, "content": last_content}]
+    return {"task_type": "Proactive Output", "time_stamp": "00:00:00", "ground_truth_time_stamp": ground_truth_time,
+            "ground_truth_output": output, "videollm_mod": {"dialog_history": history}}  # fmt: skip
+
+
+def test_streamingbench_proactive_output_is_scored_by_its_last_turn_within_two_seconds():
+    questions = [
+        proactive("00:00:10", "red", 12.0, "the red one"),  # +2 s, inclusive: time and answer right
+        proactive("00:10", "red", 7.9, "the red one"),  # 2.1 s early: neither
+        proactive("00:00:8", "blue", 8.0, "a red one"),  # "00:00:8" reads 8 s: time right, answer wrong
+    ]
+    stats = streaming_bench.score([{"video_path": "v.mp4", "questions": questions}], "proactive", "videollm_mod")
+    assert stats == {"Proactive Output": {"total": 3, "time_correct": 2, "answer_correct": 1,
+                                          "time_accuracy": 2 / 3, "answer_accuracy": 1 / 3}}  # fmt: skip
+
+
+@pytest.mark.parametrize("text, seconds", [("00:03:10", 190), ("00:24", 24), ("00:00:8", 8), ("75", 75)])
+def test_time_stamps_read_as_the_official_scripts_read_them(text, seconds):
+    assert streaming_bench.parse_time_stamp(text, "here") == seconds
+
+
+def test_a_time_stamp_the_official_scripts_cannot_read_either_is_named(tmp_path):
+    data = [{"video_path": "v1.mp4", "questions": [mc("Counting", "A", None, time_stamp="00:01.5")]}]
+    path = write(tmp_path / "questions_real.json", data)
+    with pytest.raises(
+        UserError, match=rf"^{path}: video v1.mp4, question 0, time_stamp: time stamp '00:01.5' is not"
+    ):
+        streaming_bench.read_questions(path, "real")
+    data[0]["questions"][0]["time_stamp"] = "00:01"
+    data[0]["questions"][0].pop("answer")
+    path = write(tmp_path / "q.json", data)
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}: video v1.mp4, question 0: no 'answer'") + "$"):
+        streaming_bench.read_questions(path, "real")
+
+
+def test_evaluate_re_scores_official_results_without_a_model(tmp_path, capsys):
+    from cli_helpers import assert_user_error, run
+
+    results, output = write(tmp_path / "results.json", OVO_RESULTS), tmp_path / "scores.json"
+    status, out, _ = run(capsys, "evaluate", "--task", "ovo_bench", "--score-only", results, "--output", output)
+    assert status == 0 and out.splitlines()[-1] == "Total Avg.: 48.61"
+    assert json.loads(output.read_text())["tasks"]["SSR"] == 0.75
+    status, _, err = run(capsys, "evaluate", "--task", "ovo_bench", "--score-only", tmp_path / "missing.json")
+    assert_user_error(status, err, tmp_path / "missing.json", "no such result file")
+    data = [{"video_path": "v.mp4", "questions": [mc("Counting", "A", "A")]}]
+    status, out, _ = run(capsys, "evaluate", "--task", "streamingbench_real", "--score-only",
+                         write(tmp_path / "real.json", data))  # fmt: skip
+    assert status == 0 and "total: total 1, correct 1, accuracy 1.0000" in out
+    status, _, err = run(capsys, "evaluate", "--task", "streamingbench_real", "--score-only",
+                         tmp_path / "real.json", "--answer-key", "other")  # fmt: skip
+    assert_user_error(status, err, "no question holds an answer under 'other'")
