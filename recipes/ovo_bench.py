@@ -18,11 +18,11 @@ Scoring keeps the official script's rules, quirks included, so that numbers comp
 
 from __future__ import annotations
 
-import json
 import re
 from statistics import mean
 
 from ..errors import UserError
+from ..files import read_json
 
 GROUPS = {
     "backward": ("EPM", "ASI", "HLD"),
@@ -39,13 +39,7 @@ PROBE_FIELDS = {"REC": ("realtime", "count"), "SSR": ("realtime", "step", "type"
 def read_annotations(path: str) -> dict[str, list[dict]]:
     """The annotation file (`ovo_bench_new.json`: a list of items) grouped as `main.py` groups it; a missing file,
     an unknown task or a missing field is one `UserError` naming the file and the item."""
-    try:
-        with open(path) as f:
-            items = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such annotation file") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not JSON ({error})") from None
+    items = read_json(path, "annotation file")
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a list of items, got {type(items).__name__}")
     grouped = {group: [] for group in GROUPS}
@@ -121,13 +115,7 @@ def report(numbers: dict) -> str:
 
 def read_results(path: str) -> dict[str, list[dict]]:
     """An official result file; a missing file or a result without its fields is one `UserError`."""
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such result file") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not JSON ({error})") from None
+    results = read_json(path, "result file")
     if not isinstance(results, dict) or not set(results) <= set(GROUPS):
         raise UserError(f"{path}: expected an object with 'backward', 'realtime' and 'forward' results")
     for group, items in results.items():

@@ -18,10 +18,10 @@ Scoring keeps `count.py`'s rules, quirks included, so that numbers compare:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 from ..errors import UserError
+from ..files import read_json
 
 TASKS = ("real", "omni", "sqa", "proactive")
 CONTEXT_TIME = 60  # seconds of video before a question's time, as the official `--context_time`
@@ -45,13 +45,7 @@ def read_questions(path: str, task: str) -> list:
     need; a problem is one `UserError` naming the file and the question."""
     if task not in TASKS:
         raise UserError(f"task {task!r}: StreamingBench's tasks are {', '.join(TASKS)}")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such question file") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not JSON ({error})") from None
+    data = read_json(path, "question file")
     fields = ("task_type", "time_stamp") + (
         ("ground_truth_time_stamp", "ground_truth_output") if task == "proactive" else ("question", "answer")
     )

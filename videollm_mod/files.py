@@ -63,3 +63,18 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """The JSON in `path`; a missing or unparsable file is one `UserError` naming it as `what` ("annotation file")."""
+    import json
+
+    from .errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not JSON ({error})") from None
