@@ -179,3 +179,17 @@ def test_push_is_refused_when_only_the_installed_package_could_load_it(converted
     assert cli.main(["release", str(model), "--repo-id", REPO_ID, "--output", str(tmp_path / "release")]) == 1
     assert "does not reload with trust_remote_code in a fresh process" in capsys.readouterr().err
     assert hub.repos == [] and hub.commits == []
+
+
+def test_a_model_over_another_decoder_family_releases_and_reloads(hub, tmp_path):
+    """A Qwen3 model: its card names the family, and the fresh-process reload check (remote code only) passes."""
+    from stream_helpers import make_model, stream_processor
+
+    processor = stream_processor()
+    model = make_model(processor, text_model_type="qwen3")
+    model.save_pretrained(tmp_path / "qwen3")
+    processor.save_pretrained(tmp_path / "qwen3")
+    folder = release(tmp_path / "qwen3", "me/videollm-mod-qwen3", output=tmp_path / "release",
+                     card_overrides={"license": "apache-2.0"})  # fmt: skip
+    assert "Qwen3, 4 layers" in (folder / "README.md").read_text()
+    assert "families_videollm_mod.py" in hub.commits[0]["files"]
