@@ -135,6 +135,48 @@ def score_benchmark(task: str, path: str, answer_key: str) -> dict:
     return stats
 
 
+def load_model(args):
+    """The model (on `--device`, in `--dtype`; `auto`: spread over the GPUs) and its processor."""
+    placement = {"device_map": "auto"} if args.device == "auto" else {}
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    return load_model_and_processor(
+        args.model, args.device, args.trust_remote_code, args.allow_pickle, dtype=dtype, **placement
+    )
+
+
+INFERENCE_TASKS = ("ovo_bench", "streamingbench_real", "streamingbench_omni")
+
+
+def answer_benchmark(parser, args) -> str:
+    """Run the model on a benchmark by its offline protocol into the results file `--output` (resumed if it exists);
+    returns its path."""
+    if args.task not in INFERENCE_TASKS:
+        parser.error(f"--task {args.task}: only --score-only RESULTS (the model runs on {', '.join(INFERENCE_TASKS)})")
+    for name in ("annotations", "video_root", "output"):
+        if getattr(args, name) is None:
+            parser.error(f"--task {args.task} needs --{name.replace('_', '-')}")
+    if not os.path.isdir(args.video_root):
+        parser.error(f"--video-root {args.video_root}: no such folder")
+    from . import ovo_bench, streaming_bench
+    from .benchmark_inference import ClipAsker, run_ovo_bench, run_streamingbench
+
+    subset = args.task.removeprefix("streamingbench_")
+    if args.task == "ovo_bench":  # read and checked before the model loads
+        annotations = ovo_bench.read_annotations(args.annotations)
+    else:
+        annotations = streaming_bench.read_questions(args.annotations, subset)
+    check_model(args.model, args.trust_remote_code, args.allow_pickle)
+    ask = ClipAsker(*load_model(args))
+    if args.task == "ovo_bench":
+        run_ovo_bench(ask, annotations, args.video_root, args.output)
+    else:
+        run_streamingbench(ask, annotations, args.video_root, args.output, args.answer_key, args.context_time)
+    for video, why in ask.unreadable.items():
+        print(f"unreadable, its items unanswered: {video} ({why})", file=sys.stderr)
+    print(f"wrote {args.output}")
+    return args.output
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="videollm-mod evaluate", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
@@ -145,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-only", metavar="RESULTS", default=None,
                         help="score an official result file of --task (OVO-Bench's, or a StreamingBench question file "
                         "with the answers filled in) as the official scripts do, without a model")  # fmt: skip
+    parser.add_argument("--annotations", default=None, metavar="FILE",
+                        help="the benchmark's annotation file (OVO-Bench's ovo_bench_new.json, StreamingBench's "
+                        "questions_real.json / questions_omni.json); the videos are under --video-root")  # fmt: skip
+    parser.add_argument("--context-time", type=float, default=60.0,
+                        help="StreamingBench: seconds of video before each question's time (default: %(default)s, "
+                        "the official --context_time)")  # fmt: skip
     parser.add_argument("--answer-key", default="videollm_mod",
                         help="StreamingBench: the field of each question holding the model's answer (the official "
                         "scripts' model name) (default: %(default)s)")  # fmt: skip
@@ -194,11 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.task != "narration":
         if args.score_only is None:
-            parser.error(
-                f"--task {args.task}: only --score-only RESULTS is available (running the model on it is not)"
-            )
+            args.score_only = answer_benchmark(parser, args)
         numbers = score_benchmark(args.task, args.score_only, args.answer_key)
-        if args.output:
+        if args.output and args.output != args.score_only:
             write_text_atomically(args.output, json.dumps(numbers, indent=2) + "\n")
         return 0
     if args.score_only is not None:
@@ -233,11 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = dataset[args.split]
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    placement = {"device_map": "auto"} if args.device == "auto" else {}
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model, processor = load_model_and_processor(
-        args.model, args.device, args.trust_remote_code, args.allow_pickle, dtype=dtype, **placement
-    )
+    model, processor = load_model(args)
     free_running = None
     if args.answer_accuracy:
         from .answer_accuracy import evaluate_answers

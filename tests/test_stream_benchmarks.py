@@ -2,6 +2,7 @@
 and the item) and fixed responses scored to hand-computed numbers, the official scripts' quirks included."""
 
 import json
+import os
 import re
 
 import pytest
@@ -177,3 +178,70 @@ def test_evaluate_re_scores_official_results_without_a_model(tmp_path, capsys):
     status, _, err = run(capsys, "evaluate", "--task", "streamingbench_real", "--score-only",
                          tmp_path / "real.json", "--answer-key", "other")  # fmt: skip
     assert_user_error(status, err, "no question holds an answer under 'other'")
+
+
+# ------------------------------------------------------------------------------------------------------- model answers
+
+
+@pytest.fixture(scope="module")
+def ovo_fixture(tmp_path_factory):
+    """Three 4-s videos and an annotation file in OVO-Bench's released schema (one item per group, and one whose video
+    is missing)."""
+    from stream_helpers import random_video, write_video
+
+    root = tmp_path_factory.mktemp("ovo")
+    (root / "videos").mkdir()
+    for name, seed in (("a.mp4", 0), ("b.mp4", 1), ("c.mp4", 2)):
+        write_video(root / "videos" / name, random_video(8, seed=seed, size=48), fps=2)
+    items = ovo_items()
+    items[1]["video"] = "b.mp4"
+    items.append({**items[0], "id": 4, "video": "gone.mp4"})
+    return write(root / "ovo_bench_new.json", items), str(root / "videos")
+
+
+class CountingAsker:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, video, start, end, question):
+        self.calls.append((os.path.basename(video), start, end, question.split("\n")[0]))
+        return "A"
+
+
+def test_ovo_bench_items_are_asked_at_their_times_and_a_run_resumes(ovo_fixture, tmp_path):
+    from videollm_mod.recipes.benchmark_inference import run_ovo_bench
+
+    annotations, videos = ovo_fixture
+    grouped, output, ask = ovo_bench.read_annotations(annotations), str(tmp_path / "results.json"), CountingAsker()
+    results = run_ovo_bench(ask, grouped, videos, output)
+    assert ask.calls == [
+        ("a.mp4", 0.0, 8.0, "Question: q"), ("gone.mp4", 0.0, 8.0, "Question: q"),  # backward, at `realtime`
+        ("b.mp4", 0.0, 3.0, "You're watching a video in which people may perform a certain type of action "
+                            "repetively. The person performing this kind of action are referred to as 'they' in the "
+                            "following statement. You're task is to count how many times have different people in "
+                            "the video perform this kind of action in total. One complete motion counts as one. Now, "
+                            "answer the following question: How many times did they jump?"),  # REC probe
+        ("c.mp4", 0.0, 2.0, "You're responsible of answering questions based on the video content. The following "
+                            "question are relevant to the latest frames, i.e. the end of the video."),  # CRR probe
+    ]  # fmt: skip
+    assert results["backward"][0] == {"id": 1, "video": "a.mp4", "task": "EPM", "question": "q", "response": "A",
+                                      "ground_truth": "B"}  # fmt: skip
+    assert json.loads(open(output).read()) == results
+    again = CountingAsker()
+    assert run_ovo_bench(again, grouped, videos, output) == results and again.calls == []  # resumed: nothing asked
+
+
+def test_evaluate_answers_ovo_bench_with_the_demo_and_scores_it(ovo_fixture, tmp_path, capsys):
+    from cli_helpers import run
+
+    annotations, videos = ovo_fixture
+    output = tmp_path / "results.json"
+    status, out, err = run(capsys, "evaluate", "--task", "ovo_bench", "--annotations", annotations, "--video-root",
+                           videos, "--output", output)  # fmt: skip
+    assert status == 0, err
+    results = json.loads(output.read_text())
+    responses = [r["response"] for r in results["backward"]]
+    assert isinstance(responses[0], str) and responses[1] is None  # the missing video: no response, the run went on
+    assert "gone.mp4" in err and "unreadable" in err
+    assert all(isinstance(p["response"], str) for item in results["forward"] for p in item["test_info"])
+    assert out.splitlines()[-1] == "Total Avg.: " + f"{100 * ovo_bench.score(results)['total']:.2f}"

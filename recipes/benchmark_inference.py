@@ -1,0 +1,147 @@
+"""A model's answers on the streaming benchmarks, by their official offline protocol: the clip is cut at each question's
+(or probe's) time and the model asked again, never streamed across questions. Results are written in each benchmark's
+official result format, so that `ovo_bench.score` / `streaming_bench.score` (and the official scripts) read them.
+
+The model watches the clip through its streaming session (frames at `fps` on the decoder's grid, from the clip's
+start to its end) and is asked the question after the last frame; the answer is its reply to that question. Whatever
+it says by itself while the clip plays is context, as in VideoLLM-online's own runs of these benchmarks.
+
+Results are written after every item (to a temporary name, then renamed), and a run given an existing results file
+skips the items already answered there, so an interrupted run resumes where it stopped. A video that cannot be read
+is counted and named at the end; the run goes on (its items get no response, scored 0 as the official scripts do).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+from modeling_videollm_mod import VideoDecodingError, load_video
+
+from ..files import read_json, write_text_atomically
+
+logger = logging.getLogger(__name__)
+
+FPS = 2.0
+MAX_NEW_TOKENS = 32
+
+# The official prompts (OVO-Bench `utils/OVOBench.py`, StreamingBench `src/benchmark/StreamingBench.py`), as text.
+OVO_CHOICE = (
+    "Question: {question}\nOptions:\n{options}\nRespond only with the letter corresponding to your chosen option "
+    "(e.g., A, B, C).\nDo not include any additional text or explanation in your response."
+)
+OVO_REC = (
+    "You're watching a video in which people may perform a certain type of action repetively. The person performing "
+    "this kind of action are referred to as 'they' in the following statement. You're task is to count how many times "
+    "have different people in the video perform this kind of action in total. One complete motion counts as one. Now, "
+    "answer the following question: How many times did they {activity}?\nProvide your answer as a single number "
+    "(e.g., 0, 1, 2, 3…) indicating the total count.\nDo not include any additional text or explanation in your response."
+)
+OVO_SSR = (
+    "You're watching a tutorial video which contain a sequential of steps. The following is one step from the whole "
+    "procedures: {step}\nYour task is to determine if the man or woman in the video is currently performing this step."
+    "\nAnswer only with “Yes” or “No”.\nDo not include any additional text or explanation in your response."
+)
+OVO_CRR = (
+    "You're responsible of answering questions based on the video content. The following question are relevant to the "
+    "latest frames, i.e. the end of the video.\n{question}\nDecide whether existing visual content, especially latest "
+    "frames, i.e. frames that near the end of the video, provide enough information for answering the question.\n"
+    "Answer only with “Yes” or “No”.\nDo not include any additional text or explanation in your response."
+)
+STREAMINGBENCH_CHOICE = (
+    "You are an advanced video question-answering AI assistant. You have been provided with some frames from the video "
+    "and a multiple-choice question related to the video. Your task is to carefully analyze the video and provide the "
+    "best answer to question, choosing from the four options provided. Respond with only the letter (A, B, C, or D) of "
+    "the correct option.\n\nQuestion: {question}\n\nOptions:\n{options}\n\nThe best option is:"
+)
+
+
+class ClipAsker:
+    """Asks a model questions about clips of videos (one fresh streaming session per question)."""
+
+    def __init__(self, model, processor, fps: float = FPS, max_new_tokens: int = MAX_NEW_TOKENS):
+        self.model, self.processor, self.fps, self.max_new_tokens = model, processor, fps, max_new_tokens
+        self.unreadable: dict[str, str] = {}  # video -> why
+
+    def __call__(self, video: str, start: float, end: float, question: str) -> str | None:
+        """The model's answer to `question` after the frames of `video` from `start` to `end` seconds; None when the
+        video cannot be read (counted in `unreadable`)."""
+        if video in self.unreadable:
+            return None
+        first, stop = math.ceil(start * self.fps - 1e-6), math.floor(end * self.fps + 1e-6) + 1
+        try:
+            frames, times = load_video(video, fps=self.fps, start_frame=first, stop_frame=max(stop, first + 1))
+        except (VideoDecodingError, FileNotFoundError) as error:
+            self.unreadable[video] = str(error)
+            logger.warning("%s: cannot be read, its items get no response (%s)", video, error)
+            return None
+        session = self.model.stream_session(self.processor, max_new_tokens=self.max_new_tokens)
+        session.push_query(question, time=float(times[-1]))
+        events = session.push_frames(frames, times=[float(t) for t in times])
+        asked = next(i for i, e in enumerate(events) if e.role == "user")
+        return next((e.text for e in events[asked + 1 :] if e.role == "assistant"), "")
+
+
+def ovo_prompt(item: dict, probe: int | None = None) -> str:
+    task = item["task"]
+    if probe is None:
+        options = "; ".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(item["options"])) + ";"
+        return OVO_CHOICE.format(question=item["question"], options=options)
+    if task == "REC":
+        return OVO_REC.format(activity=item["activity"])
+    if task == "SSR":
+        return OVO_SSR.format(step=item["test_info"][probe]["step"])
+    return OVO_CRR.format(question=item["question"])
+
+
+def run_ovo_bench(ask: ClipAsker, annotations: dict[str, list[dict]], video_root: str, output: str) -> dict:
+    """Answer every OVO-Bench item (`ovo_bench.read_annotations`) into the official result file `output`."""
+    done = read_json(output, "results file") if os.path.exists(output) else {}
+    answered = {(g, r["id"]): r for g in ("backward", "realtime") for r in done.get(g, [])}
+    answered.update({("forward", r["id"]): r for r in done.get("forward", [])})
+    results = {group: [] for group in annotations}
+    for group, items in annotations.items():
+        for item in items:
+            video = os.path.join(video_root, item["video"])
+            if (group, item["id"]) in answered:
+                results[group].append(answered[(group, item["id"])])
+                continue
+            if group == "forward":
+                info = [{**probe, "response": ask(video, 0.0, probe["realtime"], ovo_prompt(item, i))}
+                        for i, probe in enumerate(item["test_info"])]  # fmt: skip
+                result = {**item, "test_info": info}
+            else:
+                response = ask(video, 0.0, item["realtime"], ovo_prompt(item))
+                result = {"id": item["id"], "video": item["video"], "task": item["task"], "question": item["question"],
+                          "response": response, "ground_truth": chr(65 + item["gt"])}  # fmt: skip
+            results[group].append(result)
+            write_text_atomically(output, json.dumps(results, indent=1) + "\n")
+    write_text_atomically(output, json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def run_streamingbench(ask: ClipAsker, data: list, video_root: str, output: str, answer_key: str,
+                       context_time: float) -> list:  # fmt: skip
+    """Answer every multiple-choice question of a StreamingBench question file (real-time or omni-source), each from
+    `context_time` seconds before its time stamp to it, into the question file `output` (answers under
+    `answer_key`)."""
+    from .streaming_bench import parse_time_stamp
+
+    if os.path.exists(output):
+        data = read_json(output, "results file")
+    for video in data:
+        path = os.path.join(video_root, video["video_path"])
+        for question in video["questions"]:
+            if question.get(answer_key):
+                continue
+            end = parse_time_stamp(question["time_stamp"], path)
+            options = list(question.get("options") or [])
+            if options and not str(options[0]).startswith("A."):
+                options = [f"{chr(65 + i)}. {option}" for i, option in enumerate(options)]
+            prompt = STREAMINGBENCH_CHOICE.format(question=question["question"], options="\n".join(options))
+            question[answer_key] = ask(path, max(0.0, end - context_time) if context_time > 0 else 0.0, end, prompt)
+            write_text_atomically(output, json.dumps(data, indent=1) + "\n")
+    write_text_atomically(output, json.dumps(data, indent=1) + "\n")
+    return data
