@@ -6,6 +6,10 @@ The model watches the clip through its streaming session (frames at `fps` on the
 start to its end) and is asked the question after the last frame; the answer is its reply to that question. Whatever
 it says by itself while the clip plays is context, as in VideoLLM-online's own runs of these benchmarks.
 
+`--protocol streaming` (OVO-Bench), which no peer reports: one session per video, every question and probe pushed at
+its time, the answers read from what the model says as the video plays; the video is decoded once, not once per
+question.
+
 Results are written after every item (to a temporary name, then renamed), and a run given an existing results file
 skips the items already answered there, so an interrupted run resumes where it stopped. A video that cannot be read
 is counted and named at the end; the run goes on (its items get no response, scored 0 as the official scripts do).
@@ -18,7 +22,7 @@ import logging
 import math
 import os
 
-from modeling_videollm_mod import VideoDecodingError, load_video
+from modeling_videollm_mod import VideoDecodingError, load_video, video_num_frames
 
 from ..files import read_json, write_text_atomically
 
@@ -145,3 +149,61 @@ def run_streamingbench(ask: ClipAsker, data: list, video_root: str, output: str,
             write_text_atomically(output, json.dumps(data, indent=1) + "\n")
     write_text_atomically(output, json.dumps(data, indent=1) + "\n")
     return data
+
+
+def stream_answers(model, processor, video: str, queries: list[tuple[float, str]], fps: float = FPS,
+                   max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:  # fmt: skip
+    """One session over the whole `video`, each `(time, question)` pushed at its time; the reply to each, in order."""
+    # a question timed past the video's last frame is asked at that frame, as on a clip cut there
+    last = (video_num_frames(video, fps) - 1) / fps
+    queries = [(min(time, last), question) for time, question in queries]
+    order = sorted(range(len(queries)), key=lambda i: queries[i][0])  # the session answers them in time order
+    events = list(model.stream_generate(video, processor, fps=fps, queries=[queries[i] for i in order],
+                                        max_new_tokens=max_new_tokens))  # fmt: skip
+    # a query's answer is the assistant event right after it: a round gives each stream one reply
+    replies = [events[i + 1].text for i, event in enumerate(events) if event.role == "user"]
+    answers = [""] * len(queries)
+    for rank, index in enumerate(order):
+        answers[index] = replies[rank]
+    return answers
+
+
+def run_ovo_bench_streaming(model, processor, annotations: dict[str, list[dict]], video_root: str, output: str,
+                            fps: float = FPS) -> dict:  # fmt: skip
+    """OVO-Bench by the streaming protocol, into the official result format (resumed video by video)."""
+    done = read_json(output, "results file") if os.path.exists(output) else {}
+    answered = {(g, r["id"]): r for g, results in done.items() for r in results}
+    by_video: dict[str, list[tuple[str, dict]]] = {}
+    for group, items in annotations.items():
+        for item in items:
+            by_video.setdefault(item["video"], []).append((group, item))
+    results = {group: {} for group in annotations}
+    for video, items in by_video.items():
+        if all((g, item["id"]) in answered for g, item in items):
+            for g, item in items:
+                results[g][item["id"]] = answered[(g, item["id"])]
+            continue
+        queries = []
+        for group, item in items:
+            if group == "forward":
+                queries += [(probe["realtime"], ovo_prompt(item, i)) for i, probe in enumerate(item["test_info"])]
+            else:
+                queries.append((item["realtime"], ovo_prompt(item)))
+        try:
+            answers = iter(stream_answers(model, processor, os.path.join(video_root, video), queries, fps))
+        except (VideoDecodingError, FileNotFoundError) as error:
+            logger.warning("%s: cannot be read, its items get no response (%s)", video, error)
+            answers = iter([None] * len(queries))
+        for group, item in items:
+            if group == "forward":
+                info = [{**probe, "response": next(answers)} for probe in item["test_info"]]
+                results[group][item["id"]] = {**item, "test_info": info}
+            else:
+                results[group][item["id"]] = {"id": item["id"], "video": item["video"], "task": item["task"],
+                                              "question": item["question"], "response": next(answers),
+                                              "ground_truth": chr(65 + item["gt"])}  # fmt: skip
+        ordered = {g: [results[g][i["id"]] for i in annotations[g] if i["id"] in results[g]] for g in annotations}
+        write_text_atomically(output, json.dumps(ordered, indent=1) + "\n")
+    ordered = {g: [results[g][i["id"]] for i in annotations[g]] for g in annotations}
+    write_text_atomically(output, json.dumps(ordered, indent=1) + "\n")
+    return ordered

@@ -158,7 +158,7 @@ def answer_benchmark(parser, args) -> str:
     if not os.path.isdir(args.video_root):
         parser.error(f"--video-root {args.video_root}: no such folder")
     from . import ovo_bench, streaming_bench
-    from .benchmark_inference import ClipAsker, run_ovo_bench, run_streamingbench
+    from .benchmark_inference import ClipAsker, run_ovo_bench, run_ovo_bench_streaming, run_streamingbench
 
     subset = args.task.removeprefix("streamingbench_")
     if args.task == "ovo_bench":  # read and checked before the model loads
@@ -166,8 +166,13 @@ def answer_benchmark(parser, args) -> str:
     else:
         annotations = streaming_bench.read_questions(args.annotations, subset)
     check_model(args.model, args.trust_remote_code, args.allow_pickle)
-    ask = ClipAsker(*load_model(args))
-    if args.task == "ovo_bench":
+    if args.protocol == "streaming" and args.task != "ovo_bench":
+        parser.error("--protocol streaming is built for --task ovo_bench")
+    model, processor = load_model(args)
+    ask = ClipAsker(model, processor)
+    if args.task == "ovo_bench" and args.protocol == "streaming":
+        run_ovo_bench_streaming(model, processor, annotations, args.video_root, args.output)
+    elif args.task == "ovo_bench":
         run_ovo_bench(ask, annotations, args.video_root, args.output)
     else:
         run_streamingbench(ask, annotations, args.video_root, args.output, args.answer_key, args.context_time)
@@ -190,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="the benchmark's annotation file (OVO-Bench's ovo_bench_new.json, StreamingBench's "
                         "questions_real.json / questions_omni.json); the videos are under --video-root")  # fmt: skip
+    parser.add_argument("--protocol", default="offline", choices=["offline", "streaming"],
+                        help="OVO-Bench: offline, the clip cut at each question's time and the model asked again "
+                        "(the official protocol); streaming, one session per video with every question at its time "
+                        "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--context-time", type=float, default=60.0,
                         help="StreamingBench: seconds of video before each question's time (default: %(default)s, "
                         "the official --context_time)")  # fmt: skip

@@ -245,3 +245,23 @@ def test_evaluate_answers_ovo_bench_with_the_demo_and_scores_it(ovo_fixture, tmp
     assert "gone.mp4" in err and "unreadable" in err
     assert all(isinstance(p["response"], str) for item in results["forward"] for p in item["test_info"])
     assert out.splitlines()[-1] == "Total Avg.: " + f"{100 * ovo_bench.score(results)['total']:.2f}"
+
+
+def test_the_streaming_protocol_answers_a_lone_question_as_the_offline_one(ovo_fixture, tmp_path, capsys):
+    """Each fixture video holds one question or probe, so one session over the whole video, asked at that time,
+    sees what the cut clip shows and must answer the same (automatic chunks and frame by frame alike)."""
+    from cli_helpers import run
+
+    annotations, videos = ovo_fixture
+    answers = {}
+    for protocol in ("offline", "streaming"):
+        output = tmp_path / f"{protocol}.json"
+        status, _, err = run(capsys, "evaluate", "--task", "ovo_bench", "--annotations", annotations, "--video-root",
+                             videos, "--output", output, "--protocol", protocol)  # fmt: skip
+        assert status == 0, err
+        results = json.loads(output.read_text())
+        answers[protocol] = [r["response"] for r in results["backward"]] + [
+            p["response"] for item in results["forward"] for p in item["test_info"]
+        ]
+    assert answers["streaming"] == answers["offline"]
+    assert answers["offline"][1] is None and all(isinstance(a, str) and a for a in answers["offline"][2:])
