@@ -201,10 +201,11 @@ def ovo_fixture(tmp_path_factory):
 
 class CountingAsker:
     def __init__(self):
-        self.calls = []
+        self.calls, self.questions = [], []
 
     def __call__(self, video, start, end, question):
         self.calls.append((os.path.basename(video), start, end, question.split("\n")[0]))
+        self.questions.append(question)
         return "A"
 
 
@@ -265,3 +266,29 @@ def test_the_streaming_protocol_answers_a_lone_question_as_the_offline_one(ovo_f
         ]
     assert answers["streaming"] == answers["offline"]
     assert answers["offline"][1] is None and all(isinstance(a, str) and a for a in answers["offline"][2:])
+
+
+def test_streamingbench_questions_are_asked_over_their_context_and_a_run_resumes(tmp_path):
+    from videollm_mod.recipes.benchmark_inference import run_streamingbench
+
+    data = [
+        {
+            "video_path": "v1.mp4",
+            "questions": [mc("Counting", "A", None, "00:01:30"), mc("Counting", "B", None, "00:20")],
+        }
+    ]
+    data[0]["questions"][1]["options"] = ["x", "y", "z", "w"]  # options without letters get them, as the official
+    output, ask = str(tmp_path / "real_results.json"), CountingAsker()
+    answered = run_streamingbench(ask, data, "/videos", output, "videollm_mod", context_time=60)
+    assert [call[:3] for call in ask.calls] == [("v1.mp4", 30, 90), ("v1.mp4", 0.0, 20)]
+    assert "Options:\nA. x\nB. y\nC. z\nD. w\n\nThe best option is:" in ask.questions[1]
+    assert [q["videollm_mod"] for q in answered[0]["questions"]] == ["A", "A"]
+    assert json.loads(open(output).read()) == answered
+    assert streaming_bench.score(answered, "real", "videollm_mod")["total"] == {
+        "total": 2,
+        "correct": 1,
+        "accuracy": 0.5,
+    }
+    again = CountingAsker()
+    run_streamingbench(again, data, "/videos", output, "videollm_mod", context_time=60)
+    assert again.calls == []
