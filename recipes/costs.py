@@ -91,8 +91,13 @@ def peak_training_memory(
         config.to_json_file(os.path.join(folder, "config.json"))
         save_file({k: v.contiguous() for k, v in inputs.items() if torch.is_tensor(v)}, os.path.join(folder, "inputs"))
         command = [sys.executable, "-m", "videollm_mod.recipes.costs", folder, device, dtype, str(int(checkpointing))]
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+        # run from the temporary folder: a source checkout in the working directory would shadow an installed
+        # (non-editable) package, whose `videollm_mod.recipes` is not the checkout's `videollm_mod/`
+        done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or ["no message"]
+            raise RuntimeError(f"the peak-memory measurement failed ({' '.join(command[1:3])}): {lines[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
 def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing: str = "0") -> None:

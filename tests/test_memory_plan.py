@@ -61,3 +61,16 @@ def test_train_plan_prints_the_table_without_data_or_weights(capsys):
     assert status == 0, err
     assert "parameters 8,367.6 M, trainable 356.6 M (LoRA r = 128)" in out
     assert [line.split()[0] for line in out.splitlines()[3:]] == ["DDP", "FSDP", "ZeRO-3"] * 2
+
+
+def test_the_peak_is_measured_whatever_package_the_working_directory_holds(tmp_path, monkeypatch):
+    """A folder named like the package in the working directory (a source checkout beside a non-editable install)
+    must not shadow the package that measures the peak in its fresh process."""
+    from videollm_mod.recipes.costs import peak_training_memory
+    from videollm_mod.recipes.memory_plan import synthetic_batch
+
+    (tmp_path / "videollm_mod").mkdir()
+    (tmp_path / "videollm_mod" / "__init__.py").write_text("raise ImportError('the wrong videollm_mod')\n")
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(num_hidden_layers=2)
+    assert peak_training_memory(config, synthetic_batch(config, rows=1, frames=2, text=4)) > 0
