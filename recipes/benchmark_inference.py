@@ -76,6 +76,9 @@ class ClipAsker:
             return None
         first, stop = math.ceil(start * self.fps - 1e-6), math.floor(end * self.fps + 1e-6) + 1
         try:
+            if first >= video_num_frames(video, self.fps):  # the clip starts past the video's end: this item only
+                self.unreadable[f"{video} [{start:g}, {end:g}] s"] = "no frame in the clip"
+                return None
             frames, times = load_video(video, fps=self.fps, start_frame=first, stop_frame=max(stop, first + 1))
         except (VideoDecodingError, FileNotFoundError) as error:
             self.unreadable[video] = str(error)

@@ -292,3 +292,12 @@ def test_streamingbench_questions_are_asked_over_their_context_and_a_run_resumes
     again = CountingAsker()
     run_streamingbench(again, data, "/videos", output, "videollm_mod", context_time=60)
     assert again.calls == []
+
+
+def test_a_clip_past_the_videos_end_gets_no_answer_and_is_named(ovo_fixture):
+    from videollm_mod.recipes.benchmark_inference import ClipAsker
+
+    _, videos = ovo_fixture
+    ask = ClipAsker(model=None, processor=None)  # never reached: the clip holds no frame
+    assert ask(os.path.join(videos, "a.mp4"), 30.0, 90.0, "q") is None
+    assert ask.unreadable == {os.path.join(videos, "a.mp4") + " [30, 90] s": "no frame in the clip"}  # the video stays
