@@ -271,7 +271,11 @@ def build_config(
 
     text = AutoConfig.from_pretrained(base_folder)
     if text.model_type != "llama":
-        raise ConversionError(f"{base_folder}/config.json: model_type={text.model_type!r}; the converter needs llama")
+        raise ConversionError(
+            f"{base_folder}/config.json: model_type={text.model_type!r}; the converter needs llama (the released "
+            f"VideoLLM-online checkpoint is Llama-3); a model over another family starts from "
+            f"videollm_mod.presets.from_text_model"
+        )
     vision = AutoConfig.from_pretrained(vision_folder)
     vision = getattr(vision, "vision_config", None) or vision
     if vision.model_type != "siglip_vision_model":

@@ -377,3 +377,18 @@ def test_card_takes_licence_from_the_base_and_names_hub_sources(original, tmp_pa
 def test_released_files_and_folders_are_world_readable(converted):
     assert converted.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in converted.iterdir()} == {0o644}
+
+
+def test_a_base_of_another_family_is_refused_naming_the_file_and_the_way(original, tmp_path):  # noqa: F811
+    import json
+    import shutil
+
+    sources = {name: tmp_path / name for name in ("adapter", "base", "vision")}
+    for name, folder in sources.items():
+        shutil.copytree(original["root"] / name, folder)
+    config = json.loads((sources["base"] / "config.json").read_text())
+    (sources["base"] / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    with pytest.raises(ConversionError, match=r"base/config\.json: model_type='qwen2'; the converter needs llama .*"
+                       r"from_text_model"):  # fmt: skip
+        convert(str(sources["adapter"]), str(sources["base"]), str(sources["vision"]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
