@@ -29,9 +29,8 @@ import torch
 from ..errors import UserError
 from .blind import black_like
 from .collator import VideoLLMMoDCollator, prepare_row
+from .generation_settings import LABEL_TOKENS
 from .metrics import coin_match
-
-MAX_NEW_TOKENS = 64  # labels are short phrases (COIN steps, Ego-Exo4D keysteps)
 
 
 def row_label(row: dict, index: int) -> str:
@@ -67,7 +66,7 @@ def black_frames(model, processor, inputs: dict[str, torch.Tensor]) -> dict[str,
 
 
 @torch.no_grad()
-def generate_answer(model, processor, inputs: dict[str, torch.Tensor], max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+def generate_answer(model, processor, inputs: dict[str, torch.Tensor], max_new_tokens: int = LABEL_TOKENS) -> str:
     """Greedy answer to one question (`question_inputs`), decoded without special tokens and surrounding spaces."""
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     ids = inputs["input_ids"]
@@ -93,7 +92,7 @@ def evaluate_answers(
     features_dir: str | None = None,
     baselines: bool = False,
     seed: int = 0,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int = LABEL_TOKENS,
 ) -> dict[str, dict[str, float]]:
     """`{"model": {"exact", "accuracy"}}` (+ `"blind"`, `"majority"`, `"random_label"` with `baselines`) over the
     rows of `dataset`."""

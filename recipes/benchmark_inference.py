@@ -25,11 +25,11 @@ import os
 from modeling_videollm_mod import VideoDecodingError, load_video, video_num_frames
 
 from ..files import read_json, write_text_atomically
+from .generation_settings import SENTENCE_TOKENS
 
 logger = logging.getLogger(__name__)
 
 FPS = 2.0
-MAX_NEW_TOKENS = 32
 
 # The official prompts (OVO-Bench `utils/OVOBench.py`, StreamingBench `src/benchmark/StreamingBench.py`), as text.
 OVO_CHOICE = (
@@ -65,7 +65,7 @@ STREAMINGBENCH_CHOICE = (
 class ClipAsker:
     """Asks a model questions about clips of videos (one fresh streaming session per question)."""
 
-    def __init__(self, model, processor, fps: float = FPS, max_new_tokens: int = MAX_NEW_TOKENS):
+    def __init__(self, model, processor, fps: float = FPS, max_new_tokens: int = SENTENCE_TOKENS):
         self.model, self.processor, self.fps, self.max_new_tokens = model, processor, fps, max_new_tokens
         self.unreadable: dict[str, str] = {}  # video -> why
 
@@ -155,7 +155,7 @@ def run_streamingbench(ask: ClipAsker, data: list, video_root: str, output: str,
 
 
 def stream_answers(model, processor, video: str, queries: list[tuple[float, str]], fps: float = FPS,
-                   max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:  # fmt: skip
+                   max_new_tokens: int = SENTENCE_TOKENS) -> list[str]:  # fmt: skip
     """One session over the whole `video`, each `(time, question)` pushed at its time; the reply to each, in order."""
     # a question timed past the video's last frame is asked at that frame, as on a clip cut there
     last = (video_num_frames(video, fps) - 1) / fps

@@ -20,6 +20,7 @@ import statistics
 import numpy as np
 
 from .event_metrics import words
+from .generation_settings import SENTENCE_TOKENS
 
 SWAPPED = {"red": "blue", "blue": "red", "green": "yellow", "yellow": "green"}
 
@@ -61,7 +62,7 @@ def random_events(seed: int, seconds: float, difficulty: int = 1, event_interval
     return ego_video_events(random.Random(seed), seconds, difficulty, event_interval)
 
 
-def replies(model, processor, path: str, max_new_tokens: int = 32) -> list[tuple[float, str]]:
+def replies(model, processor, path: str, max_new_tokens: int = SENTENCE_TOKENS) -> list[tuple[float, str]]:
     """`(time, text)` of what the model says over the video (no query, the default threshold)."""
     events = model.stream_generate(path, processor, max_new_tokens=max_new_tokens, chunk_size=8)
     return [(e.time, e.text) for e in events if e.role == "assistant"]

@@ -31,8 +31,7 @@ from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDStr
 
 from .blind import black_like
 from .event_metrics import aggregate_event_scores, answer_matches, score_events
-
-MAX_NEW_TOKENS = 32  # narration replies are one short sentence
+from .generation_settings import SENTENCE_TOKENS
 
 
 def row_frames(row: dict, video_root: str | None, features_dir: str | None) -> tuple[str, torch.Tensor]:
@@ -53,7 +52,7 @@ def narrate_stream(
     times: list[float],
     queries: list[tuple[float, str]] = (),
     threshold: float = DEFAULT_THRESHOLD,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int = SENTENCE_TOKENS,
     chunk_size: int = 8,
     **frames: torch.Tensor,
 ) -> VideoLLMMoDStreamSession:
@@ -132,7 +131,7 @@ def evaluate_free_running(
     baselines: bool = False,
     seed: int = 0,
     tolerance: float = 1.0,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int = SENTENCE_TOKENS,
     plot_dir: str | None = None,
 ) -> dict:
     """`{policy: aggregate_event_scores(...)}` over the rows of `dataset` (see the module docstring); the model's
