@@ -81,14 +81,37 @@ class ClipAsker:
                 return None
             frames, times = load_video(video, fps=self.fps, start_frame=first, stop_frame=max(stop, first + 1))
         except (VideoDecodingError, FileNotFoundError) as error:
-            self.unreadable[video] = str(error)
-            logger.warning("%s: cannot be read, its items get no response (%s)", video, error)
+            self.cannot_read(video, error)
             return None
         session = self.model.stream_session(self.processor, max_new_tokens=self.max_new_tokens)
         session.push_query(question, time=float(times[-1]))
         events = session.push_frames(frames, times=[float(t) for t in times])
         asked = next(i for i, e in enumerate(events) if e.role == "user")
         return next((e.text for e in events[asked + 1 :] if e.role == "assistant"), "")
+
+    def stream(self, video: str, queries: list[tuple[float, str]]) -> list[str | None]:
+        """One session over the whole `video`, each `(time, question)` pushed at its time; the reply to each, in
+        order (None each when the video cannot be read, counted in `unreadable`)."""
+        try:
+            # a question timed past the video's last frame is asked at that frame, as on a clip cut there
+            last = (video_num_frames(video, self.fps) - 1) / self.fps
+            queries = [(min(time, last), question) for time, question in queries]
+            order = sorted(range(len(queries)), key=lambda i: queries[i][0])  # the session answers in time order
+            events = list(self.model.stream_generate(video, self.processor, fps=self.fps, max_new_tokens=self.max_new_tokens,
+                                                     queries=[queries[i] for i in order]))  # fmt: skip
+        except (VideoDecodingError, FileNotFoundError) as error:
+            self.cannot_read(video, error)
+            return [None] * len(queries)
+        # a query's answer is the assistant event right after it: a round gives each stream one reply
+        replies = [events[i + 1].text for i, event in enumerate(events) if event.role == "user"]
+        answers = [""] * len(queries)
+        for rank, index in enumerate(order):
+            answers[index] = replies[rank]
+        return answers
+
+    def cannot_read(self, video: str, error: Exception) -> None:
+        self.unreadable[video] = str(error)
+        logger.warning("%s: cannot be read, its items get no response (%s)", video, error)
 
 
 def ovo_prompt(item: dict, probe: int | None = None) -> str:
@@ -103,26 +126,39 @@ def ovo_prompt(item: dict, probe: int | None = None) -> str:
     return OVO_CRR.format(question=item["question"])
 
 
-def run_ovo_bench(ask: ClipAsker, annotations: dict[str, list[dict]], video_root: str, output: str) -> dict:
-    """Answer every OVO-Bench item (`ovo_bench.read_annotations`) into the official result file `output`."""
+def ovo_queries(group: str, item: dict) -> list[tuple[float, str]]:
+    """`(time, prompt)` of an item: its question at `realtime`, or (forward) each probe at its own `realtime`."""
+    if group == "forward":
+        return [(probe["realtime"], ovo_prompt(item, i)) for i, probe in enumerate(item["test_info"])]
+    return [(item["realtime"], ovo_prompt(item))]
+
+
+def ovo_result(group: str, item: dict, responses: list[str | None]) -> dict:
+    """An item's entry of the official result file, with its responses (one per query of `ovo_queries`)."""
+    if group == "forward":
+        info = [{**probe, "response": r} for probe, r in zip(item["test_info"], responses, strict=True)]
+        return {**item, "test_info": info}
+    return {"id": item["id"], "video": item["video"], "task": item["task"], "question": item["question"],
+            "response": responses[0], "ground_truth": chr(65 + item["gt"])}  # fmt: skip
+
+
+def answered_ovo_items(output: str) -> dict[tuple[str, object], dict]:
+    """`(group, id) -> result` of a results file from an earlier run (none if it does not exist)."""
     done = read_json(output, "results file") if os.path.exists(output) else {}
-    answered = {(g, r["id"]): r for g in ("backward", "realtime") for r in done.get(g, [])}
-    answered.update({("forward", r["id"]): r for r in done.get("forward", [])})
+    return {(group, result["id"]): result for group, results in done.items() for result in results}
+
+
+def run_ovo_bench(ask: ClipAsker, annotations: dict[str, list[dict]], video_root: str, output: str) -> dict:
+    """Answer every OVO-Bench item (`ovo_bench.read_annotations`) into the official result file `output`, each
+    question or probe on its own clip."""
+    answered = answered_ovo_items(output)
     results = {group: [] for group in annotations}
     for group, items in annotations.items():
         for item in items:
-            video = os.path.join(video_root, item["video"])
-            if (group, item["id"]) in answered:
-                results[group].append(answered[(group, item["id"])])
-                continue
-            if group == "forward":
-                info = [{**probe, "response": ask(video, 0.0, probe["realtime"], ovo_prompt(item, i))}
-                        for i, probe in enumerate(item["test_info"])]  # fmt: skip
-                result = {**item, "test_info": info}
-            else:
-                response = ask(video, 0.0, item["realtime"], ovo_prompt(item))
-                result = {"id": item["id"], "video": item["video"], "task": item["task"], "question": item["question"],
-                          "response": response, "ground_truth": chr(65 + item["gt"])}  # fmt: skip
+            result = answered.get((group, item["id"]))
+            if result is None:
+                video = os.path.join(video_root, item["video"])
+                result = ovo_result(group, item, [ask(video, 0.0, t, q) for t, q in ovo_queries(group, item)])
             results[group].append(result)
             write_text_atomically(output, json.dumps(results, indent=1) + "\n")
     write_text_atomically(output, json.dumps(results, indent=1) + "\n")
@@ -154,28 +190,9 @@ def run_streamingbench(ask: ClipAsker, data: list, video_root: str, output: str,
     return data
 
 
-def stream_answers(model, processor, video: str, queries: list[tuple[float, str]], fps: float = FPS,
-                   max_new_tokens: int = SENTENCE_TOKENS) -> list[str]:  # fmt: skip
-    """One session over the whole `video`, each `(time, question)` pushed at its time; the reply to each, in order."""
-    # a question timed past the video's last frame is asked at that frame, as on a clip cut there
-    last = (video_num_frames(video, fps) - 1) / fps
-    queries = [(min(time, last), question) for time, question in queries]
-    order = sorted(range(len(queries)), key=lambda i: queries[i][0])  # the session answers them in time order
-    events = list(model.stream_generate(video, processor, fps=fps, queries=[queries[i] for i in order],
-                                        max_new_tokens=max_new_tokens))  # fmt: skip
-    # a query's answer is the assistant event right after it: a round gives each stream one reply
-    replies = [events[i + 1].text for i, event in enumerate(events) if event.role == "user"]
-    answers = [""] * len(queries)
-    for rank, index in enumerate(order):
-        answers[index] = replies[rank]
-    return answers
-
-
-def run_ovo_bench_streaming(model, processor, annotations: dict[str, list[dict]], video_root: str, output: str,
-                            fps: float = FPS) -> dict:  # fmt: skip
+def run_ovo_bench_streaming(ask: ClipAsker, annotations: dict[str, list[dict]], video_root: str, output: str) -> dict:
     """OVO-Bench by the streaming protocol, into the official result format (resumed video by video)."""
-    done = read_json(output, "results file") if os.path.exists(output) else {}
-    answered = {(g, r["id"]): r for g, results in done.items() for r in results}
+    answered = answered_ovo_items(output)
     by_video: dict[str, list[tuple[str, dict]]] = {}
     for group, items in annotations.items():
         for item in items:
@@ -186,25 +203,12 @@ def run_ovo_bench_streaming(model, processor, annotations: dict[str, list[dict]]
             for g, item in items:
                 results[g][item["id"]] = answered[(g, item["id"])]
             continue
-        queries = []
-        for group, item in items:
-            if group == "forward":
-                queries += [(probe["realtime"], ovo_prompt(item, i)) for i, probe in enumerate(item["test_info"])]
-            else:
-                queries.append((item["realtime"], ovo_prompt(item)))
-        try:
-            answers = iter(stream_answers(model, processor, os.path.join(video_root, video), queries, fps))
-        except (VideoDecodingError, FileNotFoundError) as error:
-            logger.warning("%s: cannot be read, its items get no response (%s)", video, error)
-            answers = iter([None] * len(queries))
-        for group, item in items:
-            if group == "forward":
-                info = [{**probe, "response": next(answers)} for probe in item["test_info"]]
-                results[group][item["id"]] = {**item, "test_info": info}
-            else:
-                results[group][item["id"]] = {"id": item["id"], "video": item["video"], "task": item["task"],
-                                              "question": item["question"], "response": next(answers),
-                                              "ground_truth": chr(65 + item["gt"])}  # fmt: skip
+        queries = [ovo_queries(g, item) for g, item in items]
+        answers = iter(
+            ask.stream(os.path.join(video_root, video), [q for item_queries in queries for q in item_queries])
+        )
+        for (g, item), item_queries in zip(items, queries, strict=True):
+            results[g][item["id"]] = ovo_result(g, item, [next(answers) for _ in item_queries])
         ordered = {g: [results[g][i["id"]] for i in annotations[g] if i["id"] in results[g]] for g in annotations}
         write_text_atomically(output, json.dumps(ordered, indent=1) + "\n")
     ordered = {g: [results[g][i["id"]] for i in annotations[g]] for g in annotations}

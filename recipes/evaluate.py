@@ -157,6 +157,8 @@ def answer_benchmark(parser, args) -> str:
             parser.error(f"--task {args.task} needs --{name.replace('_', '-')}")
     if not os.path.isdir(args.video_root):
         parser.error(f"--video-root {args.video_root}: no such folder")
+    if args.protocol == "streaming" and args.task != "ovo_bench":
+        parser.error("--protocol streaming is built for --task ovo_bench")
     from . import ovo_bench, streaming_bench
     from .benchmark_inference import ClipAsker, run_ovo_bench, run_ovo_bench_streaming, run_streamingbench
 
@@ -166,12 +168,9 @@ def answer_benchmark(parser, args) -> str:
     else:
         annotations = streaming_bench.read_questions(args.annotations, subset)
     check_model(args.model, args.trust_remote_code, args.allow_pickle)
-    if args.protocol == "streaming" and args.task != "ovo_bench":
-        parser.error("--protocol streaming is built for --task ovo_bench")
-    model, processor = load_model(args)
-    ask = ClipAsker(model, processor)
+    ask = ClipAsker(*load_model(args))
     if args.task == "ovo_bench" and args.protocol == "streaming":
-        run_ovo_bench_streaming(model, processor, annotations, args.video_root, args.output)
+        run_ovo_bench_streaming(ask, annotations, args.video_root, args.output)
     elif args.task == "ovo_bench":
         run_ovo_bench(ask, annotations, args.video_root, args.output)
     else:
