@@ -88,7 +88,7 @@ def from_text_model(text_model: str, vision_config: dict | None = None, **overri
     Qwen2.5, Qwen3; a folder or a Hub id, safetensors only), loaded under the family's own weight names; the vision
     tower, connector and routers are new (to be trained, or the tower loaded from SigLIP).
 
-        model = from_text_model("Qwen/Qwen2.5-0.5B-Instruct", frame_token_interval_id=11, stream_response_token_id=...)
+        model, info = from_text_model("Qwen/Qwen2.5-0.5B-Instruct", frame_token_interval_id=..., stream_response_token_id=...)
 
     The placeholder defaults to the first id past the vocabulary (`video_token_id = vocab_size`), as the converted
     Llama-3 model's; embeddings stay tied if the text model ties them. Returns the model and its loading info
