@@ -58,6 +58,8 @@ class FrameLayout:
         token_position: (B, L) long, position (RoPE) of each token.
         kept_length: tokens per row that a routed layer processes (the most over the batch).
         num_frames: frames in the batch.
+        keep_per_frame: vision tokens of each frame that a routed layer processes (the config's, read at each
+            forward, so that a training schedule can anneal it).
         skip_mask: (B, L) bool, True at the non-vision tokens a routed layer skips too (the frame-interval tokens
             with `mod_skip_interval_tokens`), or None.
         num_skipped: how many such tokens the batch holds.
@@ -70,6 +72,7 @@ class FrameLayout:
     token_position: torch.Tensor
     kept_length: int
     num_frames: int
+    keep_per_frame: int
     skip_mask: torch.Tensor | None = None
     num_skipped: int = 0
     dense_masks: dict = field(default_factory=dict)  # sliding window (None: full) -> the dense layers' mask
@@ -124,6 +127,7 @@ class FrameLayout:
             token_position,
             kept_length,
             sum(counts) // frame_num_tokens,
+            keep_per_frame,
             skip_mask if sum(skipped) else None,
             sum(skipped),
         )
@@ -139,9 +143,8 @@ class VideoLLMMoDDecoderLayer:
         self.window = sliding_window(config.text_config, layer_idx)
         self.routed = layer_idx in config.mod_layers
         self.selection = config.mod_selection
-        self.keep_per_frame = config.mod_keep_per_frame
         self.router_scaling = config.mod_router_scaling
-        if self.routed and self.selection == "router" and self.keep_per_frame > 0:
+        if self.routed and self.selection == "router" and config.mod_keep_per_frame > 0:
             self.router = nn.Linear(config.text_config.hidden_size, 1, bias=True)
 
     def forward(
@@ -243,7 +246,7 @@ class VideoLLMMoDDecoderLayer:
         always = ~layout.video_mask if layout.skip_mask is None else ~(layout.video_mask | layout.skip_mask)
         slots = layout.frame_slots  # (B, Nf, F)
         batch, num_slots, frame_tokens = slots.shape
-        k = self.keep_per_frame
+        k = layout.keep_per_frame
         if k == 0 or num_slots == 0:
             return always
         if self.selection == "router":

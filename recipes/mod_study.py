@@ -50,15 +50,17 @@ class Variant:
 
     name: str
     description: str
-    mod_layers: str  # "none" | "odd" | "all" | "deep" (the deeper half) | "from_half" (EarlyExit)
+    mod_layers: str  # "none" | "odd" | "even" | "all" | "deep" (the deeper half) | "from_half" (EarlyExit)
     keep_ratio: float = 0.2
     selection: str = "router"
     skip_intervals: bool = False  # the official `dropall` layers (LayerSkip, EarlyExit)
+    capacity_warmup: float = 0.0  # share of the steps annealing from every token to keep_ratio (capacity_warmup.py)
 
     def routing(self, num_layers: int) -> dict:
         layers = {
             "none": [],
             "odd": list(range(1, num_layers, 2)),
+            "even": list(range(0, num_layers, 2)),
             "all": list(range(num_layers)),
             "deep": list(range(num_layers // 2, num_layers)),
             "from_half": list(range(num_layers // 2, num_layers)),
@@ -79,6 +81,13 @@ VARIANTS = {
         Variant("mod_r0.5", "interleaved, r = 0.5", "odd", keep_ratio=0.5),
         Variant("mod_random", "interleaved, r = 0.2, random tokens of each frame", "odd", selection="random"),
         Variant("mod_uniform", "interleaved, r = 0.2, evenly spaced tokens of each frame", "odd", selection="uniform"),
+        Variant(
+            "mod_warmup",
+            "interleaved, r = 0.2, capacity annealed from every token to r over the first 20 % of the steps",
+            "odd",
+            capacity_warmup=0.2,
+        ),
+        Variant("mod_even", "interleaved on the even layers, r = 0.2: the last layer sees every token", "even"),
         Variant(
             "layerskip", "LayerSkip: odd layers skip every vision and interval token", "odd", 0.0, "uniform", True
         ),
@@ -246,7 +255,11 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
         processor,
         rows,
         args,
-        VideoSFTScriptArguments(features_dir=shared.features["train"], reply_noise=plan.reply_noise),
+        VideoSFTScriptArguments(
+            features_dir=shared.features["train"],
+            reply_noise=plan.reply_noise,
+            mod_capacity_warmup=variant.capacity_warmup,
+        ),
     )
     start = time.perf_counter()
     trainer.train()
@@ -332,7 +345,8 @@ def run_one(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, re
         "description": variant.description,
         "seed": seed,
         "config": {k: getattr(model.config, k) for k in ("mod_layers", "mod_keep_ratio", "mod_selection",
-                                                           "mod_skip_interval_tokens", "trained_stream_length")},
+                                                           "mod_skip_interval_tokens", "trained_stream_length")}
+                  | {"capacity_warmup": variant.capacity_warmup},
         "plan": plan.to_dict(),
         "training": training,
         "evaluation_seconds": time.perf_counter() - start,

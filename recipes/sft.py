@@ -29,6 +29,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, 
 from ..data_scripts._hub import load_prepared_dataset
 from ..errors import UserError
 from ..loading import PICKLE_HELP, check_model
+from .capacity_warmup import CapacityWarmup
 from .collator import VideoLLMMoDCollator
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class VideoSFTScriptArguments(ScriptArguments):
     stream_loss_weight: float | None = field(
         default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
     )
+    mod_capacity_warmup: float = field(
+        default=0.0,
+        metadata={"help": "share of the training steps over which routed layers anneal from every vision token to the "
+                  "model's keep ratio (the official code's disabled warm-up; recipes/capacity_warmup.py)"},
+    )  # fmt: skip
     allow_pickle: bool = field(default=False, metadata={"help": PICKLE_HELP})
     plan: bool = field(
         default=False,
@@ -169,6 +175,8 @@ def build_trainer(
         reply_noise=script_args.reply_noise,
         seed=training_args.seed,
     )
+    if script_args.mod_capacity_warmup:
+        callbacks = [*(callbacks or []), CapacityWarmup(model.config, script_args.mod_capacity_warmup)]
     return VideoLLMMoDSFTTrainer(
         model=model,
         args=prepare_training_args(training_args),
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if script_args.dataset_name is None:
         raise UserError("dataset_name is required (a prepared dataset folder or Hub id, see `videollm-mod data`)")
+    if not 0.0 <= script_args.mod_capacity_warmup < 1.0:
+        raise UserError(f"mod_capacity_warmup {script_args.mod_capacity_warmup}: must lie in [0, 1)")
     for name in ("video_root", "features_dir"):
         folder = getattr(script_args, name)
         if folder is not None and not os.path.isdir(folder):

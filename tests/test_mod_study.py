@@ -18,6 +18,8 @@ def test_variants_route_the_layers_the_official_code_routes():
     assert routing["mod_deep"]["mod_layers"] == [4, 5, 6, 7]
     assert [routing[f"mod_r{r}"]["mod_keep_ratio"] for r in (0.1, 0.3, 0.5)] == [0.1, 0.3, 0.5]
     assert routing["mod_random"]["mod_selection"] == "random" and routing["mod_uniform"]["mod_selection"] == "uniform"
+    assert routing["mod_warmup"] == routing["mod"] and VARIANTS["mod_warmup"].capacity_warmup == 0.2
+    assert routing["mod_even"]["mod_layers"] == [0, 2, 4, 6]  # the last layer sees every token
     # LayerSkip / EarlyExit drop the interval tokens too (`dropall`), unlike MoD at r = 0
     assert routing["layerskip"] == {"mod_layers": [1, 3, 5, 7], "mod_keep_ratio": 0.0, "mod_selection": "uniform",
                                     "mod_skip_interval_tokens": True}  # fmt: skip
