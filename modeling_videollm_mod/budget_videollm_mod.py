@@ -59,7 +59,8 @@ class CacheBudget:
 
 class Segment:
     """A stretch of a stream's cache: the sink, one frame (with the `,` before it) or one turn; `length` tokens from
-    position `start`, fed from `transcript_ids[origin]` on; `frames`: 1 for a frame."""
+    position `start`, the stream's tokens `origin` to `origin + length` in the order fed (evicted ones counted, so
+    that `origin` names a segment for the stream's life); `frames`: 1 for a frame."""
 
     __slots__ = ("kind", "start", "origin", "length", "frames")
 

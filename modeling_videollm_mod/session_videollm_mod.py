@@ -127,7 +127,7 @@ class StreamEngine:
             row.fill_(-1)
             for old, length, new in moves:
                 row[old : old + length] = torch.arange(new, new + length)
-            stream.segments = segments
+            stream.keep(segments)
             if next_position is not None:
                 stream.position = next_position
         reindex = self.budget.positions == "reindex"

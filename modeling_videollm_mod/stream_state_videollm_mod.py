@@ -55,11 +55,13 @@ class StreamState:
 
     Attributes:
         events (`list[StreamEvent]`); decisions (`list[tuple[float, float]]`: (time, P(interval)) per frame whose
-        decision was taken); transcript_ids (`list[int]`: every token fed, evicted ones included); pending
+        decision was taken); transcript_ids (`list[int]`: the tokens fed that the cache holds, in order: every token
+        fed until the first eviction, then the segments kept, so that it stays as bounded as the cache); pending
         (`list[int]`: tokens to feed before the next input); reply_logits (`list[torch.Tensor]`: with
-        `record_logits`, per reply, (n, V) logits of the generated tokens); reply_positions (`list[int]`: per reply,
-        the index in `transcript_ids` of its first generated token); segments (`list[Segment]`: what the cache holds
-        of the stream, in order); time (video time of the last frame fed); position (the next token's position).
+        `record_logits`, per reply still held, (n, V) logits of the generated tokens); reply_positions (`list[int]`:
+        per reply still held, the index in `transcript_ids` of its first generated token); segments
+        (`list[Segment]`: what the cache holds of the stream, in order); time (video time of the last frame fed);
+        position (the next token's position).
     """
 
     def __init__(self, system_ids: list[int], chunk_size: int | str, largest_chunk: int):
@@ -72,6 +74,7 @@ class StreamState:
         self.events: list[StreamEvent] = []
         self.decisions: list[tuple[float, float]] = []
         self.transcript_ids: list[int] = []
+        self.fed = 0  # tokens fed (evicted ones included): each segment's `origin` counts from the first
         self.segments: list[Segment] = []
         self.last_fired = False
         self.reply_logits: list[torch.Tensor] = []
@@ -91,14 +94,44 @@ class StreamState:
                 self.segments[-1].length += offset - done
                 done = offset
             if kind is not None:
-                self.segments.append(Segment(kind, self.position + offset, len(self.transcript_ids) + offset, frames))
+                self.segments.append(Segment(kind, self.position + offset, self.fed + offset, frames))
         self.transcript_ids += ids
         self.position += len(ids)
+        self.fed += len(ids)
+
+    def keep(self, segments: list[Segment]) -> None:
+        """After an eviction: hold only `segments` (a subset of `self.segments`, in order) and their tokens in
+        `transcript_ids`, with the replies that lie in them."""
+        ids, moved, start = [], [], 0  # per held segment: (old index in the transcript, length, new index)
+        for segment in self.segments:
+            if any(segment is kept for kept in segments):
+                moved.append((start, segment.length, len(ids)))
+                ids += self.transcript_ids[start : start + segment.length]
+            start += segment.length
+        replies = []
+        for i, position in enumerate(self.reply_positions):
+            new = next((n + position - o for o, length, n in moved if o <= position < o + length), None)
+            if new is not None:
+                replies.append((new, self.reply_logits[i] if self.reply_logits else None))
+        self.reply_positions = [position for position, _ in replies]
+        if self.reply_logits:
+            self.reply_logits = [logits for _, logits in replies]
+        self.segments, self.transcript_ids = segments, ids
+
+    def segment_ids(self, segment: Segment) -> list[int]:
+        """The tokens of `segment`, one of `segments`."""
+        start = 0
+        for held in self.segments:
+            if held is segment:
+                return self.transcript_ids[start : start + segment.length]
+            start += held.length
+        raise ValueError(f"{segment} is not held by the stream")
 
     def truncate(self, position: int) -> None:
         """Forget what was fed from `position` on (a chunk cut at the frame that speaks)."""
         dropped = self.position - position
         del self.transcript_ids[len(self.transcript_ids) - dropped :]
+        self.fed -= dropped
         self.segments = [s for s in self.segments if s.start < position]
         last = self.segments[-1]
         last.length = min(last.length, position - last.start)

@@ -92,7 +92,7 @@ class VideoLLMMoDStreamSession(StreamEngine):
     @property
     def num_tokens(self) -> int:
         """Tokens fed so far (evicted ones included)."""
-        return len(self.streams[0].transcript_ids)
+        return self.streams[0].fed
 
     def push_query(self, text: str, time: float | None = None) -> list[StreamEvent]:
         """Queue a user query. Without `time` (live use) it is answered now, after the current frame; with `time`

@@ -96,11 +96,12 @@ def test_eviction_keeps_reindexed_keys_of_the_kept_tokens(processor):
     session = model.stream_session(processor, threshold=0.0, budget=CacheBudget(max_tokens=120))
     session.push_frames(features=frames, times=half_seconds(30))
     stream = session.streams[0]
-    kept_ids = [i for s in stream.segments for i in stream.transcript_ids[s.origin : s.origin + s.length]]
+    kept_ids = [i for s in stream.segments for i in stream.segment_ids(s)]
+    assert kept_ids == stream.transcript_ids  # the transcript holds what the cache holds, as bounded
     kept_frames = frames[-sum(s.frames for s in stream.segments) :]
     with torch.no_grad():
         fresh = model(input_ids=torch.tensor([kept_ids]), frame_features=kept_frames, use_cache=True).cache
-    assert len(stream.transcript_ids) > 2 * len(kept_ids)
+    assert sum(s.frames for s in stream.segments) < 30 / 2  # most frames were evicted
     assert (session.cache.layers[0].keys - fresh.layers[0].keys).abs().max() <= 1e-4
 
 
@@ -124,6 +125,22 @@ def test_default_budget_is_the_trained_stream_length_else_the_context(processor)
     assert model.stream_session(processor, budget=120).describe_budget() == "120 tokens (as given)"
     session.push_frames(features=features(60), times=half_seconds(60))  # 660 tokens of frames: evictions
     assert session.num_tokens > 600 and sum(s.length for s in session.streams[0].segments) <= 300
+
+
+def test_transcript_holds_what_the_cache_holds_and_the_kept_replies_point_at_their_tokens(processor):
+    """Memory stays flat: after evictions the transcript is the held segments' tokens (not every token fed), and the
+    replies still held keep their logits, whose argmax (greedy) are the tokens at their positions."""
+    model = make_model(processor)
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, record_logits=True, budget=150)
+    session.push_frames(features=features(80), times=half_seconds(80))
+    stream = session.streams[0]
+    spoken = sum(e.role == "assistant" for e in session.events)
+    assert session.num_tokens > 4 * 150 and len(stream.transcript_ids) == sum(s.length for s in stream.segments) <= 150
+    assert 0 < len(stream.reply_positions) < spoken  # early replies were evicted with their tokens
+    assert len(stream.reply_logits) == len(stream.reply_positions)
+    fed = stream.transcript_ids + stream.pending  # a reply's last token is fed with the next input
+    for start, logits in zip(stream.reply_positions, stream.reply_logits, strict=True):
+        assert fed[start : start + logits.shape[0]] == logits.argmax(-1).tolist()
 
 
 def test_the_default_budget_gives_way_to_a_query_longer_than_the_trained_length(processor):
