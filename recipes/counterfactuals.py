@@ -5,6 +5,8 @@ the narration changes with it (a model that does not look at the frames fails th
 - `swapped colours`: the same events with every colour swapped (red <-> blue, green <-> yellow): the replies name
   the swapped colours.
 - `shifted`: the same events `shift` seconds later (the video that much longer): the replies come that much later.
+- `colour questions` (`colour_questions`, `answers`): "What colour is the circle?" asked mid-stream, half-way between
+  two events, about a shape on screen: the answer names its colour, the swapped one in the swapped video.
 
 The videos are rendered by `data_scripts.synthetic` (its `Renderer`, written as mp4 and decoded by the model's own
 sampler, as every other video) and narrated from their first frame without a query, as `videollm-mod narrate` does.
@@ -101,13 +103,45 @@ def shift_errors(original: list[tuple[float, str]], shifted: list[tuple[float, s
     return errors
 
 
+def colour_questions(events: list) -> list[tuple[float, str, str]]:
+    """`(time, question, colour)`: half-way between each two events, the colour of the first shape on screen that is
+    the only one of its kind (the live chats' "What colour is the circle?", `synthetic.on_screen_question`)."""
+    from ..data_scripts.synthetic import object_states
+
+    questions = []
+    for event, following in zip(events, events[1:], strict=False):  # each event with the next
+        time = round((event.narration_time + following.narration_time) / 2, 2)
+        visible = [s for s in object_states(events, time) if s["scale"] >= 1]
+        shapes = [s["shape"] for s in visible]
+        unique = [s for s in visible if shapes.count(s["shape"]) == 1]
+        if unique:
+            questions.append((time, f"What colour is the {unique[0]['shape']}?", unique[0]["color"]))
+    return questions
+
+
+def answers(model, processor, path: str, questions: list[tuple[float, str, str]]) -> list[str]:
+    """What the model answers to each question of `questions` (`colour_questions`), all asked in one stream of the
+    video at their times ("" where it gave no answer)."""
+    said, waiting = [], False
+    for event in model.stream_generate(path, processor, queries=[(t, q) for t, q, _ in questions], chunk_size=8,
+                                       max_new_tokens=SENTENCE_TOKENS):  # fmt: skip
+        if event.role == "user":
+            said.append("")
+        elif waiting:
+            said[-1] = event.text  # the reply right after a question is its answer
+        waiting = event.role == "user"
+    return said
+
+
 def summary(errors: list[float]) -> float | None:
     return statistics.median(errors) if errors else None
 
 
 __all__ = [
     "SWAPPED",
+    "answers",
     "colors_right",
+    "colour_questions",
     "random_events",
     "render",
     "render_black",

@@ -1,0 +1,42 @@
+"""`recipes.train_demo`: the MoD study's `mod` run packaged as a demo folder (data only, with its validation figures
+and card), and the run reused from the work folder when it is there."""
+
+import json
+
+import pytest
+import torch
+
+from videollm_mod.recipes import train_demo
+
+
+@pytest.mark.slow
+def test_quick_demo_is_the_studys_mod_run_packaged_with_its_figures_and_reused(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from modeling_videollm_mod import VideoLLMMoDForCausalLM
+
+    work, out = tmp_path / "work", tmp_path / "demo"
+    assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(out)]) == 0
+    assert not list(out.glob("*.py"))  # the demo ships as data
+    model = VideoLLMMoDForCausalLM.from_pretrained(out)
+    assert model.config.mod_layers == [1, 3] and model.config.mod_keep_ratio == 0.2  # the paper's settings
+    metrics = json.loads((out / "demo_metrics.json").read_text())
+    assert metrics["variant"] == "mod" and metrics["plan"]["eval_split"] == "val" and metrics["training"]["steps"] > 0
+    card = ModelCard.load(out / "README.md")
+    stated = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
+    assert stated == {(r.metric_type, r.metric_value) for r in train_demo.demo_eval_results(metrics)}
+
+    # a second call finds the trained run in the work folder: the same weights, nothing trained again
+    monkeypatch.setattr("videollm_mod.recipes.mod_study.train_variant", lambda *a, **k: pytest.fail("trained again"))
+    again = tmp_path / "again"
+    assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(again)]) == 0
+    reloaded = VideoLLMMoDForCausalLM.from_pretrained(again)
+    weights, reloaded_weights = model.state_dict(), reloaded.state_dict()
+    assert weights.keys() == reloaded_weights.keys()
+    assert all(torch.equal(weights[name], reloaded_weights[name]) for name in weights)
+
+
+def test_a_bad_setting_is_one_line(capsys):
+    assert train_demo.main(["--set", "lm_width=3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set lm_width: no such setting") and len(err.strip().splitlines()) == 1
