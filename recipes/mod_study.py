@@ -118,6 +118,7 @@ class StudyPlan:
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
+    unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.5)
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
@@ -199,20 +200,37 @@ def load_split(shared: SharedData, split: str) -> dict:
     return out
 
 
+def in_share(video_uid: str, share: float, salt: str = "") -> bool:
+    """Whether a video belongs to a fixed share of the videos, by id (`salt` draws another share, independent)."""
+    return int(hashlib.sha256((salt + video_uid).encode()).hexdigest(), 16) % 1000 < share * 1000
+
+
 def chat_video(video_uid: str, share: float) -> bool:
     """Whether a training video is seen as a live chat (else as narration): a fixed share of the videos, by id."""
-    return int(hashlib.sha256(video_uid.encode()).hexdigest(), 16) % 1000 < share * 1000
+    return in_share(video_uid, share)
 
 
-def training_rows(train: dict, livechat_share: float):
+def unprompted(row: dict) -> dict:
+    """A narration row without its instruction: a stream that opens with no turn, as `narrate` and `stream_generate`
+    run a video when no query is given."""
+    from modeling_videollm_mod.processing_videollm_mod import as_messages
+
+    return {"conversation": [m for m in as_messages(row["conversation"]) if m["role"] != "user"]}
+
+
+def training_rows(train: dict, livechat_share: float, unprompted_share: float = 0.0):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
     tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
-    the stream."""
+    the stream. `unprompted_share` of the narration streams lose their instruction (`unprompted`)."""
     from datasets import concatenate_datasets
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
     narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"], livechat_share))
+    if unprompted_share:
+        narration = narration.map(
+            lambda row: unprompted(row) if in_share(row["video_uid"], unprompted_share, "unprompted") else {}
+        )
     livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"], livechat_share))
     parts = [narration, livechat, *train["coin"].values()]
     rows = concatenate_datasets([part.select_columns(columns) for part in parts])
@@ -241,7 +259,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
     from .sft import VideoSFTScriptArguments, build_trainer
 
     train = load_split(shared, "train")
-    rows = training_rows(train, plan.livechat_share)
+    rows = training_rows(train, plan.livechat_share, plan.unprompted_share)
     model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
     args = SFTConfig(
         output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,

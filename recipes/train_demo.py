@@ -1,17 +1,21 @@
-"""Reproduce the shipped demo model: the MoD study's recipe (`recipes.mod_study`), its `mod` variant (VideoLLM-MoD at
-the paper's settings), packaged as the demo with its validation figures.
+"""Reproduce the shipped demo model: the MoD study's recipe (`recipes.mod_study`) for its `mod` variant (VideoLLM-MoD
+at the paper's settings), with half of the narration streams opening with no instruction, packaged as the demo with
+its validation figures.
 
     python -m videollm_mod.recipes.train_demo --work-dir runs/demo --output-dir videollm_mod/demo
-    # as the shipped demo was made: the study's MoD run of seed 0, on the study's tower (see benchmarks/README.md)
-    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900 --set data.tower=runs/study/tower
+    # as the shipped demo was made: the study's data and tower (see benchmarks/README.md)
+    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900 --set data.tower=runs/study/tower threads=1
 
 1. The study's shared stage (`recipes.study_data`): synthetic videos of coloured shapes whose events (shape x colour x
    action) come at irregular times, as Ego4D-style narration streams and, for a third of the training videos, live
    chats with questions about what is on screen; a SigLIP warmed up on captioned scenes of the same world (about an
    hour from scratch), frozen; frame features pre-computed with it.
-2. The study's `mod` run of `--seed` (`mod_study.train_variant`: Llama 4 x 128, 10 tokens per frame, MoD on the odd
-   layers with r = 0.2 and learned routers, the recipe's `SFTTrainer`), kept in `{work_dir}/runs/mod-seed{seed}/model`
-   and reused from there when the study (`--save-models`) or an earlier call trained it.
+2. The study's `mod` training (`mod_study.train_variant`: Llama 4 x 128, 10 tokens per frame, MoD on the odd layers
+   with r = 0.2 and learned routers, the recipe's `SFTTrainer`) of `--seed`, on the study's plan with `DEMO_SETTINGS`:
+   half of the narration streams lose their instruction, as `narrate` and `stream_generate` run a video when no
+   query is given (trained only with it, a model narrates such streams in the live chats' words and speaks about
+   1.5 times per event). The model is kept in `{work_dir}/runs/demo-seed{seed}` with its plan and reused from there
+   when the plan is the same.
 3. The folder (weights, config, processor, tokenizer, model card; the demo ships as data, so the code files that
    `save_pretrained` writes are removed) with `demo_metrics.json`: every quality measure of the study on the
    validation split (`mod_study.evaluate_variant`), beside its baselines. The benchmark (`benchmarks/demo_quality.py`)
@@ -35,6 +39,7 @@ from ..errors import UserError
 logger = logging.getLogger(__name__)
 
 VARIANT = "mod"  # the demo is VideoLLM-MoD at the paper's settings
+DEMO_SETTINGS = {"unprompted_share": "0.5"}  # over the study's plan; `--set` overrides them
 
 
 def demo_eval_results(metrics: dict) -> list:
@@ -85,21 +90,23 @@ def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
 
 
 def trained_model(plan, shared, seed: int, work_dir: str):
-    """The study's `mod` run of `seed`: trained now and kept in the work folder, or the one kept there already.
-    Returns the model, its processor and the training log (None for a kept model)."""
+    """The demo's training of `seed` on `plan`: trained now and kept in the work folder with its plan, or the one kept
+    there already for the same plan. Returns the model, its processor and the training log."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDProcessor
 
     from .mod_study import VARIANTS, train_variant
 
-    run_dir = os.path.join(work_dir, "runs", f"{VARIANT}-seed{seed}")
-    model_dir = os.path.join(run_dir, "model")
-    if os.path.exists(os.path.join(model_dir, "config.json")):
+    run_dir = os.path.join(work_dir, "runs", f"demo-seed{seed}")
+    model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
+    if os.path.exists(record) and json.load(open(record))["plan"] == plan.to_dict():
         logger.info("using the model kept in %s", model_dir)
         model = VideoLLMMoDForCausalLM.from_pretrained(model_dir).eval()
-        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), None
+        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), json.load(open(record))["training"]
     model, processor, training = train_variant(plan, shared, VARIANTS[VARIANT], seed, run_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
+    with open(record, "w") as f:  # last: a stopped run leaves no record, and is trained again
+        json.dump({"plan": plan.to_dict(), "training": training}, f, indent=1)
     return model, processor, training
 
 
@@ -119,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     from .study_data import prepare_shared
 
     try:
-        plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), parse_settings(args.set))
+        settings = {**DEMO_SETTINGS, **parse_settings(args.set)}
+        plan = apply_settings(StudyPlan.quick() if args.quick else StudyPlan(), settings)
     except (UserError, ValueError) as error:  # the user's settings: one line
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -74,3 +74,33 @@ def test_a_run_is_claimed_once_and_a_dead_workers_claim_is_taken_over(tmp_path):
     mod_study.release(path)
     open(path, "w").close()
     assert not mod_study.claim(path)  # done
+
+
+def test_unprompted_share_drops_the_instruction_of_that_share_of_narration_streams_only():
+    from datasets import Dataset
+
+    def row(uid, first_turn):
+        conversation = [
+            {"role": "stream", "content": "", "time": 0.5, "learn": 0, "num_frames": 1},
+            {"role": "user", "content": first_turn, "time": 0.5, "learn": 0, "num_frames": 0},
+            {"role": "assistant", "content": "C sees a red circle appear.", "time": 0.5, "learn": 1, "num_frames": 0},
+        ]
+        return {"video_uid": uid, "video": f"{uid}.mp4", "fps": 2.0, "start_frame": 0, "stop_frame": 1,
+                "conversation": conversation}  # fmt: skip
+
+    uids = [f"video-{i}" for i in range(200)]
+    train = {
+        "narration": Dataset.from_list([row(uid, "Please narrate.") for uid in uids]),
+        "livechat": Dataset.from_list([row(uid, "Tell me whenever something changes.") for uid in uids]),
+        "coin": {},
+    }
+    prompted = mod_study.training_rows(train, 1 / 3)
+    rows = mod_study.training_rows(train, 1 / 3, unprompted_share=0.5)
+    assert len(rows) == len(prompted) == 200  # each video once
+    openings = [next((m["content"] for m in r["conversation"] if m["role"] == "user"), None) for r in rows]
+    narrated = [o for o in openings if o != "Tell me whenever something changes."]
+    assert 0.4 < narrated.count(None) / len(narrated) < 0.6  # half of the narration streams, by video id
+    assert all(o in (None, "Please narrate.") for o in narrated) and openings.count(None) == narrated.count(None)
+    # the rest of an unprompted stream is as it was
+    unprompted = next(r for r, o in zip(rows, openings, strict=True) if o is None)
+    assert [m["role"] for m in unprompted["conversation"]] == ["stream", "assistant"]
