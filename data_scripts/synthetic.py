@@ -362,10 +362,26 @@ NUMBERS = ("None", "One", "Two", "Three")
 QUESTION_RATE = 1 / 3  # default chance of a question after each event (at least one per video)
 
 
+def visible_objects(events: list[Event], t: float) -> list[dict]:
+    """The states (`object_states`) of the objects fully on screen at `t`."""
+    return [s for s in object_states(events, t) if s["scale"] >= 1]
+
+
+def only_of_their_shape(visible: list[dict]) -> list[dict]:
+    """The objects of `visible` that no other object shares the shape of (a question can name them by shape)."""
+    shapes = [s["shape"] for s in visible]
+    return [s for s in visible if shapes.count(s["shape"]) == 1]
+
+
+def colour_question(state: dict) -> tuple[str, str]:
+    """The question about the colour of an object (named by its shape) and its answer."""
+    return f"What colour is the {state['shape']}?", state["color"].capitalize() + "."
+
+
 def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -> tuple[str, str]:
     """A question about what is on screen at `t` (after event `index`) and its answer: what is there, how many
     shapes, the colour of a shape, or what just happened."""
-    visible = [s for s in object_states(video.events, t) if s["scale"] >= 1]
+    visible = visible_objects(video.events, t)
     kinds = ["see", "count", "happened"] + (["color"] if visible else [])
     kind = rng.choice(kinds)
     if kind == "count":
@@ -373,11 +389,9 @@ def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -
     if kind == "happened":
         return "What just happened?", video.events[index].past
     if kind == "color":
-        shapes = [s["shape"] for s in visible]
-        unique = [s for s in visible if shapes.count(s["shape"]) == 1]
+        unique = only_of_their_shape(visible)
         if unique:
-            state = rng.choice(unique)
-            return f"What colour is the {state['shape']}?", state["color"].capitalize() + "."
+            return colour_question(rng.choice(unique))
     # what is there, listed as the warm-up's captions list it: top to bottom, then left to right
     placed = sorted(visible, key=lambda s: grid_cell(s["x"], s["y"])[::-1])
     names = [f"a {s['color']} {s['shape']}" for s in placed]

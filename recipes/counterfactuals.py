@@ -104,33 +104,27 @@ def shift_errors(original: list[tuple[float, str]], shifted: list[tuple[float, s
 
 
 def colour_questions(events: list) -> list[tuple[float, str, str]]:
-    """`(time, question, colour)`: half-way between each two events, the colour of the first shape on screen that is
-    the only one of its kind (the live chats' "What colour is the circle?", `synthetic.on_screen_question`)."""
-    from ..data_scripts.synthetic import object_states
+    """`(time, question, colour)`: half-way between each two events, the live chats' question about the colour of
+    the first object on screen that is the only one of its shape (`synthetic.colour_question`)."""
+    from ..data_scripts.synthetic import colour_question, only_of_their_shape, visible_objects
 
     questions = []
     for event, following in zip(events, events[1:], strict=False):  # each event with the next
         time = round((event.narration_time + following.narration_time) / 2, 2)
-        visible = [s for s in object_states(events, time) if s["scale"] >= 1]
-        shapes = [s["shape"] for s in visible]
-        unique = [s for s in visible if shapes.count(s["shape"]) == 1]
+        unique = only_of_their_shape(visible_objects(events, time))
         if unique:
-            questions.append((time, f"What colour is the {unique[0]['shape']}?", unique[0]["color"]))
+            questions.append((time, colour_question(unique[0])[0], unique[0]["color"]))
     return questions
 
 
 def answers(model, processor, path: str, questions: list[tuple[float, str, str]]) -> list[str]:
     """What the model answers to each question of `questions` (`colour_questions`), all asked in one stream of the
     video at their times ("" where it gave no answer)."""
-    said, waiting = [], False
-    for event in model.stream_generate(path, processor, queries=[(t, q) for t, q, _ in questions], chunk_size=8,
-                                       max_new_tokens=SENTENCE_TOKENS):  # fmt: skip
-        if event.role == "user":
-            said.append("")
-        elif waiting:
-            said[-1] = event.text  # the reply right after a question is its answer
-        waiting = event.role == "user"
-    return said
+    from .free_running import answers_to
+
+    events = list(model.stream_generate(path, processor, queries=[(t, q) for t, q, _ in questions], chunk_size=8,
+                                        max_new_tokens=SENTENCE_TOKENS))  # fmt: skip
+    return [answer or "" for answer in answers_to(events, questions)]
 
 
 def summary(errors: list[float]) -> float | None:
