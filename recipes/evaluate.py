@@ -28,7 +28,7 @@ from ..files import write_text_atomically
 from ..loading import add_model_arguments, check_model, load_model_and_processor, resolve_model
 from .blind import black_like
 from .collator import VideoLLMMoDCollator
-from .free_running import evaluate_free_running
+from .free_running import score_predictions, stream_predictions
 from .metrics import aggregate_stream_metrics, model_fire_policy, periodic_fires, stream_evaluate
 
 
@@ -135,6 +135,21 @@ def score_benchmark(task: str, path: str, answer_key: str) -> dict:
     return stats
 
 
+def score_narration(path: str, baselines: bool, output: str | None) -> int:
+    """Re-score the prediction records of a free-running run (`--predictions`) without a model; `baselines` needs
+    records written with them (the blind streams)."""
+    from ..files import read_json_lines
+
+    fields = ("times", "references", "questions", "events") + (("blind_events",) if baselines else ())
+    records = read_json_lines(path, "prediction", fields)
+    text = json.dumps({"predictions": path, "rows": len(records),
+                       "free_running_results": score_predictions(records, baselines)}, indent=1)  # fmt: skip
+    print(text)
+    if output:
+        write_text_atomically(output, text + "\n")
+    return 0
+
+
 def load_model(args):
     """The model (on `--device`, in `--dtype`; `auto`: spread over the GPUs) and its processor."""
     placement = {"device_map": "auto"} if args.device == "auto" else {}
@@ -189,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="narration: the streaming metrics of a prepared dataset (default); the streaming "
                         "benchmarks re-score their official result files with --score-only")  # fmt: skip
     parser.add_argument("--score-only", metavar="RESULTS", default=None,
-                        help="score an official result file of --task (OVO-Bench's, or a StreamingBench question file "
-                        "with the answers filled in) as the official scripts do, without a model")  # fmt: skip
+                        help="score saved predictions without a model: narration, the --predictions JSON lines of a "
+                        "free-running run; a benchmark, its official result file (OVO-Bench's, or a StreamingBench "
+                        "question file with the answers filled in) as the official scripts do")  # fmt: skip
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="the benchmark's annotation file (OVO-Bench's ovo_bench_new.json, StreamingBench's "
                         "questions_real.json / questions_omni.json); the videos are under --video-root")  # fmt: skip
@@ -217,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--free-running", action="store_true", help="also stream each row, free-running, and score "
                         "its events (slower: one reply generated at a time)")  # fmt: skip
+    parser.add_argument("--predictions", default=None, metavar="FILE",
+                        help="with --free-running: write each row's prediction record (what was said, when, and the "
+                        "references) as JSON lines, for --score-only")  # fmt: skip
     parser.add_argument("--baselines", action="store_true", help="also never speak, random and periodic at the model's "
                         "rate, and blind (black frames)")  # fmt: skip
     parser.add_argument(
@@ -256,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomically(args.output, json.dumps(numbers, indent=2) + "\n")
         return 0
     if args.score_only is not None:
-        parser.error("--score-only re-scores a streaming benchmark's results: give --task too")
+        return score_narration(args.score_only, args.baselines, args.output)
+    if args.predictions is not None and not args.free_running:
+        parser.error("--predictions writes the free-running streams' records: give --free-running too")
     if args.dataset is None:
         parser.error("the following arguments are required: --dataset")
     if not 0.0 <= args.threshold <= 1.0:
@@ -298,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             model, processor, dataset, args.video_root, args.features_dir, args.threshold, args.baselines
         )
         if args.free_running:
-            free_running = evaluate_free_running(model, processor, dataset, args.video_root, args.features_dir,
-                                                 args.threshold, args.baselines, plot_dir=args.plot)  # fmt: skip
+            records = stream_predictions(model, processor, dataset, args.video_root, args.features_dir,
+                                         args.threshold, args.baselines, plot_dir=args.plot)  # fmt: skip
+            if args.predictions:
+                write_text_atomically(args.predictions, "".join(json.dumps(r) + "\n" for r in records))
+            free_running = score_predictions(records, args.baselines)
     report = {
         "model_path": resolve_model(args.model),
         "dataset": args.dataset,

@@ -121,6 +121,78 @@ def retimed(replies: list[tuple[float, str]], times: list[float], rng: random.Ra
 
 
 @torch.no_grad()
+def stream_predictions(
+    model,
+    processor,
+    dataset,
+    video_root: str | None = None,
+    features_dir: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    blind: bool = False,
+    max_new_tokens: int = SENTENCE_TOKENS,
+    plot_dir: str | None = None,
+) -> list[dict]:
+    """Stream each row of `dataset` (see the module docstring) and return one prediction record per row, all that
+    `score_predictions` needs: `video_uid`, the frame `times`, the row's `references` `[time, text]` and `questions`
+    `[time, question, answer]`, the `events` said `[time, role, text]` and, with `blind`, those said fed black frames
+    (`blind_events`). With `plot_dir`, the timeline of each row's stream is drawn there."""
+    if video_root is None and features_dir is None:
+        raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
+    model.eval()
+    records = []
+    for index, row in enumerate(dataset):
+        key, frames = row_frames(row, video_root, features_dir)
+        times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
+        queries = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "user"]
+        references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
+        run = dict(model=model, processor=processor, times=times, queries=queries, threshold=threshold,
+                   max_new_tokens=max_new_tokens)  # fmt: skip
+        session = narrate_stream(**run, **{key: frames})
+        if plot_dir is not None:
+            draw_row(plot_dir, index, row, session, [time for time, _ in references])
+        record = {"video_uid": row.get("video_uid"), "times": times, "references": references,
+                  "questions": questions_of(row["conversation"]), "events": session.events}  # fmt: skip
+        if blind:
+            record["blind_events"] = narrate_stream(**run, **{key: black_like(model, processor, key, frames)}).events
+        records.append(record)
+    return records
+
+
+def score_predictions(records: list[dict], baselines: bool = False, seed: int = 0, tolerance: float = 1.0) -> dict:
+    """`{policy: aggregate_event_scores(...)}` over the prediction records of `stream_predictions` (or read back from
+    their JSON lines): the model's entry also has `speak_rate`, its spontaneous replies per frame; `baselines` scores
+    never speaking, the model's replies re-timed at random and periodic frames, and `blind` (the records must hold
+    `blind_events`)."""
+    rng = random.Random(seed)
+    scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
+                                               if baselines else ()))}  # fmt: skip
+    num_frames = num_spontaneous = 0
+    asked, right = 0, {"model": 0, "blind": 0}
+    for record in records:
+        events = [StreamEvent(*event) for event in record["events"]]
+        times, questions = record["times"], [tuple(q) for q in record["questions"]]
+        references = [tuple(reference) for reference in record["references"]]
+        spontaneous, answers = split_replies(events)
+        scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
+        asked, right["model"] = asked + len(questions), right["model"] + count_right_answers(events, questions)
+        num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
+        if not baselines:
+            continue
+        scores["never_speak"].append(score_events([], references, tolerance))
+        for name, retime_rng in (("random_same_rate", rng), ("periodic_same_rate", None)):
+            replies = sorted(retimed(spontaneous, times, retime_rng) + answers)
+            scores[name].append(score_events(replies, references, tolerance))
+        blind = [StreamEvent(*event) for event in record["blind_events"]]
+        scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
+        right["blind"] += count_right_answers(blind, questions)
+    results = {name: aggregate_event_scores(s) for name, s in scores.items()}
+    results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
+    if asked:  # questions about the stream (`questions_of`), answered free-running
+        for name in ("model", "blind") if baselines else ("model",):
+            results[name]["questions"], results[name]["answer_accuracy"] = asked, right[name] / asked
+    return results
+
+
 def evaluate_free_running(
     model,
     processor,
@@ -134,47 +206,10 @@ def evaluate_free_running(
     max_new_tokens: int = SENTENCE_TOKENS,
     plot_dir: str | None = None,
 ) -> dict:
-    """`{policy: aggregate_event_scores(...)}` over the rows of `dataset` (see the module docstring); the model's
-    entry also has `speak_rate`, its spontaneous replies per frame. With `plot_dir`, the timeline of each row's
-    stream (`videollm_mod.timeline`, the reference replies as ground truth) is drawn there."""
-    if video_root is None and features_dir is None:
-        raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
-    model.eval()
-    rng = random.Random(seed)
-    scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
-                                               if baselines else ()))}  # fmt: skip
-    num_frames = num_spontaneous = 0
-    asked, right = 0, {"model": 0, "blind": 0}
-    for row in dataset:
-        key, frames = row_frames(row, video_root, features_dir)
-        times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
-        queries = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "user"]
-        references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
-        run = dict(model=model, processor=processor, times=times, queries=queries, threshold=threshold,
-                   max_new_tokens=max_new_tokens)  # fmt: skip
-        session = narrate_stream(**run, **{key: frames})
-        if plot_dir is not None:
-            draw_row(plot_dir, len(scores["model"]), row, session, [time for time, _ in references])
-        spontaneous, answers = split_replies(session.events)
-        scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
-        questions = questions_of(row["conversation"])
-        asked, right["model"] = asked + len(questions), right["model"] + count_right_answers(session.events, questions)
-        num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
-        if not baselines:
-            continue
-        scores["never_speak"].append(score_events([], references, tolerance))
-        for name, retime_rng in (("random_same_rate", rng), ("periodic_same_rate", None)):
-            replies = sorted(retimed(spontaneous, times, retime_rng) + answers)
-            scores[name].append(score_events(replies, references, tolerance))
-        blind = narrate_stream(**run, **{key: black_like(model, processor, key, frames)}).events
-        scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
-        right["blind"] += count_right_answers(blind, questions)
-    results = {name: aggregate_event_scores(s) for name, s in scores.items()}
-    results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
-    if asked:  # questions about the stream (`questions_of`), answered free-running
-        for name in ("model", "blind") if baselines else ("model",):
-            results[name]["questions"], results[name]["answer_accuracy"] = asked, right[name] / asked
-    return results
+    """`score_predictions` of `stream_predictions` over the rows of `dataset` (see the module docstring)."""
+    records = stream_predictions(model, processor, dataset, video_root, features_dir, threshold, baselines,
+                                 max_new_tokens, plot_dir)  # fmt: skip
+    return score_predictions(records, baselines, seed, tolerance)
 
 
 def draw_row(folder: str, index: int, row: dict, session, ground_truth: list[float]) -> None:
@@ -193,5 +228,7 @@ __all__ = [
     "questions_of",
     "retimed",
     "row_frames",
+    "score_predictions",
     "split_replies",
+    "stream_predictions",
 ]

@@ -66,7 +66,8 @@ def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_
     out = tmp_path / "metrics.json"
     assert cli.main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"), "--config",
                      "raw", "--split", "val", "--video-root", paths["ego4d_videos"], "--free-running", "--baselines",
-                     "--output", str(out), "--plot", str(tmp_path / "timelines")]) == 0  # fmt: skip
+                     "--output", str(out), "--plot", str(tmp_path / "timelines"),
+                     "--predictions", str(tmp_path / "predictions.jsonl")]) == 0  # fmt: skip
     report = json.loads(out.read_text())
     policies = ["model", "never_speak", "random_same_rate", "periodic_same_rate", "blind"]
     assert list(report["results"])[1:] == policies and list(report["free_running_results"]) == policies
@@ -81,6 +82,26 @@ def test_evaluate_free_running_scores_every_policy_against_the_rows_replies(tmp_
     assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == [
         f"{i:04d}-{row['video_uid']}.png" for i, row in enumerate(rows)
     ]
+    # one prediction record per row; re-scored without a model, they give the same numbers
+    records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["video_uid"] for r in records] == [row["video_uid"] for row in rows]
+    rescored = tmp_path / "rescored.json"
+    assert cli.main(["evaluate", "--score-only", str(tmp_path / "predictions.jsonl"), "--baselines",
+                     "--output", str(rescored)]) == 0  # fmt: skip
+    assert json.loads(rescored.read_text())["free_running_results"] == free
+
+
+def test_score_only_names_the_line_and_field_a_prediction_record_lacks(tmp_path, capsys):
+    from videollm_mod import cli
+
+    path = tmp_path / "predictions.jsonl"
+    record = {"times": [0.0], "references": [], "questions": [], "events": []}
+    path.write_text(json.dumps(record) + "\n" + json.dumps({k: v for k, v in record.items() if k != "events"}) + "\n")
+    assert cli.main(["evaluate", "--score-only", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path} line 2: no field 'events'" in err, err
+    assert cli.main(["evaluate", "--score-only", str(path), "--baselines"]) == 1  # baselines need the blind streams
+    assert f"{path} line 1: no field 'blind_events'" in capsys.readouterr().err
 
 
 def test_evaluate_plot_needs_free_running(capsys):

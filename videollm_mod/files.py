@@ -78,3 +78,30 @@ def read_json(path: str | os.PathLike, what: str):
         raise UserError(f"{path}: no such {what}") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not JSON ({error})") from None
+
+
+def read_json_lines(path: str | os.PathLike, what: str, fields: tuple[str, ...] = ()) -> list[dict]:
+    """The records of a JSON-lines file (blank lines skipped); a missing file, an unparsable line or a record without
+    one of `fields` is one `UserError` naming the file, the line and the field."""
+    import json
+
+    from .errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number}: not JSON ({error})") from None
+        missing = [name for name in fields if not isinstance(record, dict) or name not in record]
+        if missing:
+            raise UserError(f"{path} line {number}: no field {missing[0]!r} (a {what} record has {list(fields)})")
+        records.append(record)
+    return records
