@@ -97,7 +97,7 @@ def test_readme_python_example_runs_on_the_demo_and_says_nothing_before_the_firs
     if clip == "black":
         assert lines == []
         return
-    pattern = r"\[ *(\d+\.\d\d)s\] assistant: (A|The) \w+ \w+ .+\."
+    pattern = r"\[ *(\d+\.\d\d)s\] assistant: C sees (a|the) \w+ \w+ .+\."
     assert lines and all(re.fullmatch(pattern, line) for line in lines), lines
     assert float(re.fullmatch(pattern, lines[0]).group(1)) == 2.5
 
@@ -132,7 +132,7 @@ def test_demo_narrates_a_held_out_synthetic_video(demo, tmp_path):
     torch.manual_seed(0)
     events = [e for e in model.stream_generate(video, processor, max_new_tokens=16) if e.role == "assistant"]
     assert events, "the demo says nothing over 8 seconds with an event every ~2 seconds"
-    pattern = r"(A|The) (red|green|blue|yellow) (circle|square|triangle) (appears|disappears|moves \w+|turns \w+)\."
+    pattern = r"C sees (a|the) (red|green|blue|yellow) (circle|square|triangle) (appear|disappear|move \w+|turn \w+)\."
     assert all(re.fullmatch(pattern, e.text) for e in events), [e.text for e in events]
 
 
@@ -151,9 +151,9 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos
     assert times == sorted(times) and all(0 <= t < 20 and (t * 2).is_integer() for t in times)
     assert not list(tmp_path.glob("*.tmp-*")), "the JSON is written to a temporary name and renamed"
     # seed 2024's video: a green circle appears at 0.93 s first, six events in all
-    assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "A green circle appears."}
+    assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "C sees a green circle appear."}
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2] == "cache budget per video: 556 tokens (the stream length the model was trained on)"
+    assert lines[-2] == "cache budget per video: 541 tokens (the stream length the model was trained on)"
     assert lines[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies, 6 events in the video")
     said = [(float(t), role, text) for t, role, text in (re.fullmatch(r"\[ *([\d.]+)s\] (\w+): (.*)", x).groups()
                                                          for x in lines if x.startswith("["))]  # fmt: skip
@@ -161,7 +161,7 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos
     assert said == sorted(expected, key=lambda x: (x[0], x[1] != "Truth"))  # a true event before a reply at its time
 
 
-def test_demo_ground_truth_is_the_rendered_videos_events_as_the_demo_says_them_unasked(tmp_path):
+def test_demo_ground_truth_is_the_rendered_videos_events_as_the_demo_learned_to_say_them(tmp_path):
     from videollm_mod.data_scripts.synthetic import Event
     from videollm_mod.narrate import demo_ground_truth, render_demo_videos
 
@@ -171,9 +171,8 @@ def test_demo_ground_truth_is_the_rendered_videos_events_as_the_demo_says_them_u
     assert len(events) >= 2
     truth = demo_ground_truth(str(tmp_path), video)
     assert [t["time"] for t in truth] == [round(e.narration_time, 2) for e in events]
-    # the text is the event as the live chats of the demo's training say it: "The red circle moves left."
-    assert [t["text"] for t in truth] == [e.chat for e in events]
-    assert all(re.fullmatch(r"(A|The) \w+ \w+ (appears|disappears|moves \w+|turns \w+)\.", t["text"]) for t in truth)
+    # the text is the event's narration cleaned as in training: "#C C sees the red circle move left" -> "C sees ... ."
+    assert [t["text"] for t in truth] == [e.narration.removeprefix("#C ") + "." for e in events]
 
 
 def test_narrate_needs_a_video_or_demo(capsys):
@@ -187,9 +186,9 @@ def test_narrate_needs_a_video_or_demo(capsys):
 # counterfactuals: the same world with one thing changed (videos of their own seeds, narrated without a query)
 
 SEEDS = range(5000, 5004)
-# The shipped demo misses the issue's 0.9 for swapped colours: it names 31 of 41 right on these seeds (0.76; 0.74 on
-# the benchmark's 10 seeds), and 2 with the original colours. The bound pins what it does, with some slack.
-SWAPPED_RIGHT = 0.7
+# The issue's target for swapped colours: the demo names 29 of 29 right on these seeds (0.97 on the benchmark's 10
+# seeds), and none with the original colours.
+SWAPPED_RIGHT = 0.9
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +208,7 @@ def test_demo_says_at_most_one_thing_about_a_black_video(demo, tmp_path):
 
 def test_demo_stays_silent_on_a_black_video_four_times_its_trained_length_by_default(demo, tmp_path):
     """With the default budget (the demo's trained stream length, from its config) a long black video gets no reply;
-    with the model's whole context as the budget (the old default) the demo babbles after about 33 s."""
+    with the model's whole context as the budget (the old default) an earlier demo babbled after about 33 s."""
     model, processor = demo
     trained = model.config.trained_stream_length
     seconds = 4 * trained / (processor.frame_num_tokens + 1) / 2  # 11 tokens a frame at 2 fps
@@ -221,7 +220,7 @@ def test_demo_stays_silent_on_a_black_video_four_times_its_trained_length_by_def
 
 
 def test_demo_names_the_colours_of_a_colour_swapped_video(demo, tmp_path):
-    """Replies near an event name the swapped colours (issue target 0.9 right; the demo reaches 0.76 here, see
+    """Replies near an event name the swapped colours (issue target 0.9 right; the demo names all right here, see
     `SWAPPED_RIGHT`), and far more often than the original colours, which a model that does not look would name
     as often as the swapped ones."""
     swapped_right = original_right = counted = 0
@@ -238,21 +237,21 @@ def test_demo_names_the_colours_of_a_colour_swapped_video(demo, tmp_path):
 
 def test_demo_replies_move_with_events_shifted_3_seconds_later(demo, originals, tmp_path):
     """The same events 3 s later: the replies that come again (same text) come 3 s later (median error <= 0.5 s, the
-    issue's target). Only about three quarters of the replies come again word for word (36 of 49 here): the demo's
-    wording of an event depends on what it said before, so the test asks for 60 %, not all."""
+    issue's target). Not every reply comes again word for word (29 of 31 here): the demo's wording of an event can
+    depend on what it said before, so the test asks for 80 %, not all."""
     errors, total = [], 0
     for seed, (events, said) in originals.items():
         shifted = cf.replies(*demo, cf.render(str(tmp_path / f"{seed}.mp4"), cf.shift_events(events, 3.0), 23, seed))
         errors += cf.shift_errors(said, shifted, 3.0)
         total += len(said)
-    assert len(errors) >= 0.6 * total and cf.summary(errors) <= 0.5
+    assert len(errors) >= 0.8 * total and cf.summary(errors) <= 0.5
 
 
 def test_demo_answers_colour_questions_with_the_colours_on_screen_swapped_or_not(demo, tmp_path):
     """ "What colour is the circle?" asked mid-stream about a shape on screen (`cf.colour_questions`): the answer names
-    its colour, in the swapped video the swapped one. The demo answers 32 of these 42 right (19 of 21 original, 13 of
-    21 swapped) and never names the unswapped colour in a swapped video; a model that did not look would name the
-    original colours of the swapped videos as often as the swapped ones."""
+    its colour, in the swapped video the swapped one. The demo answers 38 of these 42 right (19 of 21 in each) and
+    never names the unswapped colour in a swapped video; a model that did not look would name the original colours of
+    the swapped videos as often as the swapped ones (the issue's target: 0.8 of the answers right)."""
     right = asked = swapped_right = unswapped_named = 0
     for seed in SEEDS:
         original = cf.random_events(seed, 20)
@@ -267,7 +266,7 @@ def test_demo_answers_colour_questions_with_the_colours_on_screen_swapped_or_not
                     swapped_right += named == [colour]
                     unswapped_named += cf.SWAPPED[colour] in named
     assert asked >= 8 * len(SEEDS)
-    assert right / asked >= 0.7 and swapped_right >= 0.5 * asked / 2 and unswapped_named * 3 <= swapped_right
+    assert right / asked >= 0.8 and swapped_right >= 0.8 * asked / 2 and unswapped_named * 3 <= swapped_right
 
 
 def test_demo_card_states_the_validation_figures_of_its_metrics_file():

@@ -15,8 +15,8 @@ model has no time for are dropped (it always takes the most recent one), and the
 lag. The cache keeps the system prompt, the last replies and the most recent frames within `--cache-budget`, so a
 stream of any length runs in bounded memory.
 
-With `--demo` the video's true events are printed among the replies, in time order (`[    2.22s] Truth: A red
-triangle appears.`: the event as the demo says it, at the time it happens), and `--json` writes
+With `--demo` the video's true events are printed among the replies, in time order (`[    2.22s] Truth: C sees a red
+triangle appear.`: the narration the demo was trained to say, at the time the event happens), and `--json` writes
 `{"seed", "conversation", "ground_truth"}`, both lists of `{"time", ...}`.
 """
 
@@ -176,15 +176,15 @@ def render_demo_videos(folder: str, seed: int, count: int = 1, seconds: float = 
 
 def demo_ground_truth(folder: str, video: str) -> list[dict]:
     """What truly happens in `video`, one of `render_demo_videos(folder, ...)`: its events as `{"time", "text"}` in
-    time order, each said as the demo model says it when no one asked it to narrate (`Event.chat`: it learned that
-    wording from its live chats, and the Ego4D one, "C sees ...", after the narration instruction) at the time the
+    time order, each the narration the demo model was trained to say (cleaned as its training data) at the time the
     event happens (the end of a move)."""
+    from .data_scripts.prepare_ego4d_narration import clean_narration
     from .data_scripts.synthetic import Event, dataset_paths
 
     with open(dataset_paths(os.path.join(folder, "synthetic"))["events"], encoding="utf-8") as file:
         records = json.load(file)[Path(video).stem]
     events = sorted((Event.from_dict(record) for record in records), key=lambda event: event.narration_time)
-    return [{"time": round(e.narration_time, 2), "text": e.chat} for e in events]
+    return [{"time": round(e.narration_time, 2), "text": clean_narration(e.narration)} for e in events]
 
 
 def main(argv: list[str] | None = None) -> int:
