@@ -157,3 +157,28 @@ def test_the_default_budget_gives_way_to_a_query_longer_than_the_trained_length(
     given.push_query(query, time=0.0)
     with pytest.raises(ValueError, match="cannot hold the stream's sink"):
         given.push_frames(features=features(3), times=half_seconds(3))
+
+
+def test_generate_continues_a_streams_cache_after_evictions_as_the_session_would(processor):
+    """`generate(cache=session.cache)` picks up a stream where it is, its cache re-indexed by evictions: the answer to
+    a query equals the session's own answer, logit for logit (the query fits the budget: generate does not evict)."""
+    model = make_model(processor)
+    frames = features(60)
+
+    def streamed():
+        session = model.stream_session(processor, threshold=0.5, max_new_tokens=5, record_logits=True, budget=400)
+        session.push_frames(features=frames, times=half_seconds(60))
+        return session
+
+    asked, continued = streamed(), streamed()
+    fed = continued.streams[0].transcript_ids + continued.streams[0].pending
+    assert continued.num_tokens > 600 and continued.cache.get_seq_length() < 400  # evicted, re-indexed
+    asked.push_query("what now?")
+    stream = asked.streams[0]
+    prompt = (stream.transcript_ids + stream.pending)[: stream.reply_positions[-1]]
+    assert prompt[: len(fed)] == fed  # the query evicted nothing: both caches held the same before it
+    out = model.generate(input_ids=torch.tensor([prompt]), cache=continued.cache, do_sample=False,
+                         max_new_tokens=stream.reply_logits[-1].shape[0], return_dict_in_generate=True,
+                         output_logits=True)  # fmt: skip
+    logits = torch.stack([step[0] for step in out.logits])
+    assert (logits - stream.reply_logits[-1]).abs().max() <= 1e-5
