@@ -5,8 +5,8 @@ cannot recover from its own mistakes; these do not.
 
 Protocol per row: the row's frames `[start_frame, stop_frame)` at their video times (`i / fps`), its user messages
 pushed as queries at their times (a narration row's instruction is answered after its first frame, as in training),
-8 frames per forward while the model is silent (identical to frame by frame). References: the row's assistant
-messages.
+8 frames per forward while the model is silent (identical to frame by frame), `batch_size` rows at a time in one
+batched session (with greedy decoding, identical to one at a time). References: the row's assistant messages.
 
 Baselines on the same rows (`baselines=True`):
 
@@ -27,7 +27,7 @@ import random
 
 import torch
 
-from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDStreamSession, load_video
+from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDBatchStreamSession, load_video
 
 from .blind import black_like
 from .event_metrics import aggregate_event_scores, answer_matches, score_events
@@ -46,23 +46,25 @@ def row_frames(row: dict, video_root: str | None, features_dir: str | None) -> t
     return "frames", torch.from_numpy(frames)
 
 
-def narrate_stream(
+def narrate_streams(
     model,
     processor,
-    times: list[float],
-    queries: list[tuple[float, str]] = (),
+    streams: list[dict],
     threshold: float = DEFAULT_THRESHOLD,
     max_new_tokens: int = SENTENCE_TOKENS,
     chunk_size: int = 8,
-    **frames: torch.Tensor,
-) -> VideoLLMMoDStreamSession:
-    """Stream `frames=` (T, H, W, 3) uint8 or `features=` (T, F, D) at `times` with `(time, text)` queries; returns
-    the session, its `events` (user queries and the assistant's replies, in order) and `decisions` read."""
-    session = model.stream_session(processor, threshold=threshold, max_new_tokens=max_new_tokens,
-                                   chunk_size=chunk_size)  # fmt: skip
-    for time, text in queries:
-        session.push_query(text, time)
-    session.push_frames(times=times, **frames)
+) -> VideoLLMMoDBatchStreamSession:
+    """Stream several videos at once through one batched session (with greedy decoding each stream says what it says
+    alone). Each of `streams` is `{"times", "queries": [(time, text)], "frames": (T, H, W, 3) uint8 or "features":
+    (T, F, D)}`; returns the session, whose `streams[r]` hold each stream's `events` (user queries and the assistant's
+    replies, in order) and `decisions`."""
+    session = model.batch_stream_session(processor, len(streams), threshold=threshold, max_new_tokens=max_new_tokens,
+                                         chunk_size=chunk_size)  # fmt: skip
+    for r, stream in enumerate(streams):
+        for time, text in stream["queries"]:
+            session.push_query(r, text, time)
+    key = "frames" if "frames" in streams[0] else "features"
+    session.push_frames(times=[stream["times"] for stream in streams], **{key: [stream[key] for stream in streams]})
     session.flush()
     return session
 
@@ -131,30 +133,43 @@ def stream_predictions(
     blind: bool = False,
     max_new_tokens: int = SENTENCE_TOKENS,
     plot_dir: str | None = None,
+    batch_size: int = 1,
 ) -> list[dict]:
-    """Stream each row of `dataset` (see the module docstring) and return one prediction record per row, all that
-    `score_predictions` needs: `video_uid`, the frame `times`, the row's `references` `[time, text]` and `questions`
-    `[time, question, answer]`, the `events` said `[time, role, text]` and, with `blind`, those said fed black frames
-    (`blind_events`). With `plot_dir`, the timeline of each row's stream is drawn there."""
+    """Stream each row of `dataset` (see the module docstring), `batch_size` rows at a time in one batched session,
+    and return one prediction record per row, all that `score_predictions` needs: `video_uid`, the frame `times`, the
+    row's `references` `[time, text]` and `questions` `[time, question, answer]`, the `events` said
+    `[time, role, text]` and, with `blind`, those said fed black frames (`blind_events`). With `plot_dir`, the
+    timeline of each row's stream is drawn there."""
     if video_root is None and features_dir is None:
         raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1")
     model.eval()
     records = []
-    for index, row in enumerate(dataset):
-        key, frames = row_frames(row, video_root, features_dir)
-        times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
-        queries = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "user"]
-        references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
-        run = dict(model=model, processor=processor, times=times, queries=queries, threshold=threshold,
-                   max_new_tokens=max_new_tokens)  # fmt: skip
-        session = narrate_stream(**run, **{key: frames})
-        if plot_dir is not None:
-            draw_row(plot_dir, index, row, session, [time for time, _ in references])
-        record = {"video_uid": row.get("video_uid"), "times": times, "references": references,
-                  "questions": questions_of(row["conversation"]), "events": session.events}  # fmt: skip
+    for start in range(0, len(dataset), batch_size):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        streams = []
+        for row in rows:
+            key, frames = row_frames(row, video_root, features_dir)
+            times = [(row["start_frame"] + i) / row["fps"] for i in range(len(frames))]
+            queries = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "user"]
+            streams.append({"times": times, "queries": queries, key: frames})
+        run = dict(model=model, processor=processor, threshold=threshold, max_new_tokens=max_new_tokens)
+        said = narrate_streams(streams=streams, **run)
         if blind:
-            record["blind_events"] = narrate_stream(**run, **{key: black_like(model, processor, key, frames)}).events
-        records.append(record)
+            black = [{**s, key: black_like(model, processor, key, s[key])} for s in streams]
+            blind_said = narrate_streams(streams=black, **run)
+        for r, row in enumerate(rows):
+            references = [(m["time"], m["content"]) for m in row["conversation"] if m["role"] == "assistant"]
+            stream = said.streams[r]
+            if plot_dir is not None:
+                draw_row(plot_dir, start + r, row, stream.decisions, threshold, stream.events,
+                         [time for time, _ in references])  # fmt: skip
+            record = {"video_uid": row.get("video_uid"), "times": streams[r]["times"], "references": references,
+                      "questions": questions_of(row["conversation"]), "events": stream.events}  # fmt: skip
+            if blind:
+                record["blind_events"] = blind_said.streams[r].events
+            records.append(record)
     return records
 
 
@@ -205,26 +220,26 @@ def evaluate_free_running(
     tolerance: float = 1.0,
     max_new_tokens: int = SENTENCE_TOKENS,
     plot_dir: str | None = None,
+    batch_size: int = 1,
 ) -> dict:
     """`score_predictions` of `stream_predictions` over the rows of `dataset` (see the module docstring)."""
     records = stream_predictions(model, processor, dataset, video_root, features_dir, threshold, baselines,
-                                 max_new_tokens, plot_dir)  # fmt: skip
+                                 max_new_tokens, plot_dir, batch_size)  # fmt: skip
     return score_predictions(records, baselines, seed, tolerance)
 
 
-def draw_row(folder: str, index: int, row: dict, session, ground_truth: list[float]) -> None:
+def draw_row(folder: str, index: int, row: dict, decisions, threshold: float, events, ground_truth: list[float]):
     """The timeline of row `index`'s stream as `{folder}/{index:04d}-{video_uid}.png`."""
     from ..timeline import save_timeline
 
     name = f"{index:04d}-{row.get('video_uid') or os.path.splitext(os.path.basename(row['video']))[0]}"
-    save_timeline(os.path.join(folder, f"{name}.png"), session.decisions, session.threshold, session.events,
-                  ground_truth, title=name)  # fmt: skip
+    save_timeline(os.path.join(folder, f"{name}.png"), decisions, threshold, events, ground_truth, title=name)
 
 
 __all__ = [
     "answers_to",
     "evaluate_free_running",
-    "narrate_stream",
+    "narrate_streams",
     "questions_of",
     "retimed",
     "row_frames",

@@ -104,6 +104,25 @@ def test_score_only_names_the_line_and_field_a_prediction_record_lacks(tmp_path,
     assert f"{path} line 1: no field 'blind_events'" in capsys.readouterr().err
 
 
+def test_rows_streamed_in_batches_say_what_they_say_one_at_a_time(tmp_path, tiny_model_and_processor):
+    from videollm_mod.data_scripts import prepare_ego4d_narration
+    from videollm_mod.data_scripts._hub import load_prepared_dataset
+    from videollm_mod.data_scripts.synthetic import generate_dataset
+    from videollm_mod.recipes.free_running import stream_predictions
+
+    model, processor = tiny_model_and_processor
+    paths = generate_dataset(str(tmp_path / "syn"), num_videos=3, seconds=6, fps=4, resolution=24, seed=11,
+                             num_coin_videos=0, val_fraction=1.0, test_fraction=0.0)  # fmt: skip
+    prepare_ego4d_narration.main(["--annotation-dir", paths["ego4d_annotations"], "--video-root",
+                                  paths["ego4d_videos"], "--output-dir", str(tmp_path / "data")])  # fmt: skip
+    rows = load_prepared_dataset(str(tmp_path / "data"), "raw")["val"]
+    run = dict(model=model, processor=processor, dataset=rows, video_root=paths["ego4d_videos"], blind=True)
+    alone, batched = stream_predictions(**run), stream_predictions(**run, batch_size=2)  # batches of 2 and 1
+    assert len(alone) == len(rows) == 3
+    assert sum(e.role == "assistant" for r in alone for e in r["events"]) >= 3  # each row's instruction answered
+    assert batched == alone
+
+
 def test_evaluate_plot_needs_free_running(capsys):
     from videollm_mod import cli
 
