@@ -1,10 +1,10 @@
 """Vision warm-up: pretrain a small SigLIP on (frame, caption) pairs with its own sigmoid loss, for a video model to
 start from a vision tower that already tells things apart (as the released model starts from a pretrained SigLIP).
 
-    videollm-mod warmup --data runs/demo/train/synthetic/frame_captions --output_dir runs/demo/siglip \\
-        --image_size 48 --patch_size 8 --hidden_size 128 --num_hidden_layers 2 --num_train_epochs 5 \\
-        --per_device_train_batch_size 64 --learning_rate 1e-3 --lr_scheduler_type cosine --use_cpu true \\
-        --report_to none                                   # the demo's warm-up (`recipes.train_demo`)
+    videollm-mod warmup --data runs/demo/train/synthetic/frame_captions --output_dir runs/demo/tower \\
+        --image_size 48 --patch_size 8 --hidden_size 128 --num_hidden_layers 2 --num_train_epochs 10 \\
+        --per_device_train_batch_size 128 --learning_rate 1e-3 --lr_scheduler_type cosine --use_cpu true \\
+        --report_to none              # the MoD study's and the demo's warm-up (`recipes.study_data.warm_up_tower`)
 
 Data: any dataset of images with a caption each: an image folder with a `metadata.jsonl` of `file_name` / `text`
 (what `videollm-mod data synthetic --frame-captions N` writes), a parquet folder or a Hub dataset with the columns
