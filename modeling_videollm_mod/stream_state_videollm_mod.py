@@ -102,9 +102,10 @@ class StreamState:
     def keep(self, segments: list[Segment]) -> None:
         """After an eviction: hold only `segments` (a subset of `self.segments`, in order) and their tokens in
         `transcript_ids`, with the replies that lie in them."""
+        held = {id(segment) for segment in segments}
         ids, moved, start = [], [], 0  # per held segment: (old index in the transcript, length, new index)
         for segment in self.segments:
-            if any(segment is kept for kept in segments):
+            if id(segment) in held:
                 moved.append((start, segment.length, len(ids)))
                 ids += self.transcript_ids[start : start + segment.length]
             start += segment.length
