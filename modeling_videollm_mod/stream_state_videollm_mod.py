@@ -103,12 +103,11 @@ class StreamState:
         """After an eviction: hold only `segments` (a subset of `self.segments`, in order) and their tokens in
         `transcript_ids`, with the replies that lie in them."""
         held = {id(segment) for segment in segments}
-        ids, moved, start = [], [], 0  # per held segment: (old index in the transcript, length, new index)
-        for segment in self.segments:
+        ids, moved = [], []  # per held segment: (old index in the transcript, length, new index)
+        for segment, start in self.spans():
             if id(segment) in held:
                 moved.append((start, segment.length, len(ids)))
                 ids += self.transcript_ids[start : start + segment.length]
-            start += segment.length
         replies = []
         for i, position in enumerate(self.reply_positions):
             new = next((n + position - o for o, length, n in moved if o <= position < o + length), None)
@@ -119,13 +118,18 @@ class StreamState:
             self.reply_logits = [logits for _, logits in replies]
         self.segments, self.transcript_ids = segments, ids
 
+    def spans(self):
+        """`(segment, index of its first token in transcript_ids)` of each segment held, in order."""
+        start = 0
+        for segment in self.segments:
+            yield segment, start
+            start += segment.length
+
     def segment_ids(self, segment: Segment) -> list[int]:
         """The tokens of `segment`, one of `segments`."""
-        start = 0
-        for held in self.segments:
+        for held, start in self.spans():
             if held is segment:
                 return self.transcript_ids[start : start + segment.length]
-            start += held.length
         raise ValueError(f"{segment} is not held by the stream")
 
     def truncate(self, position: int) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ def trained_model(plan, shared, seed: int, work_dir: str):
 
     run_dir = os.path.join(work_dir, "runs", f"demo-seed{seed}")
     model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
-    if os.path.exists(record) and json.load(open(record))["plan"] == plan.to_dict():
+    kept = read_json(record, "training record") if os.path.exists(record) else None
+    if kept is not None and kept["plan"] == plan.to_dict():
         logger.info("using the model kept in %s", model_dir)
         model = VideoLLMMoDForCausalLM.from_pretrained(model_dir).eval()
-        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), json.load(open(record))["training"]
+        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), kept["training"]
     model, processor, training = train_variant(plan, shared, VARIANTS[VARIANT], seed, run_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
