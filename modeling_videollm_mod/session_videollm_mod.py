@@ -230,6 +230,46 @@ class StreamEngine:
         if cuts:
             self._truncate(cuts)
 
+    # ------------------------------------------------------------------ teacher forcing
+    def force(self, r: int, ids: list[int], frames: torch.Tensor | None = None, key: str | None = None):
+        """Teacher forcing: feed `ids` into stream r as they are (a stretch of a ground-truth stream: text, `,` and
+        frame placeholders), in one forward, taking no decision and generating nothing; `frames` are the inputs of its
+        placeholders under `key` ("pixel_values_videos" or "frame_features"). What the stream had pending is dropped:
+        the forced ids carry their own (a fresh stream's system prompt). Returns (len(ids), V) logits."""
+        return self._force(r, ids, list(range(len(ids))), frames, key)
+
+    def probe(self, r: int, frames: torch.Tensor, key: str) -> torch.Tensor:
+        """The logits of the decision after each of `frames` fed after what stream r holds, each after `,`, as if
+        nothing else came (VideoLLM-online's late-response probe); the stream is left as it was. Returns (T, V)."""
+        stream = self.streams[r]
+        position, pending, stream_open = stream.position, stream.pending, stream.stream_open
+        ids = stream_frame_ids(len(frames), self.frame_ids[0], len(self.frame_ids), self.interval_id, True)
+        step = len(ids) // len(frames)
+        logits = self._force(r, ids, list(range(step - 1, len(ids), step)), frames, key)
+        self._truncate({r: position})
+        stream.pending, stream.stream_open = pending, stream_open
+        return logits
+
+    def _force(self, r: int, ids: list[int], offsets: list[int], frames, key) -> torch.Tensor:
+        if frames is not None:
+            if self.input_key not in (None, key):
+                raise ValueError(f"a session takes raw frames or features, not both (it was fed {self.input_key})")
+            self.input_key = key
+        stream = self.streams[r]
+        stream.pending = []
+        video, interval = self.frame_ids[0], self.interval_id
+        # segments for the budget: a frame (with the `,` before it) and each text run after a frame
+        marks = [] if stream.segments else [(0, SINK, 0)]
+        for i, token in enumerate(ids):
+            before = ids[i - 1] if i else None
+            if token == video and before != video:
+                start = i - 1 if before == interval else i
+                marks += [(start, FRAME, 1)] if not marks or start > marks[-1][0] else []
+            elif before == video and token != interval:
+                marks.append((i, TURN, 0))
+        stream.stream_open = ids[-1] in (video, interval)
+        return self._forward({r: (list(ids), offsets, marks)}, frames)[r]
+
     # ------------------------------------------------------------------ replies
     def _generate(self, prompts: dict[int, tuple[list[int], int, float]]) -> dict[int, StreamEvent]:
         """Reply in the streams of `prompts` (`r: (ids, offset of the turn in ids, event time)`), all at once on the

@@ -84,8 +84,8 @@ def evaluate_streams(
             frames = {k: batch[k] for k in ("frame_features", "pixel_values_videos") if k in batch}
             for name, (policy, blind) in policies.items():
                 inputs = {k: black_like(model, processor, k, v) for k, v in frames.items()} if blind else frames
-                samples[name].append(stream_evaluate(model, batch["input_ids"], batch["labels"], fire_policy=policy,
-                                                     **inputs))  # fmt: skip
+                ids, labels = batch["input_ids"], batch["labels"]
+                samples[name].append(stream_evaluate(model, processor, ids, labels, fire_policy=policy, **inputs))
         return samples
 
     model_policy = CountingPolicy(model_fire_policy(interval, threshold))

@@ -1,6 +1,7 @@
 """Streaming and COIN metrics of VideoLLM-online (`LiveMixin.stream_evaluate`, `COINBenchmark.compute_metrics`).
 
-Streaming metrics are computed per sample (batch size 1), teacher-forced, from one forward over the whole sequence,
+Streaming metrics are computed per sample (batch size 1), teacher-forced through the model's streaming engine (the
+sample is pushed into a session turn by turn, `ForcedStream`; its logits are those of one forward over the sample),
 per dialogue turn (a turn ends after each eos), then averaged over turns and over samples:
 
 - LM-PPL: `exp(mean CE)` over the turn's labelled text positions (`]\\n`, `Assistant`, `:`, the reply, eos).
@@ -24,7 +25,6 @@ position `t` is `labels[t + 1]`.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from modeling_videollm_mod import speaks
-from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
+from modeling_videollm_mod import CacheBudget, speaks
 
 IGNORE_INDEX = -100
 
@@ -114,9 +113,47 @@ def _mean(values: list[float], empty: float) -> float:
     return sum(values) / len(values) if values else empty
 
 
+class ForcedStream:
+    """One ground-truth sample pushed through a session of the model's own streaming engine (`StreamEngine.force`),
+    fed as far as the metrics ask, turn by turn: `logits(stop)` are those of every position before `stop`,
+    `probe(cut, first, num)` those of the decisions after frames `first .. first + num - 1` of the sample fed after
+    its first `cut` tokens, as if the reply never happened (`StreamEngine.probe`). The cache holds the whole sample
+    (positions as fed), so the logits are those of one forward over it."""
+
+    def __init__(self, model, processor, input_ids: torch.LongTensor, frames: torch.Tensor, key: str):
+        config = model.config
+        self.ids, self.frames, self.key = input_ids[0], frames, key
+        self.video_id, self.frame_tokens = config.video_token_id, config.frame_num_tokens
+        eos_id = config.text_config.eos_token_id
+        self.eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
+        budget = CacheBudget(max_tokens=config.text_config.max_position_embeddings, positions="original")
+        self.session = model.stream_session(processor, budget=budget)
+        self.fed, self._logits = 0, torch.zeros(0, config.text_config.vocab_size)
+
+    def _frames_before(self, stop: int) -> int:
+        return int((self.ids[:stop] == self.video_id).sum()) // self.frame_tokens
+
+    def logits(self, stop: int) -> torch.Tensor:
+        """(stop, V) float32 logits on the CPU (the model runs where it lives)."""
+        if stop > self.fed:
+            first, last = self._frames_before(self.fed), self._frames_before(stop)
+            frames = self.frames[first:last] if last > first else None
+            new = self.session.force(0, self.ids[self.fed : stop].tolist(), frames, self.key)
+            self._logits, self.fed = torch.cat([self._logits, new.float().cpu()]), stop
+        return self._logits[:stop]
+
+    def probe(self, cut: int, first: int, num: int) -> torch.Tensor:
+        """(num, V) float32 logits of the probed decisions; the stream must be fed up to `cut`, not beyond."""
+        self.logits(cut)
+        if self.fed != cut:
+            raise ValueError(f"a probe after token {cut} needs the stream fed up to it; it was fed up to {self.fed}")
+        return self.session.probe(0, self.frames[first : first + num], self.key).float().cpu()
+
+
 @torch.no_grad()
 def stream_evaluate(
     model,
+    processor,
     input_ids: torch.LongTensor,
     labels: torch.LongTensor,
     frame_features: torch.Tensor | None = None,
@@ -124,7 +161,8 @@ def stream_evaluate(
     threshold: float = 0.0,
     fire_policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> StreamMetrics:
-    """VideoLLM-online's `stream_evaluate` for one sample with a [`VideoLLMMoDForCausalLM`].
+    """VideoLLM-online's `stream_evaluate` for one sample with a [`VideoLLMMoDForCausalLM`], through its streaming
+    engine (`ForcedStream`).
 
     Args:
         input_ids, labels: (1, L); labels aligned with `input_ids` (-100 = no loss). Decisions are the labels right
@@ -139,23 +177,19 @@ def stream_evaluate(
         raise ValueError(f"stream_evaluate takes one sample at a time; got a batch of {input_ids.shape[0]}")
     if (frame_features is None) == (pixel_values_videos is None):
         raise ValueError("pass exactly one of frame_features or pixel_values_videos")
-    config = model.config
     frames = frame_features if frame_features is not None else pixel_values_videos
-    frame_key = "frame_features" if frame_features is not None else "pixel_values_videos"
+    key = "frame_features" if frame_features is not None else "pixel_values_videos"
     if fire_policy is None:
-        fire_policy = model_fire_policy(config.frame_token_interval_id, threshold)
-    video_id, eos_id = config.video_token_id, config.text_config.eos_token_id
-    eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
-    frame_tokens = config.frame_num_tokens
+        fire_policy = model_fire_policy(model.config.frame_token_interval_id, threshold)
+    return forced_stream_metrics(ForcedStream(model, processor, input_ids, frames, key), labels, fire_policy)
 
-    ids = input_ids[0]
+
+def forced_stream_metrics(stream, labels: torch.LongTensor, fire_policy) -> StreamMetrics:
+    """The metrics of one sample from a `ForcedStream` (or any object with its attributes and methods)."""
+    ids, video_id, frame_tokens = stream.ids, stream.video_id, stream.frame_tokens
     # targets[t] = what the prediction at position t should be (the original's pre-shifted labels)
     targets = torch.cat([labels[0, 1:], labels.new_full((1,), IGNORE_INDEX)])
-    # the model runs where it lives; the bookkeeping below is on the CPU, in float32
-    outputs = model(input_ids=input_ids.to(model.device), **{frame_key: frames.to(model.device)}, use_cache=True)
-    logits, cache = outputs.logits[0].float().cpu(), outputs.cache
-
-    is_eos = torch.isin(ids, torch.tensor(sorted(eos_ids), device=ids.device))
+    is_eos = torch.isin(ids, torch.tensor(sorted(stream.eos_ids), device=ids.device))
     # Turns end after each eos; tokens after the last eos belong to no turn (as in the original).
     stops = (is_eos.nonzero()[:, 0] + 1).tolist()
     starts = [0] + stops[:-1]
@@ -169,34 +203,31 @@ def stream_evaluate(
             continue
         stream_mask = (turn_ids == video_id) & learn
         lm_mask = learn & ~stream_mask
-        turn_logits = logits[start:stop]
         turn_frames = int((turn_ids == video_id).sum()) // frame_tokens
 
-        if lm_mask.any():
-            ppl, lm_correct = lm_turn_metrics(turn_logits[lm_mask], turn_targets[lm_mask])
-            num_lm = int(lm_mask.sum())
-            lm_ppls.append(ppl)
-            correctness.append(lm_correct / num_lm)
-
-        if stream_mask.any():
+        if stream_mask.any():  # the decisions come before the turn's text: read them, and probe, at the cut
+            cut = start + int(stream_mask.nonzero()[-1, 0]) + 1
             decision_frames = frames_before[start:stop][stream_mask] - 1
-            fires = fire_policy(turn_logits[stream_mask].softmax(-1), decision_frames)
-            frame_diff = early_frame_diff(fires)
+            decisions = stream.logits(cut)[start:cut][stream_mask[: cut - start]]
+            frame_diff = early_frame_diff(fire_policy(decisions.softmax(-1), decision_frames))
             if frame_diff is None:
                 frame_diff = 0
                 if turn < len(starts) - 1:
                     next_ids = ids[starts[turn + 1] : stops[turn + 1]]
                     num_probe = min(int((next_ids == video_id).sum()) // frame_tokens, turn_frames - 1)
                     if num_probe > 0:
-                        cut = start + int(stream_mask.nonzero()[-1, 0]) + 1
                         first = int(frames_before[cut - 1])
-                        probe_fires = _probe_future_frames(
-                            model, cache, cut, frames[first : first + num_probe], first, frame_key, fire_policy
-                        )
-                        frame_diff = late_frame_diff(probe_fires)
+                        probed = stream.probe(cut, first, num_probe)
+                        frame_diff = late_frame_diff(fire_policy(probed.softmax(-1), first + torch.arange(num_probe)))
             frame_diffs.append(abs(frame_diff))
 
-            if lm_mask.any():
+        if lm_mask.any():
+            turn_logits = stream.logits(stop)[start:stop]
+            ppl, lm_correct = lm_turn_metrics(turn_logits[lm_mask], turn_targets[lm_mask])
+            num_lm = int(lm_mask.sum())
+            lm_ppls.append(ppl)
+            correctness.append(lm_correct / num_lm)
+            if stream_mask.any():
                 fluencies.append(fluency(frame_diff, int(stream_mask.sum()), num_lm, lm_correct))
 
     return StreamMetrics(
@@ -206,22 +237,6 @@ def stream_evaluate(
         lm_correctness=_mean(correctness, 1.0),
         num_turns=len(lm_ppls),
     )
-
-
-def _probe_future_frames(model, cache, cut: int, future_frames, first_frame: int, frame_key: str, fire_policy):
-    """Feed `[interval, placeholders...]` per future frame (the first is frame `first_frame` of the sample) after
-    the first `cut` tokens (the reply never happened); return whether each appended frame fires."""
-    config = model.config
-    probe_cache = copy.deepcopy(cache)
-    probe_cache.crop(cut)
-    num = len(future_frames)
-    ids = stream_frame_ids(num, config.video_token_id, config.frame_num_tokens, config.frame_token_interval_id, True)
-    probe_ids = torch.tensor([ids], device=model.device)
-    pattern = ids[: len(ids) // num]  # `,` and one frame's placeholders
-    frames = {frame_key: future_frames.to(model.device)}
-    logits = model(input_ids=probe_ids, cache=probe_cache, use_cache=True, **frames).logits[0].float().cpu()
-    last = torch.arange(len(pattern) - 1, probe_ids.shape[1], len(pattern))
-    return fire_policy(logits[last].softmax(-1), first_frame + torch.arange(num))
 
 
 def aggregate_stream_metrics(samples: Sequence[StreamMetrics], fps: float) -> dict[str, float]:
@@ -292,6 +307,7 @@ def coin_procedure_accuracy(
 
 
 __all__ = [
+    "ForcedStream",
     "StreamMetrics",
     "aggregate_stream_metrics",
     "coin_accuracy",
@@ -299,6 +315,7 @@ __all__ = [
     "coin_procedure_accuracy",
     "early_frame_diff",
     "fluency",
+    "forced_stream_metrics",
     "fuzzy_match",
     "late_frame_diff",
     "levenshtein",

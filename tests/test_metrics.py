@@ -1,7 +1,6 @@
 """Streaming and COIN metrics on small hand-computed cases."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,10 +13,12 @@ from videollm_mod.recipes.metrics import (
     coin_procedure_accuracy,
     early_frame_diff,
     fluency,
+    forced_stream_metrics,
     fuzzy_match,
     late_frame_diff,
     levenshtein,
     lm_turn_metrics,
+    model_fire_policy,
     periodic_fires,
     stream_evaluate,
 )
@@ -111,7 +112,7 @@ def test_aggregate_converts_frame_diff_to_seconds():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# stream_evaluate on a scripted model: three turns (on time, late, early), frames of 2 placeholders
+# the streaming metrics on a scripted stream: three turns (on time, late, early), frames of 2 placeholders
 
 # turn 1: bos sys [ v v , v v ]\n A : x eos    (positions 0-12)
 # turn 2: [ v v , v v , v v ]\n A : y eos      (13-26)
@@ -126,47 +127,39 @@ PREDICT |= {15: INTERVAL, 18: INTERVAL, 21: INTERVAL, 22: 22, 23: 23, 24: 25, 25
 PREDICT |= {29: RESPONSE, 32: RESPONSE, 33: 22, 34: 23, 35: 26, 36: EOS}  # fires one frame early
 
 
-class ScriptedCache:
-    def __init__(self, length):
-        self.length = length
+class ScriptedStream:
+    """A `ForcedStream` that returns logits of +4 on the scripted token; a probe fires at its second frame. It records
+    how far it was fed when each stretch of logits and each probe was asked for."""
 
-    def crop(self, length):
-        self.length = length
-
-
-class ScriptedModel:
-    """Returns logits of +4 on the scripted token; a probe call (with a cache) fires at the second appended frame."""
-
-    config = SimpleNamespace(
-        video_token_id=VIDEO,
-        frame_token_interval_id=INTERVAL,
-        frame_num_tokens=2,
-        text_config=SimpleNamespace(eos_token_id=EOS),
-    )
-    device = torch.device("cpu")
+    ids = torch.tensor(IDS)
+    video_id, frame_tokens, eos_ids = VIDEO, 2, {EOS}
 
     def __init__(self):
-        self.probes = []
+        self.calls = []
+        self.fed = 0
 
-    def __call__(self, input_ids, frame_features, cache=None, use_cache=True):
-        length = input_ids.shape[1]
-        logits = torch.zeros(1, length, V)
-        if cache is None:
-            for pos in range(length):
-                logits[0, pos, PREDICT.get(pos, 0)] = 4.0
-            return SimpleNamespace(logits=logits, cache=ScriptedCache(length))
-        self.probes.append((cache.length, input_ids[0].tolist(), frame_features.tolist()))
-        logits[0, :, INTERVAL] = 4.0
-        logits[0, 5, INTERVAL], logits[0, 5, RESPONSE] = 0.0, 4.0  # last token of the 2nd appended frame
-        return SimpleNamespace(logits=logits, cache=cache)
+    def logits(self, stop):
+        self.fed = max(self.fed, stop)
+        self.calls.append(("logits", stop))
+        logits = torch.zeros(stop, V)
+        for pos in range(stop):
+            logits[pos, PREDICT.get(pos, 0)] = 4.0
+        return logits
+
+    def probe(self, cut, first, num):
+        self.calls.append(("probe", cut, first, num, self.fed))
+        logits = torch.zeros(num, V)
+        logits[:, INTERVAL] = 4.0
+        logits[1, INTERVAL], logits[1, RESPONSE] = 0.0, 4.0  # the 2nd probed frame fires
+        return logits
+
+
+LABELS = torch.tensor([[t if i in LEARNED else -100 for i, t in enumerate(IDS)]])
 
 
 def run_scripted(threshold=0.0):
-    model = ScriptedModel()
-    ids = torch.tensor([IDS])
-    labels = torch.tensor([[t if i in LEARNED else -100 for i, t in enumerate(IDS)]])
-    features = torch.arange(7.0)[:, None]  # frame i has feature i
-    return model, stream_evaluate(model, ids, labels, frame_features=features, threshold=threshold)
+    stream = ScriptedStream()
+    return stream, forced_stream_metrics(stream, LABELS, model_fire_policy(INTERVAL, threshold))
 
 
 def text_ppl(num_right_tokens_of_4):
@@ -181,11 +174,18 @@ def test_stream_evaluate_frame_diff_on_time_late_probe_and_early():
     assert metrics.frame_diff == pytest.approx((0 + 2 + 1) / 3)
 
 
-def test_stream_evaluate_late_probe_crops_after_last_frame_and_feeds_the_next_frames():
-    model, _ = run_scripted()
-    pattern = [INTERVAL, VIDEO, VIDEO]
-    # turn 2's last decision is at position 21; frames 0-1 (turn 1) and 2-4 (turn 2) came before; probe 2 frames
-    assert model.probes == [(22, pattern * 2, [[5.0], [6.0]])]
+def test_stream_evaluate_late_probe_is_after_the_last_frame_and_takes_the_next_frames():
+    stream, _ = run_scripted()
+    # turn 2's last decision is at position 21; frames 0-1 (turn 1) and 2-4 (turn 2) came before; probe 2 frames,
+    # with the stream fed up to the cut, not beyond
+    assert [call for call in stream.calls if call[0] == "probe"] == [("probe", 22, 5, 2, 22)]
+
+
+def test_stream_evaluate_feeds_the_stream_in_order_turn_by_turn():
+    stream, _ = run_scripted()
+    # per turn: up to its last decision (the cut), then up to its eos
+    assert stream.calls == [("logits", 8), ("logits", 13), ("logits", 22), ("probe", 22, 5, 2, 22), ("logits", 27),
+                            ("logits", 33), ("logits", 38)]  # fmt: skip
 
 
 def test_stream_evaluate_fluency_per_timing():
@@ -208,7 +208,7 @@ def test_stream_evaluate_threshold_makes_low_confidence_silence_fire():
 def test_stream_evaluate_rejects_batches():
     with pytest.raises(ValueError, match="one sample"):
         stream_evaluate(
-            ScriptedModel(), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), frame_features=torch.zeros(1)
+            None, None, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), frame_features=torch.zeros(1)
         )
 
 
@@ -219,10 +219,7 @@ def test_stream_evaluate_gives_a_policy_the_frame_of_each_decision():
         calls.append(frames.tolist())
         return (frames == 1) | (frames == 6)
 
-    ids = torch.tensor([IDS])
-    labels = torch.tensor([[t if i in LEARNED else -100 for i, t in enumerate(IDS)]])
-    metrics = stream_evaluate(ScriptedModel(), ids, labels, frame_features=torch.arange(7.0)[:, None],
-                              fire_policy=at_frames_1_and_6)  # fmt: skip
+    metrics = forced_stream_metrics(ScriptedStream(), LABELS, at_frames_1_and_6)
     # turn 1: frames 0-1, on time; turn 2: frames 2-4, silent, so the next 2 frames are probed; turn 3: frames 5-6
     assert calls == [[0, 1], [2, 3, 4], [5, 6], [5, 6]]
     assert metrics.frame_diff == pytest.approx((0 + 2 + 0) / 3)
