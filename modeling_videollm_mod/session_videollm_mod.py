@@ -250,6 +250,13 @@ class StreamEngine:
         stream.pending, stream.stream_open = pending, stream_open
         return logits
 
+    def complete(self, r: int, ids: list[int], frames: torch.Tensor | None = None, key: str | None = None):
+        """Teacher-force `ids` (a prompt that ends with the generation prompt, `frames` as in `force`) and generate
+        the reply that continues them, as `generate` would continue the sequence. Returns the reply's event."""
+        if len(ids) > 1:
+            self._force(r, ids[:-1], [len(ids) - 2], frames, key)
+        return self._generate({r: (list(ids[-1:]), 0, self.streams[r].time)})[r]
+
     def _force(self, r: int, ids: list[int], offsets: list[int], frames, key) -> torch.Tensor:
         if frames is not None:
             if self.input_key not in (None, key):

@@ -4,9 +4,9 @@ For prepared datasets whose rows end with the answer to a question about the str
 (one lower-cased label per row): COIN step / next / task (`prepare_coin`), Ego-Exo4D keysteps (`prepare_egoexo4d`).
 `videollm-mod evaluate --answer-accuracy` runs it. As VideoLLM-online's COIN evaluation (`COINBenchmark`,
 `generate_after_embed`): the row's conversation without its last (assistant) turn, the generation prompt
-`\\nAssistant:`, greedy decoding until eos (at most `max_new_tokens` tokens); the decoded answer, stripped of
-surrounding spaces (the original keeps the leading space, which only its fuzzy match forgives), is scored by
-`metrics.coin_match`:
+`\\nAssistant:`, greedy decoding through the model's streaming engine until eos (at most `max_new_tokens` tokens);
+the decoded answer, stripped of surrounding spaces (the original keeps the leading space, which only its fuzzy match
+forgives), is scored by `metrics.coin_match`:
 
 - `exact`: the answer, lower-cased and without its trailing period, equals the label;
 - `accuracy`: exact, or the label is the category nearest to the answer by edit distance (COIN's accuracy).
@@ -25,12 +25,13 @@ import random
 from collections import Counter
 
 import torch
+from transformers import GenerationConfig
 
 from ..errors import UserError
 from .blind import black_like
 from .collator import VideoLLMMoDCollator, prepare_row
 from .generation_settings import LABEL_TOKENS
-from .metrics import coin_match
+from .metrics import coin_match, forcing_session
 
 
 def row_label(row: dict, index: int) -> str:
@@ -67,12 +68,12 @@ def black_frames(model, processor, inputs: dict[str, torch.Tensor]) -> dict[str,
 
 @torch.no_grad()
 def generate_answer(model, processor, inputs: dict[str, torch.Tensor], max_new_tokens: int = LABEL_TOKENS) -> str:
-    """Greedy answer to one question (`question_inputs`), decoded without special tokens and surrounding spaces."""
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    ids = inputs["input_ids"]
-    out = model.generate(**inputs, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False)  # fmt: skip
-    return processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    """Greedy answer to one question (`question_inputs`), decoded without special tokens and surrounding spaces, by
+    the model's streaming engine (`StreamEngine.complete`)."""
+    greedy = GenerationConfig(do_sample=False)
+    session = forcing_session(model, processor, max_new_tokens=max_new_tokens, generation_config=greedy)
+    key = next(k for k in inputs if k != "input_ids")
+    return session.complete(0, inputs["input_ids"][0].tolist(), inputs[key], key).text
 
 
 def score(predictions: list[str], labels: list[str], categories: list[str]) -> dict[str, float]:

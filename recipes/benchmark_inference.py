@@ -25,6 +25,7 @@ import os
 from modeling_videollm_mod import VideoDecodingError, load_video, video_num_frames
 
 from ..files import read_json, write_text_atomically
+from .free_running import answers_to
 from .generation_settings import SENTENCE_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ class ClipAsker:
         session = self.model.stream_session(self.processor, max_new_tokens=self.max_new_tokens)
         session.push_query(question, time=float(times[-1]))
         events = session.push_frames(frames, times=[float(t) for t in times])
-        asked = next(i for i, e in enumerate(events) if e.role == "user")
-        return next((e.text for e in events[asked + 1 :] if e.role == "assistant"), "")
+        return answers_to(events, [(float(times[-1]), question)])[0] or ""
 
     def stream(self, video: str, queries: list[tuple[float, str]]) -> list[str | None]:
         """One session over the whole `video`, each `(time, question)` pushed at its time; the reply to each, in
@@ -96,18 +96,12 @@ class ClipAsker:
             # a question timed past the video's last frame is asked at that frame, as on a clip cut there
             last = (video_num_frames(video, self.fps) - 1) / self.fps
             queries = [(min(time, last), question) for time, question in queries]
-            order = sorted(range(len(queries)), key=lambda i: queries[i][0])  # the session answers in time order
             events = list(self.model.stream_generate(video, self.processor, fps=self.fps, max_new_tokens=self.max_new_tokens,
-                                                     queries=[queries[i] for i in order]))  # fmt: skip
+                                                     queries=queries))  # fmt: skip
         except (VideoDecodingError, FileNotFoundError) as error:
             self.cannot_read(video, error)
             return [None] * len(queries)
-        # a query's answer is the assistant event right after it: a round gives each stream one reply
-        replies = [events[i + 1].text for i, event in enumerate(events) if event.role == "user"]
-        answers = [""] * len(queries)
-        for rank, index in enumerate(order):
-            answers[index] = replies[rank]
-        return answers
+        return [answer or "" for answer in answers_to(events, queries)]
 
     def cannot_read(self, video: str, error: Exception) -> None:
         self.unreadable[video] = str(error)

@@ -124,7 +124,7 @@ def answers(model, processor, path: str, questions: list[tuple[float, str, str]]
 
     events = list(model.stream_generate(path, processor, queries=[(t, q) for t, q, _ in questions], chunk_size=8,
                                         max_new_tokens=SENTENCE_TOKENS))  # fmt: skip
-    return [answer or "" for answer in answers_to(events, questions)]
+    return [answer or "" for answer in answers_to(events, [(t, q) for t, q, _ in questions])]
 
 
 def summary(errors: list[float]) -> float | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 
 import torch
 
@@ -93,20 +94,26 @@ def questions_of(conversation: list[dict]) -> list[tuple[float, str, str]]:
     ]
 
 
-def answers_to(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> list[str | None]:
-    """What the stream answered to each question: the reply right after the question's user event (None if none)."""
+def answers_to(events: list[StreamEvent], queries: Sequence[tuple[float, str]]) -> list[str | None]:
+    """The answer to each query `(time, text)` pushed into a stream: the event right after the query's user event
+    (the engine answers a query at once), each user event answering one query, so that a question asked twice gets
+    each of its answers; None where the stream holds no such query or no answer after it."""
+    asked = [i for i, event in enumerate(events) if event.role == "user"]
     answers = []
-    for time, question, _ in questions:
-        index = next((i for i, e in enumerate(events) if e.role == "user" and (e.time, e.text) == (time, question)))
-        follows = events[index + 1] if index + 1 < len(events) else None
+    for query in queries:
+        index = next((i for i in asked if (events[i].time, events[i].text) == tuple(query)), None)
+        follows = events[index + 1] if index is not None and index + 1 < len(events) else None
         answers.append(follows.text if follows is not None and follows.role == "assistant" else None)
+        if index is not None:
+            asked.remove(index)
     return answers
 
 
 def count_right_answers(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> int:
+    answers = answers_to(events, [(time, text) for time, text, _ in questions])
     return sum(
         answer is not None and answer_matches(answer, reference)
-        for answer, (_, _, reference) in zip(answers_to(events, questions), questions, strict=True)
+        for answer, (_, _, reference) in zip(answers, questions, strict=True)
     )
 
 

@@ -113,6 +113,13 @@ def _mean(values: list[float], empty: float) -> float:
     return sum(values) / len(values) if values else empty
 
 
+def forcing_session(model, processor, **kwargs):
+    """A one-stream session that holds a whole ground-truth sample, its positions as fed (no eviction: the logits
+    are those of one forward over the sample)."""
+    budget = CacheBudget(max_tokens=model.config.text_config.max_position_embeddings, positions="original")
+    return model.stream_session(processor, budget=budget, **kwargs)
+
+
 class ForcedStream:
     """One ground-truth sample pushed through a session of the model's own streaming engine (`StreamEngine.force`),
     fed as far as the metrics ask, turn by turn: `logits(stop)` are those of every position before `stop`,
@@ -126,8 +133,7 @@ class ForcedStream:
         self.video_id, self.frame_tokens = config.video_token_id, config.frame_num_tokens
         eos_id = config.text_config.eos_token_id
         self.eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id])
-        budget = CacheBudget(max_tokens=config.text_config.max_position_embeddings, positions="original")
-        self.session = model.stream_session(processor, budget=budget)
+        self.session = forcing_session(model, processor)
         self.fed, self._logits = 0, torch.zeros(0, config.text_config.vocab_size)
 
     def _frames_before(self, stop: int) -> int:
@@ -316,6 +322,7 @@ __all__ = [
     "early_frame_diff",
     "fluency",
     "forced_stream_metrics",
+    "forcing_session",
     "fuzzy_match",
     "late_frame_diff",
     "levenshtein",

@@ -160,6 +160,23 @@ def test_questions_are_user_messages_after_the_instruction_answered_at_their_tim
         StreamEvent(3.0, "user", "How many shapes do you see?"),
         StreamEvent(3.0, "assistant", "Two."),
     ]
-    assert answers_to(events, questions) == ["Two."] and count_right_answers(events, questions) == 0
+    queries = [(3.0, "How many shapes do you see?")]
+    assert answers_to(events, queries) == ["Two."] and count_right_answers(events, questions) == 0
     assert count_right_answers([*events[:2], StreamEvent(3.0, "assistant", "one")], questions) == 1
-    assert answers_to(events[:2], questions) == [None]
+    assert answers_to(events[:2], queries) == [None]
+
+
+def test_a_question_asked_twice_gets_each_of_its_answers():
+    from videollm_mod.recipes.free_running import answers_to
+
+    events = [
+        StreamEvent(2.0, "user", "What colour?"),
+        StreamEvent(2.0, "assistant", "Red."),
+        StreamEvent(2.5, "assistant", "C sees a blue square appear."),
+        StreamEvent(3.0, "user", "What colour?"),
+        StreamEvent(3.0, "assistant", "Blue."),
+        StreamEvent(3.0, "user", "What colour?"),
+        StreamEvent(3.0, "assistant", "Green."),
+    ]
+    queries = [(3.0, "What colour?"), (2.0, "What colour?"), (3.0, "What colour?"), (4.0, "What colour?")]
+    assert answers_to(events, queries) == ["Blue.", "Red.", "Green.", None]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import FAMILIES
 from stream_helpers import EARLY_EXIT, VARIANTS, features, make_model
+from transformers import GenerationConfig
 
-from modeling_videollm_mod import CacheBudget
 from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
-from videollm_mod.recipes.metrics import forced_stream_metrics, model_fire_policy, stream_evaluate
+from videollm_mod.recipes.metrics import forced_stream_metrics, forcing_session, model_fire_policy, stream_evaluate
 
 LAYOUTS = [("dense", "llama"), ("mod", "llama"), ("earlyexit", "llama"), ("mod", "qwen2")]
 KEY = "frame_features"
@@ -25,11 +25,6 @@ def ground_truth(processor, name, family, num_frames=10):
     session.push_frames(features=frames, times=[i / 2 for i in range(num_frames)])
     assert session.events  # the stream holds replies, not only frames
     return model, session.transcript_ids + session.pending, frames
-
-
-def forcing_session(model, processor):
-    budget = CacheBudget(max_tokens=model.config.text_config.max_position_embeddings, positions="original")
-    return model.stream_session(processor, budget=budget)
 
 
 def one_forward(model, ids, frames):
@@ -145,3 +140,18 @@ def test_stream_evaluate_through_the_engine_equals_one_forward(processor, name, 
         for field in ("lm_ppl", "frame_diff", "fluency", "lm_correctness"):
             assert getattr(got, field) == pytest.approx(getattr(expected, field), rel=1e-5)
     assert reference.probes == 2  # never speaking probes the frames after each turn but the last
+
+
+@pytest.mark.parametrize("name, family", LAYOUTS)
+def test_complete_equals_greedy_generate_over_the_whole_prompt(processor, name, family):
+    model = make_model(processor, **{**VARIANTS, "earlyexit": EARLY_EXIT}[name], **FAMILIES[family])
+    question = [*CONVERSATION[:5], {"role": "stream", "num_frames": 2}]
+    ids = processor(question, add_generation_prompt=True)["input_ids"]
+    frames = features(9)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, frame_features=frames, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=6, do_sample=False)  # fmt: skip
+    expected = processor.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert expected  # the test needs a reply
+    session = forcing_session(model, processor, max_new_tokens=6, generation_config=GenerationConfig(do_sample=False))
+    assert session.complete(0, ids[0].tolist(), frames, KEY).text == expected
