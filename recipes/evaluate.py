@@ -159,23 +159,21 @@ def load_model(args):
     )
 
 
-INFERENCE_TASKS = ("ovo_bench", "streamingbench_real", "streamingbench_omni")
+STREAMING_PROTOCOL_TASKS = ("ovo_bench", "streamingbench_proactive")
 
 
 def answer_benchmark(parser, args) -> str:
     """Run the model on a benchmark by its offline protocol into the results file `--output` (resumed if it exists);
     returns its path."""
-    if args.task not in INFERENCE_TASKS:
-        parser.error(f"--task {args.task}: only --score-only RESULTS (the model runs on {', '.join(INFERENCE_TASKS)})")
     for name in ("annotations", "video_root", "output"):
         if getattr(args, name) is None:
             parser.error(f"--task {args.task} needs --{name.replace('_', '-')}")
     if not os.path.isdir(args.video_root):
         parser.error(f"--video-root {args.video_root}: no such folder")
-    if args.protocol == "streaming" and args.task != "ovo_bench":
-        parser.error("--protocol streaming is built for --task ovo_bench")
+    if args.protocol == "streaming" and args.task not in STREAMING_PROTOCOL_TASKS:
+        parser.error(f"--protocol streaming is built for --task {' and '.join(STREAMING_PROTOCOL_TASKS)}")
+    from . import benchmark_inference as run
     from . import ovo_bench, streaming_bench
-    from .benchmark_inference import ClipAsker, run_ovo_bench, run_ovo_bench_streaming, run_streamingbench
 
     subset = args.task.removeprefix("streamingbench_")
     if args.task == "ovo_bench":  # read and checked before the model loads
@@ -183,13 +181,15 @@ def answer_benchmark(parser, args) -> str:
     else:
         annotations = streaming_bench.read_questions(args.annotations, subset)
     check_model(args.model, args.trust_remote_code, args.allow_pickle)
-    ask = ClipAsker(*load_model(args))
-    if args.task == "ovo_bench" and args.protocol == "streaming":
-        run_ovo_bench_streaming(ask, annotations, args.video_root, args.output)
-    elif args.task == "ovo_bench":
-        run_ovo_bench(ask, annotations, args.video_root, args.output)
+    ask, streaming = run.ClipAsker(*load_model(args)), args.protocol == "streaming"
+    where = (ask, annotations, args.video_root, args.output)
+    if args.task == "ovo_bench":
+        (run.run_ovo_bench_streaming if streaming else run.run_ovo_bench)(*where)
+    elif subset == "proactive":
+        run.run_streamingbench_proactive(*where, args.answer_key, streaming)
     else:
-        run_streamingbench(ask, annotations, args.video_root, args.output, args.answer_key, args.context_time)
+        runner = run.run_streamingbench_sqa if subset == "sqa" else run.run_streamingbench
+        runner(*where, args.answer_key, args.context_time)
     for video, why in ask.unreadable.items():
         print(f"unreadable, its items unanswered: {video} ({why})", file=sys.stderr)
     print(f"wrote {args.output}")
@@ -201,22 +201,25 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)
     parser.add_argument("--dataset", help="prepared dataset folder or Hub id (videollm-mod data ...)")
     parser.add_argument("--task", default="narration", choices=["narration", *BENCHMARK_TASKS],
-                        help="narration: the streaming metrics of a prepared dataset (default); the streaming "
-                        "benchmarks re-score their official result files with --score-only")  # fmt: skip
+                        help="narration: the streaming metrics of a prepared dataset (default); a streaming "
+                        "benchmark: the model's answers (--annotations, --video-root, --output) by the official "
+                        "protocol, or, with --score-only, the scores of a result file")  # fmt: skip
     parser.add_argument("--score-only", metavar="RESULTS", default=None,
                         help="score saved predictions without a model: narration, the --predictions JSON lines of a "
                         "free-running run; a benchmark, its official result file (OVO-Bench's, or a StreamingBench "
                         "question file with the answers filled in) as the official scripts do")  # fmt: skip
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="the benchmark's annotation file (OVO-Bench's ovo_bench_new.json, StreamingBench's "
-                        "questions_real.json / questions_omni.json); the videos are under --video-root")  # fmt: skip
+                        "questions_{real,omni,sqa,proactive}.json); the videos are under --video-root")  # fmt: skip
     parser.add_argument("--protocol", default="offline", choices=["offline", "streaming"],
-                        help="OVO-Bench: offline, the clip cut at each question's time and the model asked again "
-                        "(the official protocol); streaming, one session per video with every question at its time "
-                        "(default: %(default)s)")  # fmt: skip
+                        help="offline, the official protocol: the clip cut at each question's time and the model "
+                        "asked again (StreamingBench proactive: polled every second); streaming: OVO-Bench, one "
+                        "session per video with every question at its time; StreamingBench proactive, the model's "
+                        "own decisions to speak (default: %(default)s)")  # fmt: skip
     parser.add_argument("--context-time", type=float, default=60.0,
-                        help="StreamingBench: seconds of video before each question's time (default: %(default)s, "
-                        "the official --context_time)")  # fmt: skip
+                        help="StreamingBench real, omni, sqa: seconds of video before each question's time, 0 or "
+                        "less for all of it (default: %(default)s, the official --context_time; proactive clips "
+                        "start at the question's time, as the official script has them)")  # fmt: skip
     parser.add_argument("--answer-key", default="videollm_mod",
                         help="StreamingBench: the field of each question holding the model's answer (the official "
                         "scripts' model name) (default: %(default)s)")  # fmt: skip

@@ -47,7 +47,9 @@ def read_questions(path: str, task: str) -> list:
         raise UserError(f"task {task!r}: StreamingBench's tasks are {', '.join(TASKS)}")
     data = read_json(path, "question file")
     fields = ("task_type", "time_stamp") + (
-        ("ground_truth_time_stamp", "ground_truth_output") if task == "proactive" else ("question", "answer")
+        ("question", "ground_truth_time_stamp", "ground_truth_output")
+        if task == "proactive"
+        else ("question", "answer")
     )
     for v, video in enumerate(videos_of(data, task)):
         if not isinstance(video, dict) or "questions" not in video:

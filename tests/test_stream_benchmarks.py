@@ -301,3 +301,125 @@ def test_a_clip_past_the_videos_end_gets_no_answer_and_is_named(ovo_fixture):
     ask = ClipAsker(model=None, processor=None)  # never reached: the clip holds no frame
     assert ask(os.path.join(videos, "a.mp4"), 30.0, 90.0, "q") is None
     assert ask.unreadable == {os.path.join(videos, "a.mp4") + " [30, 90] s": "no frame in the clip"}  # the video stays
+
+
+def sqa_chain():
+    """One contextual chain: two videos of the same stream, three questions (options with and without letters)."""
+    first = [mc("Misleading Context", "B", None, "00:00:30"), mc("Misleading Context", "C", None, "00:01:30")]
+    second = [mc("Misleading Context", "D", None, "00:02:00")]
+    second[0]["options"] = ["x", "y", "z", "w"]
+    return [[{"video_path": "s1.mp4", "questions": first}, {"video_path": "s2.mp4", "questions": second}]]
+
+
+def test_streamingbench_sqa_questions_carry_their_chains_ground_truth_and_a_run_resumes(tmp_path):
+    from videollm_mod.recipes.benchmark_inference import run_streamingbench_sqa
+
+    output, ask = str(tmp_path / "sqa_results.json"), CountingAsker()
+    answered = run_streamingbench_sqa(ask, sqa_chain(), "/videos", output, "videollm_mod", context_time=60)
+    assert [call[:3] for call in ask.calls] == [("s1.mp4", 0.0, 30), ("s1.mp4", 30, 90), ("s2.mp4", 60, 120)]
+    opening = ("Respond with only the letter (A, B, C, or D) of the correct option.\n\n\n\nHere is the question. "
+               "Answer it and don't confuse it with the previous conversation.\nQuestion: q\n\nOptions:\nA. x\nB. y\n"
+               "C. z\nD. w\n\nThe best option is:")  # fmt: skip
+    assert ask.questions[0].endswith(opening)  # the first of a chain: an empty context
+    turn1 = ("At timestamp 00:00:30, the following question and answer occurred: Question: q; Options: A. x, B. y, "
+             "C. z, D. w; Answer: B; ")  # fmt: skip
+    turn2 = turn1.replace("00:00:30", "00:01:30").replace("Answer: B", "Answer: C")
+    context = ("Here are the contextual information related to the video. Please answer the questions based on the "
+               "contextual information: ")  # fmt: skip
+    assert f"option.\n\n{context}{turn1}\n\nHere is the question." in ask.questions[1]  # the truth, not the model's A
+    assert f"option.\n\n{context}{turn1}{turn2}\n\nHere is the question." in ask.questions[2]  # the chain's next video
+    assert "Options:\nA. x\nB. y\nC. z\nD. w\n" in ask.questions[2]  # letters added, as the official
+    assert streaming_bench.score(answered, "sqa", "videollm_mod") == {
+        "Misleading Context": {"total": 3, "correct": 0, "accuracy": 0.0}
+    }
+    # resumed after the first answer: the next question still gets it as context
+    partial = sqa_chain()
+    partial[0][0]["questions"][0]["videollm_mod"] = "B"
+    write(tmp_path / "partial.json", partial)
+    again = CountingAsker()
+    run_streamingbench_sqa(again, sqa_chain(), "/videos", str(tmp_path / "partial.json"), "videollm_mod", 60)
+    assert len(again.calls) == 2 and again.questions == ask.questions[1:]
+
+
+class PollingAsker:
+    """Frames at 2 fps; says "Yes" to the timing poll once it has seen `yes_from` seconds, then answers `output`."""
+
+    def __init__(self, yes_from=None, output="It shows 3."):
+        self.yes_from, self.output, self.asked = yes_from, output, []
+
+    def clip(self, video, start, end):
+        times = [start + i / 2 for i in range(int((end - start) * 2) + 1)]
+        return times, times  # each frame stands for its own time
+
+    def ask_frames(self, frames, times, question):
+        self.asked.append((times[0], times[-1], question.split("Question: ")[1].split("\n")[0]))
+        if "Is it the right time" not in question:
+            return self.output
+        return "Yes." if self.yes_from is not None and times[-1] >= self.yes_from else "No"
+
+
+def proactive_question():
+    return {"task_type": "Proactive Output", "question": 'When the score shows 3, output "3".', "time_stamp": "00:10",
+            "ground_truth_time_stamp": "00:00:13", "ground_truth_output": "3"}  # fmt: skip
+
+
+def test_streamingbench_proactive_is_polled_every_second_until_yes_then_asked():
+    from videollm_mod.recipes.benchmark_inference import poll_proactive
+
+    ask = PollingAsker(yes_from=14)
+    result = poll_proactive(ask, "v.mp4", proactive_question())
+    poll = 'When the score shows 3, output "3". Is it the right time to output "3"? You can only answer yes or no.'
+    assert ask.asked == [(10, 11, poll), (10, 12, poll), (10, 13, poll), (10, 14, poll),
+                         (10, 14, 'When the score shows 3, output "3".')]  # fmt: skip
+    assert result["answered"] == 14
+    assert [(t["role"], t["time"], t["content"]) for t in result["dialog_history"][-4:]] == [
+        ("user", 14, poll), ("assistant", 14, "Yes."), ("user", 14, 'When the score shows 3, output "3".'),
+        ("assistant", 14, "It shows 3."),
+    ]  # fmt: skip
+    data = [{"video_path": "v.mp4", "questions": [{**proactive_question(), "videollm_mod": result}]}]
+    assert streaming_bench.score(data, "proactive", "videollm_mod")["Proactive Output"]["answer_accuracy"] == 1.0
+
+
+def test_streamingbench_proactive_that_never_says_yes_is_polled_to_four_seconds_past_the_truth(tmp_path):
+    from videollm_mod.recipes.benchmark_inference import run_streamingbench_proactive
+
+    data = [{"video_path": "v.mp4", "questions": [proactive_question()]}]
+    output = str(tmp_path / "proactive_results.json")
+    answered = run_streamingbench_proactive(PollingAsker(), data, "/videos", output, "videollm_mod")
+    result = answered[0]["questions"][0]["videollm_mod"]
+    assert result["answered"] is False and [t["time"] for t in result["dialog_history"][1::2]] == list(range(11, 18))
+    stats = streaming_bench.score(json.loads(open(output).read()), "proactive", "videollm_mod")
+    assert stats["Proactive Output"]["time_correct"] == 0  # the last turn, at 17 s, is 4 s late
+    again = PollingAsker()
+    run_streamingbench_proactive(again, data, "/videos", output, "videollm_mod")
+    assert again.asked == []  # resumed: its dialog ends in a non-empty turn
+
+
+def test_evaluate_runs_streamingbench_sqa_and_proactive_with_the_demo(ovo_fixture, tmp_path, capsys):
+    from cli_helpers import run
+
+    _, videos = ovo_fixture
+    sqa = sqa_chain()
+    for video in sqa[0]:
+        video["video_path"] = "a.mp4"
+        for question in video["questions"]:
+            question["time_stamp"] = "00:00:03"
+    question = {**proactive_question(), "time_stamp": "00:00:01", "ground_truth_time_stamp": "00:00:02"}
+    files = {"sqa": write(tmp_path / "questions_sqa.json", sqa),
+             "proactive": write(tmp_path / "questions_proactive.json", [{"video_path": "b.mp4", "questions": [question]}])}  # fmt: skip
+    for task, protocol in (("sqa", "offline"), ("proactive", "offline"), ("proactive", "streaming")):
+        output = tmp_path / f"{task}-{protocol}.json"
+        status, out, err = run(capsys, "evaluate", "--task", f"streamingbench_{task}", "--annotations", files[task],
+                               "--video-root", videos, "--output", output, "--protocol", protocol)  # fmt: skip
+        assert status == 0, err
+        results = json.loads(output.read_text())
+        if task == "sqa":
+            assert all(isinstance(q["videollm_mod"], str) for v in results[0] for q in v["questions"])
+            continue
+        history = results[0]["questions"][0]["videollm_mod"]["dialog_history"]
+        if protocol == "streaming":  # the question at its time, then what the model said
+            assert history[0] == {"role": "user", "content": question["question"], "time": 1.0} and len(history) > 1
+        else:  # the first poll, a second after the question
+            assert [(t["role"], t["time"]) for t in history[:2]] == [("user", 2), ("assistant", 2)]
+        status, out, _ = run(capsys, "evaluate", "--task", "streamingbench_proactive", "--score-only", output)
+        assert status == 0 and "Proactive Output: total 1, time_correct" in out
