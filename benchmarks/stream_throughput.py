@@ -11,6 +11,9 @@ of `--repeats`), each pair checked to give the same decisions and events.
   threshold, raw frames decoded beforehand: automatic chunks vs one frame per forward (replies included).
 - `batched`: `--streams` streams of `--frames` frames, one frame per stream per forward (live streams), in one
   batched session vs the same streams one at a time; benchmark model, silent, MoD and dense.
+- `batched_narrated`: `--streams` held-out synthetic clips narrated by a model (`--model`, default the shipped demo),
+  automatic chunks: one batched session (`stream_generate_batch`) vs the clips one at a time (`stream_generate`),
+  raw frames decoded beforehand.
 """
 
 import argparse
@@ -110,6 +113,34 @@ def batched(args) -> None:
         print(f"  batched / one at a time: {seconds['alone'] / seconds['batched']:.2f}x  (same decisions: {same})")
 
 
+def batched_narrated(args) -> None:
+    model, processor = load_model_and_processor(args.model, device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        clips = [
+            load_video(p, fps=processor.image_processor.fps) for p in render_demo_videos(folder, 2025, args.streams)
+        ]
+    videos = [list(zip(times.tolist(), video, strict=True)) for video, times in clips]
+    frames = sum(len(video) for video in videos)
+
+    def alone():
+        return [list(model.stream_generate(iter(video), processor)) for video in videos]
+
+    def together():
+        events = [[] for _ in videos]
+        for r, event in model.stream_generate_batch([iter(video) for video in videos], processor):
+            events[r].append(event)
+        return events
+
+    seconds, events = interleaved({"alone": alone, "batched": together}, args.repeats)
+    replies = sum(e.role == "assistant" for clip in events["alone"] for e in clip)
+    print(f"{len(videos)} narrated clips, {args.model or 'the demo model'}, automatic chunks: {frames} frames, "
+          f"{replies} replies")  # fmt: skip
+    for name in seconds:
+        print(f"  {name:<8} {frames / seconds[name]:8.1f} frames/s in total")
+    same = events["alone"] == events["batched"]
+    print(f"  batched / one at a time: {seconds['alone'] / seconds['batched']:.2f}x  (same events: {same})")
+
+
 def streams_alone(model, processor, features, times) -> list:
     decisions = []
     for stream in features:
@@ -127,13 +158,14 @@ def streams_together(model, processor, features, times) -> list:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["silent", "narrated", "batched"], default=None)
+    parser.add_argument("--only", choices=["silent", "narrated", "batched", "batched_narrated"], default=None)
     parser.add_argument("--frames", type=int, default=200, help="frames per stream (silent, batched)")
-    parser.add_argument("--streams", type=int, default=8, help="streams (batched)")
+    parser.add_argument("--streams", type=int, default=8, help="streams (batched, batched_narrated)")
     parser.add_argument("--model", default=None, help="model of the narrated clips (default: the shipped demo)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parse_with_threads(parser, argv)
-    for name, run in (("silent", silent), ("narrated", narrated), ("batched", batched)):
+    runs = (("silent", silent), ("narrated", narrated), ("batched", batched), ("batched_narrated", batched_narrated))
+    for name, run in runs:
         if args.only in (None, name):
             run(args)
 

@@ -182,3 +182,22 @@ def test_generate_continues_a_streams_cache_after_evictions_as_the_session_would
                          output_logits=True)  # fmt: skip
     logits = torch.stack([step[0] for step in out.logits])
     assert (logits - stream.reply_logits[-1]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("chunk_size", [5, "auto"])
+def test_a_reply_after_a_cut_chunk_evicts_from_the_cut_stream(processor, chunk_size):
+    """A chunk cut at the frame that speaks is dropped before the reply makes room for itself: the cache, the
+    segments and the transcript hold the same tokens after every push."""
+    model = make_model(processor)
+    session = model.stream_session(processor, threshold=0.5, max_new_tokens=3, chunk_size=chunk_size,
+                                   budget=CacheBudget(max_tokens=90, keep_turns=1))  # fmt: skip
+    frames = features(40)
+    for start in range(0, 40, 10):
+        session.push_frames(features=frames[start : start + 10], times=half_seconds(40)[start : start + 10])
+        stream, dense = session.streams[0], session.cache.layers[0]  # layer 0 is dense: it caches every token
+        held = sum(segment.length for segment in stream.segments)
+        assert held == len(stream.transcript_ids) == int(dense.token_valid.sum()) == stream.position
+        runs = "".join("v" if t == processor.video_token_id else " " for t in stream.transcript_ids).split()
+        assert set(map(len, runs)) == {processor.frame_num_tokens}  # whole frames only: no chunk cut elsewhere
+        assert len(runs) == sum(segment.frames for segment in stream.segments)
+    assert sum(e.role == "assistant" for e in session.events) >= 3 and stream.fed > 90  # it spoke, and evicted
