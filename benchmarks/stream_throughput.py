@@ -85,13 +85,20 @@ def narrated(args) -> None:
         ]
 
     seconds, events = interleaved({"frame": lambda: narrate(1), "auto": lambda: narrate("auto")}, args.repeats)
-    replies = sum(e.role == "assistant" for clip in events["auto"] for e in clip)
-    print(f"narrated clips, {args.model or 'the demo model'}, default threshold: {len(clips)} clips, {frames} frames, "
-          f"{replies} replies")  # fmt: skip
+    title = f"{len(clips)} narrated clips, {args.model or 'the demo model'}, default threshold"
+    report_narration(title, frames, seconds, events, "automatic chunks / frame-by-frame")
+
+
+def report_narration(title: str, frames: int, seconds: dict, events: dict, ratio: str) -> None:
+    """Frames per second of two variants (`seconds`: the slower first) on the same clips, their ratio, and whether
+    they said the same."""
+    slow, fast = seconds
+    replies = sum(e.role == "assistant" for clip in events[slow] for e in clip)
+    print(f"{title}: {frames} frames, {replies} replies")
     for name in seconds:
-        print(f"  {name:<6} {frames / seconds[name]:8.1f} frames/s")
-    same = events["frame"] == events["auto"]
-    print(f"  automatic chunks / frame-by-frame: {seconds['frame'] / seconds['auto']:.2f}x  (same events: {same})")
+        print(f"  {name:<8} {frames / seconds[name]:8.1f} frames/s in total")
+    same = events[slow] == events[fast]
+    print(f"  {ratio}: {seconds[slow] / seconds[fast]:.2f}x  (same events: {same})")
 
 
 def batched(args) -> None:
@@ -132,13 +139,8 @@ def batched_narrated(args) -> None:
         return events
 
     seconds, events = interleaved({"alone": alone, "batched": together}, args.repeats)
-    replies = sum(e.role == "assistant" for clip in events["alone"] for e in clip)
-    print(f"{len(videos)} narrated clips, {args.model or 'the demo model'}, automatic chunks: {frames} frames, "
-          f"{replies} replies")  # fmt: skip
-    for name in seconds:
-        print(f"  {name:<8} {frames / seconds[name]:8.1f} frames/s in total")
-    same = events["alone"] == events["batched"]
-    print(f"  batched / one at a time: {seconds['alone'] / seconds['batched']:.2f}x  (same events: {same})")
+    title = f"{len(videos)} narrated clips, {args.model or 'the demo model'}, automatic chunks"
+    report_narration(title, frames, seconds, events, "batched / one at a time")
 
 
 def streams_alone(model, processor, features, times) -> list:
