@@ -20,6 +20,7 @@ from .live_videollm_mod import CatchUpBatches, PacedFrames, is_live_source
 from .modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDModel, VideoLLMMoDPreTrainedModel
 from .processing_videollm_mod import VideoLLMMoDFrameProcessor, VideoLLMMoDProcessor
 from .session_videollm_mod import DEFAULT_THRESHOLD, StreamContextLimitError, speaks
+from .sink_cache_videollm_mod import SinkWindowCache
 from .stream_state_videollm_mod import StreamEvent
 from .streaming_videollm_mod import VideoLLMMoDBatchStreamSession, VideoLLMMoDStreamSession
 from .video_videollm_mod import VideoDecodingError, iter_video_frames, load_video, video_num_frames
@@ -36,6 +37,7 @@ __all__ = [
     "CacheBudget",
     "CatchUpBatches",
     "PacedFrames",
+    "SinkWindowCache",
     "StreamContextLimitError",
     "StreamEvent",
     "VideoDecodingError",

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import rotate_half  # the same rotation in every family
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
@@ -23,6 +22,7 @@ from .cache_videollm_mod import VideoLLMMoDCache
 from .configuration_videollm_mod import VideoLLMMoDConfig
 from .families_videollm_mod import TEXT_FAMILIES, text_family
 from .routing_videollm_mod import ROUTED_DECODER_LAYERS, FrameLayout, VideoLLMMoDDecoderLayer
+from .sink_cache_videollm_mod import rotate_keys
 from .streaming_videollm_mod import VideoLLMMoDStreamingMixin
 
 
@@ -131,20 +131,8 @@ class VideoLLMMoDModel(VideoLLMMoDPreTrainedModel):
         return vision
 
     def rotate_cached_keys(self, keys: torch.Tensor, delta: torch.LongTensor) -> torch.Tensor:
-        """Move cached keys to other positions. Keys are cached with RoPE applied, and RoPE turns each frequency pair
-        by an angle proportional to the position, so the key of position `p` turned by `delta` is the key of position
-        `p + delta` (up to rounding; computed in float32 so that a stream's repeated moves do not drift in bf16).
-
-        Args:
-            keys: (B, H, L, D) cached keys; delta: (B, L) positions to move each entry by.
-        Returns:
-            (B, H, L, D) the moved keys, in the keys' dtype.
-        """
-        cos, sin = self.rotary_emb(keys.float(), delta)  # (B, L, D), both scaled by attention_scaling
-        scale = self.rotary_emb.attention_scaling
-        cos, sin = (cos / scale).unsqueeze(1), (sin / scale).unsqueeze(1)  # (B, 1, L, D)
-        moved = keys.float() * cos + rotate_half(keys.float()) * sin
-        return moved.to(keys.dtype)
+        """Move cached keys (B, H, L, D) by `delta` (B, L) positions (`sink_cache_videollm_mod.rotate_keys`)."""
+        return rotate_keys(self.rotary_emb, keys, delta)
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: the placeholder positions, from `input_ids` or by comparison with the placeholder embedding."""
