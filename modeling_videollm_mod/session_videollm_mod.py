@@ -8,12 +8,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .budget_videollm_mod import FRAME, SINK, TURN, CacheBudget, CacheLedger
-from .decoding_videollm_mod import TokenChooser
 from .processing_videollm_mod import STREAM_CLOSE, STREAM_GENERATION_PROMPT, STREAM_OPEN, stream_frame_ids
-from .stream_state_videollm_mod import MAX_CHUNK, ChunkSchedule, Reply, StreamEvent, StreamState
+from .stream_state_videollm_mod import MAX_CHUNK, ChunkSchedule, StreamEvent, StreamState
 
 # The original demo's threshold on P(interval) (`LiveInfer.frame_token_interval_threshold`).
 DEFAULT_THRESHOLD = 0.725
@@ -36,6 +35,17 @@ def speaks(probs: torch.Tensor, interval_id: int, threshold: float = DEFAULT_THR
 
 class StreamContextLimitError(RuntimeError):
     """The stream would use positions past the model's context (`max_position_embeddings`)."""
+
+
+class _RowsDone(StoppingCriteria):
+    """Rows of a batched reply that have nothing to say are done from the first token."""
+
+    def __init__(self, done: torch.Tensor):
+        super().__init__()
+        self.done = done
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return self.done.to(input_ids.device)
 
 
 class StreamEngine:
@@ -66,11 +76,14 @@ class StreamEngine:
         self.model, self.processor = model, processor
         self.threshold, self.max_new_tokens, self.chunk_size = float(threshold), int(max_new_tokens), chunk_size
         self.generation_config = copy.deepcopy(generation_config or model.generation_config)
-        self.choose = TokenChooser(self.generation_config)
-        self.record_logits = record_logits
+        self.generation_config.max_new_tokens = self.max_new_tokens
+        self.generation_config.return_dict_in_generate = True
+        self.generation_config.output_logits = self.record_logits = record_logits
         tokenizer = processor.tokenizer
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.generation_config.eos_token_id = self.eos_token_id
+        self.generation_config.pad_token_id = self.pad_token_id
         self.interval_id = processor.frame_token_interval_id
         self.frame_ids = [processor.video_token_id] * processor.frame_num_tokens
         self.open_ids = processor.encode_text(STREAM_OPEN)
@@ -183,8 +196,9 @@ class StreamEngine:
         index = {c: i for i, c in enumerate(keep)}
         return {r: out.logits[r, [index[c] for c in cols]] for r, cols in columns.items()}
 
-    def _frame_rows(self, plan: dict[int, int]):
-        """The rows that feed `plan[r]` queued frames of stream `r`, and those frames in row order."""
+    def _feed_frames(self, plan: dict[int, int]) -> None:
+        """Feed `plan[r]` queued frames of stream `r`, all streams in one forward; each stream keeps its frames up to
+        the first that speaks (the rest stay queued)."""
         frame_len, rows, frames = len(self.frame_ids), {}, []
         for r in sorted(plan):
             stream, count = self.streams[r], plan[r]
@@ -197,15 +211,11 @@ class StreamEngine:
             marks += [(first, FRAME, 1)] + [(len(prefix) + f * (frame_len + 1) - 1, FRAME, 1) for f in range(1, count)]
             rows[r] = (ids, last, marks)
             frames += [frame for _, frame in stream.queue[:count]]
-        return rows, frames
-
-    def _decide(self, plan: dict[int, int], rows: dict, logits: dict) -> None:
-        """Act on the decisions after the `plan[r]` frames of stream r: each stream keeps its frames up to the first
-        that speaks (the rest stay queued), then answers a query due by then, speaks, or stays silent."""
-        cuts, speak = {}, []
-        for r, count in plan.items():
-            stream = self.streams[r]
-            probs = torch.softmax(logits[r].float(), dim=-1)  # (count, V)
+        logits = self._forward(rows, torch.stack(frames))
+        cuts = {}
+        for r, row_logits in logits.items():
+            stream, count = self.streams[r], plan[r]
+            probs = torch.softmax(row_logits.float(), dim=-1)  # (count, V)
             p_interval = probs[:, self.interval_id].tolist()
             fires = speaks(probs, self.interval_id, self.threshold).tolist()
             used = next((f + 1 for f, fire in enumerate(fires) if fire), count)
@@ -214,20 +224,11 @@ class StreamEngine:
                 cuts[r] = stream.position - len(ids) + last[used - 1] + 1
             times = [t for t, _ in stream.queue[:used]]
             stream.decisions += list(zip(times, p_interval[:used], strict=True))
-            stream.pending, stream.stream_open, stream.time = [], True, times[-1]
+            stream.pending, stream.stream_open, stream.time, stream.last_fired = [], True, times[-1], fires[used - 1]
             stream.chunks.record(count, used, fires[used - 1])
             del stream.queue[:used]
-            stream.answer_until = stream.time  # queries due by the last frame are answered next
-            if stream.query_due(stream.time):
-                continue  # the answer to the query replaces the decision
-            if fires[used - 1]:
-                speak.append(r)
-            else:
-                stream.pending = [self.interval_id]
-        if cuts:  # before any reply makes room in the cache: the cut positions are those of this forward
+        if cuts:
             self._truncate(cuts)
-        for r in speak:
-            self._start_reply(r, self.speak_ids, 0, self.streams[r].time)
 
     # ------------------------------------------------------------------ teacher forcing
     def force(self, r: int, ids: list[int], frames: torch.Tensor | None = None, key: str | None = None):
@@ -254,8 +255,7 @@ class StreamEngine:
         the reply that continues them, as `generate` would continue the sequence. Returns the reply's event."""
         if len(ids) > 1:
             self._force(r, ids[:-1], [len(ids) - 2], frames, key)
-        self._start_reply(r, list(ids[-1:]), 0, self.streams[r].time)
-        return self._run(feed=False)[r][-1]
+        return self._generate({r: (list(ids[-1:]), 0, self.streams[r].time)})[r]
 
     def _force(self, r: int, ids: list[int], offsets: list[int], frames, key) -> torch.Tensor:
         if frames is not None:
@@ -278,87 +278,91 @@ class StreamEngine:
         return self._forward({r: (list(ids), offsets, marks)}, frames)[r]
 
     # ------------------------------------------------------------------ replies
-    def _due(self, stream: StreamState) -> bool:
-        """Whether the stream answers a query now: one due by `answer_until` (its last frame, the end of a video, now
-        for a live query) or strictly before its next queued frame."""
-        if stream.answer_until is not None and stream.query_due(stream.answer_until):
-            return True
-        stream.answer_until = None
-        return bool(stream.queue) and stream.query_due(stream.queue[0][0], strict=True)
-
-    def _start_answer(self, r: int, events: list[list[StreamEvent]]) -> None:
-        """Start the answer to stream r's next query: an open stream is closed with `]`, a pending `,` (the silent
-        decision) is discarded."""
-        stream = self.streams[r]
-        query_time, text = stream.queries.pop(0)
-        events[r].append(StreamEvent(query_time, "user", text))
-        stream.events.append(events[r][-1])
-        query, _, _ = self.processor.render(
-            [{"role": "user", "content": text}], add_generation_prompt=True, continuation=True
-        )
-        prefix = [] if stream.stream_open else stream.pending
-        query_ids = self.processor.encode_text((STREAM_CLOSE if stream.stream_open else "") + query)
-        self._start_reply(r, prefix + query_ids, len(prefix), max(stream.time, query_time))
-
-    def _start_reply(self, r: int, ids: list[int], turn: int, time: float) -> None:
-        """Stream r replies after `ids` (its turn starting at `turn`), at video time `time`; room is made for the
-        longest reply first, so that nothing is evicted while it is generated."""
-        self._make_room({r: (len(ids) + self.max_new_tokens, 0)})
-        self._check_context({r: len(ids) + self.max_new_tokens})
-        self.streams[r].reply = Reply(ids, turn, time)
-
-    def _reply_rows(self) -> dict[int, tuple[list[int], list[int], list]]:
-        rows = {}
+    def _generate(self, prompts: dict[int, tuple[list[int], int, float]]) -> dict[int, StreamEvent]:
+        """Reply in the streams of `prompts` (`r: (ids, offset of the turn in ids, event time)`), all at once on the
+        shared cache; each reply's last token stays pending."""
+        self._make_room({r: (len(ids) + self.max_new_tokens, 0) for r, (ids, _, _) in prompts.items()})
+        self._check_context({r: len(ids) + self.max_new_tokens for r, (ids, _, _) in prompts.items()})
+        batch, length = len(self.streams), max(len(ids) for ids, _, _ in prompts.values())
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        valid = torch.zeros(batch, length, dtype=torch.long)
+        positions = torch.zeros(batch, length, dtype=torch.long)
         for r, stream in enumerate(self.streams):
-            reply = stream.reply
-            if reply is not None:
-                marks = [] if reply.new else ([] if stream.segments else [(0, SINK, 0)]) + [(reply.turn, TURN, 0)]
-                rows[r] = (reply.feed, [len(reply.feed) - 1], marks)
-        return rows
-
-    def _advance_replies(self, logits: dict[int, torch.Tensor], events: list[list[StreamEvent]]) -> None:
-        """The next token of each reply; a reply ends at eos or `max_new_tokens` (its last token is not fed yet)."""
-        order = sorted(logits)
-        replies = [self.streams[r].reply for r in order]
-        rows = torch.cat([logits[r][-1:] for r in order])
-        tokens = self.choose(rows, [reply.prompt + reply.new for reply in replies])
-        for r, reply, token, row in zip(order, replies, tokens, rows, strict=True):
-            reply.new.append(token)
+            # a row with nothing to say feeds one eos (generate takes a masked last column for right padding); it is
+            # dropped with what the row generates
+            ids = prompts[r][0] if r in prompts else [self.eos_token_id]
+            pad = length - len(ids)
+            input_ids[r, pad:] = torch.tensor(ids, dtype=torch.long)
+            valid[r, pad:] = 1
+            positions[r] = (torch.arange(length) - pad + stream.position).clamp(min=0)
+        past = self.cache.get_seq_length() if self.cache is not None else 0
+        device = self.model.device
+        silent = torch.tensor([r not in prompts for r in range(batch)])
+        out = self.model.generate(
+            input_ids=torch.cat([torch.full((batch, past), self.pad_token_id), input_ids], 1).to(device),
+            attention_mask=torch.cat([torch.ones(batch, past, dtype=torch.long), valid], 1).to(device),
+            position_ids=positions.to(device),
+            cache=self.cache,
+            generation_config=self.generation_config,
+            stopping_criteria=StoppingCriteriaList([_RowsDone(silent)]) if bool(silent.any()) else None,
+        )
+        self.cache = out["cache"]
+        generated = out.sequences[:, past + length :].tolist()
+        events = {}
+        for r, (ids, turn, time) in prompts.items():
+            stream, new = self.streams[r], generated[r]
+            if self.eos_token_id in new:
+                new = new[: new.index(self.eos_token_id) + 1]
+            stream.reply_positions.append(len(stream.transcript_ids) + len(ids))
+            marks = ([] if stream.segments else [(0, SINK, 0)]) + [(turn, TURN, 0)]
+            stream.append(ids + new[:-1], marks)  # generate does not feed its last token
             if self.record_logits:
-                reply.logits.append(row.float().cpu())
-            reply.feed = [token]
-            if token == self.eos_token_id or len(reply.new) == self.max_new_tokens:
-                self._finish_reply(r, events)
+                stream.reply_logits.append(torch.stack([step[r] for step in out.logits[: len(new)]]).float().cpu())
+            stream.pending = new[-1:] + ([] if new[-1] == self.eos_token_id else [self.eos_token_id])
+            stream.stream_open = False
+            text = self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+            events[r] = StreamEvent(time, "assistant", text)
+            stream.events.append(events[r])
+        if batch > 1:  # drop what the batch fed past each stream's reply (or for the silent streams)
+            self._truncate({r: stream.position for r, stream in enumerate(self.streams)})
+        return events
 
-    def _finish_reply(self, r: int, events: list[list[StreamEvent]]) -> None:
-        stream, reply = self.streams[r], self.streams[r].reply
-        new = reply.new
-        stream.reply_positions.append(len(stream.transcript_ids) - len(new) + 1)
-        if self.record_logits:
-            stream.reply_logits.append(torch.stack(reply.logits))
-        stream.pending = new[-1:] + ([] if new[-1] == self.eos_token_id else [self.eos_token_id])
-        stream.stream_open, stream.reply = False, None
-        text = self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
-        events[r].append(StreamEvent(reply.time, "assistant", text))
-        stream.events.append(events[r][-1])
+    def _replies(self, decide: set[int], due: dict[int, tuple[float, bool]]) -> list[list[StreamEvent]]:
+        """Replies of the streams in `decide` (their last frame speaks) and answers to each stream's queries due at
+        `due[r] = (time, strict)`, one reply per stream per round, the streams of a round generating together."""
+        events = [[] for _ in self.streams]
+        decide = set(decide)
+        while True:
+            prompts = {}
+            for r, stream in enumerate(self.streams):
+                if r in decide:
+                    decide.discard(r)
+                    prompts[r] = (self.speak_ids, 0, stream.time)
+                elif r in due and stream.query_due(*due[r]):
+                    query_time, text = stream.queries.pop(0)
+                    events[r].append(StreamEvent(query_time, "user", text))
+                    stream.events.append(events[r][-1])
+                    # an open stream is closed with `]`; a pending `,` (the silent decision) is discarded
+                    query, _, _ = self.processor.render(
+                        [{"role": "user", "content": text}], add_generation_prompt=True, continuation=True
+                    )
+                    prefix = [] if stream.stream_open else stream.pending
+                    query_ids = self.processor.encode_text((STREAM_CLOSE if stream.stream_open else "") + query)
+                    prompts[r] = (prefix + query_ids, len(prefix), max(stream.time, query_time))
+            if not prompts:
+                return events
+            for r, event in self._generate(prompts).items():
+                events[r].append(event)
 
     # ------------------------------------------------------------------ the loop
-    def _busy(self, feed: bool) -> bool:
-        return any(s.reply is not None or self._due(s) or (feed and s.queue) for s in self.streams)
-
-    def _step(self, feed: bool = True) -> list[list[StreamEvent]]:
-        """One forward over every stream with something to do: a stream replying feeds its next token (or its prompt),
-        another with a query due starts the answer, another with queued frames (with `feed`) feeds its next chunk, so
-        that the streams that stay silent go on while others reply. Then each acts on its logits."""
-        events = [[] for _ in self.streams]
-        for r, stream in enumerate(self.streams):
-            if stream.reply is None and self._due(stream):
-                self._start_answer(r, events)
-        rows = self._reply_rows()
+    def _step(self) -> list[list[StreamEvent]]:
+        """Feed the next chunk of every stream with queued frames, in one forward, and act on the decisions."""
+        active = [r for r, stream in enumerate(self.streams) if stream.queue]
+        # queries due strictly before a stream's next frame are answered first
+        events = self._replies(set(), {r: (self.streams[r].queue[0][0], True) for r in active})
         plan = {}
-        for r, stream in enumerate(self.streams):
-            if not feed or stream.reply is not None or not stream.queue:
-                continue
+        for r in active:
+            stream = self.streams[r]
             times = [t for t, _ in stream.queue]
             stop = min(len(times), stream.chunks.next_size())
             for j in range(stop):  # a chunk never runs past a frame after which a query is due
@@ -366,34 +370,26 @@ class StreamEngine:
                     stop = j + 1
                     break
             plan[r] = stop
-        if not rows and not plan:
-            return events
-        frame_rows, frames = self._frame_rows(plan)
-        logits = self._forward(rows | frame_rows, torch.stack(frames) if frames else None)
-        if rows:
-            self._advance_replies({r: logits[r] for r in rows}, events)
-        if plan:
-            self._decide(plan, frame_rows, logits)
-        self._compact()
-        return events
-
-    def _compact(self) -> None:
-        """Drop the padding entries of the cache once they are a quarter of it (rows of different lengths pad the
-        shorter ones, and a reply's one-token rows sit beside frames)."""
-        valid = self.cache.layers[0].token_valid if self.cache is not None else None
-        if valid is not None and valid.shape[1] > 64 and valid.shape[1] > 1.25 * int(valid.sum(-1).max()):
-            self._truncate({})
-
-    def _run(self, feed: bool) -> list[list[StreamEvent]]:
-        events = [[] for _ in self.streams]
-        while self._busy(feed):
-            for r, new in enumerate(self._step(feed)):
-                events[r] += new
-        return events
+        self._feed_frames(plan)
+        decide = set()
+        for r in plan:
+            stream = self.streams[r]
+            if stream.query_due(stream.time):
+                continue  # the answer to the query replaces the decision
+            if stream.last_fired:
+                decide.add(r)
+            else:
+                stream.pending = [self.interval_id]
+        later = self._replies(decide, {r: (self.streams[r].time, False) for r in plan})
+        return [a + b for a, b in zip(events, later, strict=True)]
 
     def run_queued(self) -> list[list[StreamEvent]]:
         """Feed every stream's queued frames (chunk by chunk, the streams together); what each stream said."""
-        return self._run(feed=True)
+        events = [[] for _ in self.streams]
+        while any(stream.queue for stream in self.streams):
+            for r, new in enumerate(self._step()):
+                events[r] += new
+        return events
 
     def enqueue_frames(self, r: int, frames=None, times: Iterable[float] | None = None, features=None) -> None:
         """Prepare frames ((T, H, W, 3) / (T, 3, H, W) uint8) or `features` (T, F, D) and queue them for stream r."""
@@ -428,8 +424,7 @@ class StreamEngine:
             raise ValueError(f"query time {time!r} must be a time in the video, >= 0 seconds")
         if time is None:
             stream.queries.append((stream.time, text))
-            stream.answer_until = stream.time
-            return self._run(feed=False)[r]
+            return self._replies(set(), {r: (stream.time, False)})[r]
         stream.queries.append((float(time), text))
         stream.queries.sort(key=lambda q: q[0])
         return []
@@ -447,7 +442,7 @@ class StreamEngine:
                         done[r] = True
                     else:
                         self.enqueue_frames(r, times=[item[0]], **{key: _as_batch(item[1])})
-            if not self._busy(feed=True):
+            if not any(stream.queue for stream in self.streams):
                 break
             for r, events in enumerate(self._step()):
                 yield from ((r, event) for event in events)
@@ -457,9 +452,7 @@ class StreamEngine:
     def answer_remaining(self) -> list[list[StreamEvent]]:
         """Answer every stream's queries still queued (the end of a recorded video), each stamped at its query's time,
         never before it."""
-        for stream in self.streams:
-            stream.answer_until = math.inf
-        return self._run(feed=False)
+        return self._replies(set(), {r: (math.inf, False) for r in range(len(self.streams))})
 
 
 def _as_batch(item) -> torch.Tensor:

@@ -50,17 +50,6 @@ class ChunkSchedule:
             self.silent += used
 
 
-class Reply:
-    """A reply being generated in a stream: `feed` the tokens its next forward feeds (the prompt, then each new
-    token), `new` the tokens generated, `logits` theirs (with `record_logits`), `turn` where the turn starts in the
-    prompt, `time` the video time of its event."""
-
-    def __init__(self, prompt: list[int], turn: int, time: float):
-        self.prompt, self.feed, self.turn, self.time = prompt, prompt, turn, time
-        self.new: list[int] = []
-        self.logits: list[torch.Tensor] = []
-
-
 class StreamState:
     """One stream of a session: what it fed, decided and said.
 
@@ -87,8 +76,7 @@ class StreamState:
         self.transcript_ids: list[int] = []
         self.fed = 0  # tokens fed (evicted ones included): each segment's `origin` counts from the first
         self.segments: list[Segment] = []
-        self.reply: Reply | None = None  # the reply being generated
-        self.answer_until: float | None = None  # queries due by this time are answered before anything else
+        self.last_fired = False
         self.reply_logits: list[torch.Tensor] = []
         self.reply_positions: list[int] = []
         self.chunks = ChunkSchedule(chunk_size, largest_chunk)

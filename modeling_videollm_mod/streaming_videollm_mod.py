@@ -4,10 +4,10 @@
 Token flow (live1+): the first frame is fed after `<bos>{system}\\n\\n[`; after each frame the decision is taken from
 the logits at its last placeholder (`speaks`: VideoLLM-online's rule, P(interval = `,`) below the threshold or `,`
 not the most probable token). If the model stays silent the next frame is fed after `,`. Otherwise it speaks:
-`]\\nAssistant:` is fed and a reply generated, a token per forward (greedy, or sampling as the `GenerationConfig`
-says: `decoding_videollm_mod`), until eos or `max_new_tokens`; the final token is not fed yet, the next frame
-follows `{last}\\n[` (an eos closes a reply cut at `max_new_tokens`). A user query is answered after the current
-frame: `]\\nUser: {query}\\nAssistant:` (or `\\nUser: ...` when no stream is open), then generation.
+`]\\nAssistant:` is fed and a reply generated (`generate`, sampling from the `GenerationConfig`) until eos or
+`max_new_tokens`; the final token is not fed yet, the next frame follows `{last}\\n[` (an eos closes a reply cut at
+`max_new_tokens`). A user query is answered after the current frame: `]\\nUser: {query}\\nAssistant:` (or
+`\\nUser: ...` when no stream is open), then generation.
 
 Recorded video in chunks (`chunk_size` > 1): silent frames append a fixed pattern (`,` + placeholders), so a chunk of
 frames runs in one forward; the first frame whose decision fires is found, the rest of the chunk is cropped from the
@@ -34,10 +34,8 @@ against the unbounded session within the trained context and past it (results in
 
 Several streams (`VideoLLMMoDBatchStreamSession`, `stream_generate_batch`): one forward serves every stream, each
 with its own positions, cache rows (left-padded per layer, since routed layers hold different counts), decisions,
-queries and budget. A forward feeds each stream what it has next: the next token of its reply, or its next chunk of
-frames, so that the streams that stay silent go on while others speak (replies are a token per forward, and streams
-seldom speak at the same frame). With greedy decoding each stream's events equal those of the stream run alone
-(sampling draws from one generator for the batch).
+queries and budget; with greedy decoding each stream's events equal those of the stream run alone (sampling draws
+from one generator for the batch).
 
 Live sources (`live_videollm_mod.PacedFrames`) feed one frame per forward, paced by their timestamps, the stale ones
 dropped when the model falls behind.
@@ -70,8 +68,7 @@ class VideoLLMMoDStreamSession(StreamEngine):
         processor: a [`VideoLLMMoDProcessor`] (tokenizer, frame processor, system prompt).
         threshold (`float`, defaults to 0.725): the decision threshold of [`speaks`], in [0, 1].
         max_new_tokens (`int`, defaults to 128): the longest reply.
-        generation_config ([`GenerationConfig`], *optional*): greedy or sampling settings (default: the model's,
-            greedy): temperature, top_k, top_p and repetition_penalty apply; beams and other processors are refused.
+        generation_config ([`GenerationConfig`], *optional*): sampling settings (default: the model's, greedy).
         system_prompt (`str`, *optional*): overrides the processor's.
         chunk_size (`int` or `"auto"`, defaults to 1): frames per forward in `push_frames` (see the module docstring).
         budget ([`CacheBudget`], `dict` or `int`, *optional*): what the cache keeps (a `CacheBudget`, its fields as a

@@ -70,25 +70,3 @@ def test_batch_needs_frames_for_each_stream(processor):
     batch = make_model(processor, None).batch_stream_session(processor, 2)
     with pytest.raises(ValueError, match="each of the 2 streams"):
         batch.push_frames(features=[features(2)])
-
-
-def test_a_batch_takes_as_many_forwards_as_its_busiest_stream_alone(processor):
-    """Each forward feeds every stream its next step (a frame chunk, a reply's prompt or its next token), so streams
-    that stay silent go on while others reply: a batch takes the forwards of its longest stream, not their sum."""
-    model = make_model(processor)
-    forwards = []
-    model.register_forward_pre_hook(lambda module, args: forwards.append(1))
-    settings = dict(threshold=0.5, max_new_tokens=3, chunk_size="auto")
-    frames = [features(n, seed=10 + r) for r, n in enumerate(LENGTHS)]
-    alone = []
-    for r, n in enumerate(LENGTHS):
-        forwards.clear()
-        session = model.stream_session(processor, **settings)
-        session.push_frames(features=frames[r], times=half_seconds(n))
-        assert sum(e.role == "assistant" for e in session.events) >= 1
-        alone.append(len(forwards))
-    forwards.clear()
-    model.batch_stream_session(processor, len(LENGTHS), **settings).push_frames(
-        features=frames, times=[half_seconds(n) for n in LENGTHS]
-    )
-    assert len(forwards) == max(alone) < sum(alone)
