@@ -268,16 +268,22 @@ def turn(role: str, content: str, time: float) -> dict:
     return {"role": role, "content": content, "time": time}
 
 
+def proactive_clip(ask: ClipAsker, path: str, question: dict):
+    """`(start, last, clip)` of a proactive question: its time, the ground-truth time + 4 s (the official polling's
+    end), and the clip between them (`ClipAsker.clip`: None when the video cannot be read)."""
+    from .streaming_bench import parse_time_stamp
+
+    start = parse_time_stamp(question["time_stamp"], path)
+    last = parse_time_stamp(question["ground_truth_time_stamp"], path) + PROACTIVE_OVERTIME
+    return start, last, ask.clip(path, start, last)
+
+
 def poll_proactive(ask: ClipAsker, path: str, question: dict) -> dict | None:
     """The official protocol (`StreamingBenchProactive.py`): every second from the question's time + 1 s to the
     ground-truth time + 4 s, the clip from the question's time to now is asked whether it is time to output the
     answer; at the first reply holding "yes" (any case), the question itself is asked on that clip and the polling
     stops. Returns `{"answered": second or False, "dialog_history": [...]}`; None when the video cannot be read."""
-    from .streaming_bench import parse_time_stamp
-
-    start = parse_time_stamp(question["time_stamp"], path)
-    last = parse_time_stamp(question["ground_truth_time_stamp"], path) + PROACTIVE_OVERTIME
-    clip = ask.clip(path, start, last)  # decoded once; each poll sees its first frames
+    start, last, clip = proactive_clip(ask, path, question)  # decoded once; each poll sees its first frames
     if clip is None:
         return None
     frames, times = clip
@@ -300,11 +306,7 @@ def watch_proactive(ask: ClipAsker, path: str, question: dict) -> dict | None:
     """The model's own when-to-speak head instead of polling: one session over the same clip, the question pushed at
     its first frame; the dialog is the question, the answer given at once, and the first reply the model makes by
     itself after it (the one scored, when there is one)."""
-    from .streaming_bench import parse_time_stamp
-
-    start = parse_time_stamp(question["time_stamp"], path)
-    last = parse_time_stamp(question["ground_truth_time_stamp"], path) + PROACTIVE_OVERTIME
-    clip = ask.clip(path, start, last)
+    clip = proactive_clip(ask, path, question)[2]
     if clip is None:
         return None
     frames, times = clip
