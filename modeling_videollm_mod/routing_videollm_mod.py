@@ -91,25 +91,6 @@ class FrameLayout:
         batch, length = video_mask.shape
         device = video_mask.device
         skip_mask = skip_mask & ~video_mask if skip_mask is not None else torch.zeros_like(video_mask)
-        # One host sync per forward (not per layer): tensor shapes below depend on these counts.
-        counts, skipped = torch.stack([video_mask.sum(-1), skip_mask.sum(-1)]).tolist()
-        uneven = [c for c in counts if c % frame_num_tokens]
-        if uneven:
-            raise ValueError(
-                f"each row must hold whole frames of {frame_num_tokens} placeholder tokens; "
-                f"got {counts} placeholders per row"
-            )
-        max_frames = max(counts) // frame_num_tokens
-        kept_length = max(
-            length - c - n + keep_per_frame * (c // frame_num_tokens) for c, n in zip(counts, skipped, strict=True)
-        )
-
-        # Vision tokens first, each row in sequence order: (B, L) -> the first Nf * F are the frames' tokens.
-        order = torch.argsort((~video_mask).to(torch.int8), dim=-1, stable=True)[:, : max_frames * frame_num_tokens]
-        present = torch.arange(order.shape[1], device=device) < video_mask.sum(-1, keepdim=True)
-        frame_slots = order.masked_fill(~present, length).view(batch, max_frames, frame_num_tokens)  # (B, Nf, F)
-
-        token_index = (torch.arange(length, device=device) + past_length).expand(batch, -1)
         if attention_mask is None:
             token_valid = torch.ones(batch, length, dtype=torch.bool, device=device)
         else:
@@ -118,6 +99,27 @@ class FrameLayout:
                     f"attention_mask must be 2-D (batch, length); got shape {tuple(attention_mask.shape)}"
                 )
             token_valid = attention_mask[:, -length:].bool()
+        # One host sync per forward (not per layer): tensor shapes below depend on these counts.
+        counts, skipped, valid = torch.stack([video_mask.sum(-1), skip_mask.sum(-1), token_valid.sum(-1)]).tolist()
+        uneven = [c for c in counts if c % frame_num_tokens]
+        if uneven:
+            raise ValueError(
+                f"each row must hold whole frames of {frame_num_tokens} placeholder tokens; "
+                f"got {counts} placeholders per row"
+            )
+        max_frames = max(counts) // frame_num_tokens
+        # Padding is never kept: a routed layer computes the longest row's kept tokens, not its padding.
+        kept_length = max(
+            v - c - n + keep_per_frame * (c // frame_num_tokens)
+            for v, c, n in zip(valid, counts, skipped, strict=True)
+        )
+
+        # Vision tokens first, each row in sequence order: (B, L) -> the first Nf * F are the frames' tokens.
+        order = torch.argsort((~video_mask).to(torch.int8), dim=-1, stable=True)[:, : max_frames * frame_num_tokens]
+        present = torch.arange(order.shape[1], device=device) < video_mask.sum(-1, keepdim=True)
+        frame_slots = order.masked_fill(~present, length).view(batch, max_frames, frame_num_tokens)  # (B, Nf, F)
+
+        token_index = (torch.arange(length, device=device) + past_length).expand(batch, -1)
         token_position = position_ids.expand(batch, -1)
         return cls(
             video_mask,
@@ -244,6 +246,7 @@ class VideoLLMMoDDecoderLayer:
         """(B, L) bool: every non-vision token (but those of `layout.skip_mask`), plus the top-k vision tokens of
         each frame."""
         always = ~layout.video_mask if layout.skip_mask is None else ~(layout.video_mask | layout.skip_mask)
+        always = always & layout.token_valid
         slots = layout.frame_slots  # (B, Nf, F)
         batch, num_slots, frame_tokens = slots.shape
         k = layout.keep_per_frame

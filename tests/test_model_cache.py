@@ -71,6 +71,29 @@ def test_left_padded_batch_equals_unpadded_rows(mod_layers):
     assert (batch[1] - b[0]).abs().max() <= 1e-5
 
 
+def test_routed_layers_of_a_padded_batch_compute_no_padding():
+    """A routed layer's subset is as long as the row with the most real kept tokens: the short row's padding is not
+    computed (nor cached) there, and every row's logits stay those of the row alone."""
+    model = VideoLLMMoDForCausalLM(tiny_config()).eval()
+    short, long = stream_ids(1, seed=1), stream_ids(2, seed=2)
+    pad = long.shape[1] - short.shape[1]
+    ids = torch.cat([torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1), long])
+    mask = torch.cat([torch.cat([torch.zeros(1, pad), torch.ones_like(short)], 1), torch.ones_like(long)]).long()
+    features = torch.cat([frame_features(1, seed=1), frame_features(2, seed=2)])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    frame_features=features, use_cache=True)  # fmt: skip
+        alone = model(input_ids=long, frame_features=features[1:]).logits
+    kept = {
+        row: int((x != TINY_IDS["video"]).sum()) + frames * 2
+        for row, (x, frames) in enumerate([(short, 1), (long, 2)])
+    }
+    assert pad + kept[0] > kept[1], "the short row with its padding would be the longest subset"
+    routed = [out.cache.layers[i].keys.shape[-2] for i in model.config.mod_layers]
+    assert routed == [max(kept.values())] * len(routed)
+    assert (out.logits[1] - alone[0]).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("mod_layers", [[], None])
 def test_generate_matches_greedy_loop_without_cache(mod_layers):
     model = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).eval()
