@@ -90,21 +90,22 @@ def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
     card.save(os.path.join(folder, "README.md"))
 
 
-def trained_model(plan, shared, seed: int, work_dir: str):
-    """The demo's training of `seed` on `plan`: trained now and kept in the work folder with its plan, or the one kept
-    there already for the same plan. Returns the model, its processor and the training log."""
+def trained_model(plan, shared, variant: str, seed: int, work_dir: str):
+    """The demo's training of the study's `variant` with `seed` on `plan`: trained now and kept in the work folder
+    with its plan, or the one kept there already for the same plan. Returns the model, its processor and the training
+    log."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDProcessor
 
     from .mod_study import VARIANTS, train_variant
 
-    run_dir = os.path.join(work_dir, "runs", f"demo-seed{seed}")
+    run_dir = os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}")
     model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
     kept = read_json(record, "training record") if os.path.exists(record) else None
     if kept is not None and kept["plan"] == plan.to_dict():
         logger.info("using the model kept in %s", model_dir)
         model = VideoLLMMoDForCausalLM.from_pretrained(model_dir).eval()
         return model, VideoLLMMoDProcessor.from_pretrained(model_dir), kept["training"]
-    model, processor, training = train_variant(plan, shared, VARIANTS[VARIANT], seed, run_dir)
+    model, processor, training = train_variant(plan, shared, VARIANTS[variant], seed, run_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     with open(record, "w") as f:  # last: a stopped run leaves no record, and is trained again
@@ -113,11 +114,14 @@ def trained_model(plan, shared, seed: int, work_dir: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .mod_study import VARIANTS
+
     parser = argparse.ArgumentParser(prog="python -m videollm_mod.recipes.train_demo",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--work-dir", default="runs/demo", help="data, tower, features, the trained model (cached)")
     parser.add_argument("--output-dir", default="videollm_mod/demo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default=VARIANT, choices=list(VARIANTS), help="the MoD study's variant to train")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a setting of the study's plan (`mod_study.StudyPlan`), e.g. lm_family=qwen3")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="the study's smoke plan: tiny data, tower and model")
@@ -140,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    model, processor, training = trained_model(plan, shared, args.seed, args.work_dir)
+    model, processor, training = trained_model(plan, shared, args.variant, args.seed, args.work_dir)
 
     start = time.perf_counter()
     validation = evaluate_variant(model, processor, plan, shared)
     metrics = {
-        "variant": VARIANT,
+        "variant": args.variant,
         "seed": args.seed,
         "plan": plan.to_dict(),
         "training": training,
