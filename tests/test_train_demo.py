@@ -10,7 +10,7 @@ from videollm_mod.recipes import train_demo
 
 
 @pytest.mark.slow
-def test_quick_demo_is_the_studys_mod_run_packaged_with_its_figures_and_reused(tmp_path, monkeypatch):
+def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reused(tmp_path, monkeypatch):
     from huggingface_hub import ModelCard
 
     from modeling_videollm_mod import VideoLLMMoDForCausalLM
@@ -19,9 +19,11 @@ def test_quick_demo_is_the_studys_mod_run_packaged_with_its_figures_and_reused(t
     assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(out)]) == 0
     assert not list(out.glob("*.py"))  # the demo ships as data
     model = VideoLLMMoDForCausalLM.from_pretrained(out)
-    assert model.config.mod_layers == [1, 3] and model.config.mod_keep_ratio == 0.2  # the paper's settings
+    assert model.config.mod_layers == [0, 2] and model.config.mod_keep_ratio == 0.2  # the study's even layers
+    assert model.config.text_config.model_type == "qwen3"
     metrics = json.loads((out / "demo_metrics.json").read_text())
-    assert metrics["variant"] == "mod" and metrics["plan"]["eval_split"] == "val" and metrics["training"]["steps"] > 0
+    assert metrics["variant"] == "mod_even" and metrics["plan"]["eval_split"] == "val"
+    assert metrics["plan"]["epochs"] == 1.0 and metrics["training"]["steps"] > 0  # the smoke plan's, not the demo's 20
     card = ModelCard.load(out / "README.md")
     stated = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
     assert stated == {(r.metric_type, r.metric_value) for r in train_demo.demo_eval_results(metrics)}
