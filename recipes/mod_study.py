@@ -118,7 +118,8 @@ class StudyPlan:
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
-    unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.5)
+    unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.67)
+    question_share: float = 0.0  # of the narration streams, with their video's live-chat questions (the demo's: 0.5)
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
@@ -218,18 +219,30 @@ def unprompted(row: dict) -> dict:
     return {"conversation": [m for m in as_messages(row["conversation"]) if m["role"] != "user"]}
 
 
-def training_rows(train: dict, livechat_share: float, unprompted_share: float = 0.0):
+def training_rows(train: dict, livechat_share: float, unprompted_share: float = 0.0, question_share: float = 0.0):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
     tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
-    the stream. `unprompted_share` of the narration streams lose their instruction (`unprompted`)."""
+    the stream. `unprompted_share` of the narration streams lose their instruction (`unprompted`); `question_share`
+    of them (drawn independently) get the questions of their video's live chat (`narration_questions`)."""
     from datasets import concatenate_datasets
+
+    from .narration_questions import chat_questions, with_questions
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
     narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"], livechat_share))
     if unprompted_share:
         narration = narration.map(
             lambda row: unprompted(row) if in_share(row["video_uid"], unprompted_share, "unprompted") else {}
+        )
+    if question_share:
+        asked = {row["video_uid"]: chat_questions(row["conversation"]) for row in train["livechat"]}
+        narration = narration.map(
+            lambda row: (
+                {"conversation": with_questions(row["conversation"], asked.get(row["video_uid"], []), row["fps"])}
+                if in_share(row["video_uid"], question_share, "questions")
+                else {}
+            )
         )
     livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"], livechat_share))
     parts = [narration, livechat, *train["coin"].values()]
@@ -259,7 +272,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
     from .sft import VideoSFTScriptArguments, build_trainer
 
     train = load_split(shared, "train")
-    rows = training_rows(train, plan.livechat_share, plan.unprompted_share)
+    rows = training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share)
     model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
     args = SFTConfig(
         output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,

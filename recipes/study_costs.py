@@ -30,7 +30,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
 
     path = cost_path(results_dir, variant.name)
     logger.info("%s: measuring costs against dense", variant.name)
-    rows = training_rows(load_split(shared, "train"), plan.livechat_share, plan.unprompted_share)
+    rows = training_rows(load_split(shared, "train"), plan.livechat_share, plan.unprompted_share, plan.question_share)
     texts = training_texts([rows])
     models, processor = {}, None
     for name in dict.fromkeys(["dense", variant.name]):
