@@ -119,7 +119,7 @@ class StudyPlan:
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
     unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.67)
-    question_share: float = 0.0  # of the narration streams, with their video's live-chat questions (the demo's: 0.5)
+    question_share: float = 0.0  # of the narration streams, with their video's chat questions (tried for the demo)
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
