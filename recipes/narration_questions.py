@@ -36,23 +36,25 @@ def with_questions(conversation, questions: list[tuple[dict, dict]], fps: float)
     comes after what is said there already. A question past the last frame is left out."""
     pending = sorted(questions, key=lambda pair: pair[0]["time"])
     out: list[dict] = []
-    messages = as_messages(conversation)
-    for i, message in enumerate(messages):
-        if message["role"] != "stream":
-            out.append(message)
-        else:
+    seen = -1  # the last frame of the streams so far
+
+    def asked_by(frame: int) -> list[dict]:
+        """The pending pairs asked at or before `frame`, taken off the queue."""
+        taken = []
+        while pending and round(pending[0][0]["time"] * fps) <= frame:
+            taken += pending.pop(0)
+        return taken
+
+    for message in as_messages(conversation):
+        if message["role"] == "stream":
+            out += asked_by(seen)  # what was said at the previous stream's last frame came first
             last = round(message["time"] * fps)
             first = last - message["num_frames"] + 1
-            while pending and first <= round(pending[0][0]["time"] * fps) < last:
-                frame = round(pending[0][0]["time"] * fps)
+            while pending and round(pending[0][0]["time"] * fps) < last:
+                frame = round(pending[0][0]["time"] * fps)  # >= first: earlier ones were said before this stream
                 before, message = split_stream(message, frame - first + 1)
-                out += [{**before, "time": frame / fps}, *pending.pop(0)]
+                out += [{**before, "time": frame / fps}, *asked_by(frame)]
                 first = frame + 1
-            out.append(message)
-        # what is said at a stream's last frame comes before the questions asked there
-        following = messages[i + 1] if i + 1 < len(messages) else None
-        if following is None or following["role"] == "stream":
-            said_until = round(out[-1]["time"] * fps) if out else -1
-            while pending and round(pending[0][0]["time"] * fps) <= said_until:
-                out += list(pending.pop(0))
-    return out
+            seen = last
+        out.append(message)
+    return out + asked_by(seen)
