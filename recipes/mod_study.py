@@ -250,6 +250,11 @@ def training_rows(train: dict, livechat_share: float, unprompted_share: float = 
     return rows.map(lambda row: {"length": approximate_tokens(row)})
 
 
+def plan_rows(plan: StudyPlan, train: dict):
+    """`training_rows` with `plan`'s shares: what every variant of the plan trains on (and its costs are measured on)."""
+    return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share)
+
+
 def approximate_tokens(row: dict, tokens_per_frame: int = 11, chars_per_token: int = 4) -> int:
     from modeling_videollm_mod.processing_videollm_mod import as_messages
 
@@ -271,8 +276,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
 
     from .sft import VideoSFTScriptArguments, build_trainer
 
-    train = load_split(shared, "train")
-    rows = training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share)
+    rows = plan_rows(plan, load_split(shared, "train"))
     model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
     args = SFTConfig(
         output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,

@@ -26,11 +26,11 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
     from ..files import write_text_atomically
     from .collator import VideoLLMMoDCollator
     from .costs import count_flops, interleaved_step_times, kv_bytes_by_frame, peak_training_memory
-    from .mod_study import VARIANTS, build_model, load_split, training_rows, training_texts
+    from .mod_study import VARIANTS, build_model, load_split, plan_rows, training_texts
 
     path = cost_path(results_dir, variant.name)
     logger.info("%s: measuring costs against dense", variant.name)
-    rows = training_rows(load_split(shared, "train"), plan.livechat_share, plan.unprompted_share, plan.question_share)
+    rows = plan_rows(plan, load_split(shared, "train"))
     texts = training_texts([rows])
     models, processor = {}, None
     for name in dict.fromkeys(["dense", variant.name]):
