@@ -6,8 +6,9 @@
 The model is `presets.benchmark_config()` (8-layer, 512-wide Llama, MLP 1792; 10 tokens per frame; odd layers routed at
 r = 0.2, the paper's Interleaved layout) against the same model with `mod_layers=[]`. A training step is forward +
 backward + AdamW on one vision-heavy stream (`--frames` frames joined by interval tokens, a short narration after
-every 4th frame) with pre-computed frame features, as the original trains. How each cost is measured (interleaved
-steps and medians, FLOPs with eager attention, peak memory in a fresh process): `videollm_mod.recipes.costs`.
+every 4th frame: `costs.narration_stream`) with pre-computed frame features, as the original trains. How each cost is
+measured (interleaved steps and medians, FLOPs with eager attention, peak memory in a fresh process):
+`videollm_mod.recipes.costs`.
 """
 
 import argparse
@@ -17,25 +18,16 @@ import torch
 from modeling_videollm_mod import VideoLLMMoDForCausalLM
 from modeling_videollm_mod.configuration_videollm_mod import TEXT_MODEL_TYPES
 from videollm_mod.presets import TINY_IDS, benchmark_config
-from videollm_mod.recipes.costs import count_flops, interleaved_step_times, kv_bytes_by_frame, peak_training_memory
+from videollm_mod.recipes.costs import (
+    count_flops,
+    interleaved_step_times,
+    kv_bytes_by_frame,
+    narration_stream,
+    peak_training_memory,
+)
 
 FRAME_TOKENS = 10
-
-
-def vision_heavy_stream(num_frames: int, vocab_size: int, seed: int = 0):
-    """(1, L) ids, (1, L) labels and (T, 10, D) features: frames joined by the interval token, narration every 4th."""
-    g = torch.Generator().manual_seed(seed)
-    ids = [TINY_IDS["bos"], 20, 21, 22]
-    for f in range(num_frames):
-        ids += [TINY_IDS["video"]] * FRAME_TOKENS
-        if f % 4 == 3:
-            ids += [TINY_IDS["response"]] + torch.randint(20, vocab_size, (6,), generator=g).tolist()
-            ids += [TINY_IDS["eos"]]
-        elif f < num_frames - 1:
-            ids += [TINY_IDS["interval"]]
-    input_ids = torch.tensor([ids])
-    labels = input_ids.masked_fill(input_ids == TINY_IDS["video"], -100)
-    return input_ids, labels
+NARRATE_EVERY = 4  # a narration after every 4th frame (`costs.narration_stream`)
 
 
 def build(variant: str, device: str, dtype: torch.dtype, family: str = "llama") -> VideoLLMMoDForCausalLM:
@@ -46,14 +38,9 @@ def build(variant: str, device: str, dtype: torch.dtype, family: str = "llama") 
 
 
 def inputs_for(model, num_frames: int, device: str, dtype: torch.dtype) -> dict:
-    input_ids, labels = vision_heavy_stream(num_frames, model.config.text_config.vocab_size)
-    features = torch.randn(num_frames, FRAME_TOKENS, model.config.vision_config.hidden_size)
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "frame_features": features.to(device=device, dtype=dtype),
-        "use_cache": False,
-    }
+    stream = narration_stream(model.config, num_frames, NARRATE_EVERY)
+    stream["frame_features"] = stream["frame_features"].to(dtype)
+    return {**{k: v.to(device) for k, v in stream.items()}, "use_cache": False}
 
 
 def kv_cache_bytes_per_frame(model, num_frames: int, device: str, dtype: torch.dtype) -> float:

@@ -9,6 +9,9 @@ between models measured in the same run, their steps interleaved (machine noise 
 - peak memory: in a fresh process, the growth of peak RSS over the loaded model and inputs on CPU (activations,
   gradients, AdamW state, workspace), `max_memory_allocated` on CUDA, over two steps;
 - KV-cache bytes: keys and values held after each frame of a stream fed frame by frame (with its interval token).
+
+`narration_stream` is the synthetic narration layout these costs are measured on where a real batch is not the point:
+what MoD saves depends on the share of tokens that are not vision tokens (routed layers keep all of those).
 """
 
 from __future__ import annotations
@@ -25,6 +28,44 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
+
+NARRATION_WORDS = 6  # a narration: the response token, six words, EOS (the study's are 5 to 8 tokens)
+
+
+def narration_stream(config, num_frames: int, narrate_every: int, rows: int = 1, seed: int = 0) -> dict:
+    """Training inputs (`input_ids`, `labels`, `frame_features`) of `rows` synthetic narration streams of
+    `num_frames` frames: a 4-token prompt, then each frame's placeholders followed by its interval token, or by a
+    narration after every `narrate_every`-th frame; every token but the placeholders is labelled. Random word ids and
+    frame features: a step's cost does not depend on them."""
+    if num_frames < 1 or narrate_every < 1 or rows < 1:
+        raise ValueError(f"num_frames={num_frames}, narrate_every={narrate_every}, rows={rows}: each must be >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    words = (20, config.text_config.vocab_size)  # ids past the special ones (`presets.TINY_IDS`, the study's)
+    frame = [config.video_token_id] * config.frame_num_tokens
+    streams = []
+    for _ in range(rows):
+        ids = [config.text_config.bos_token_id, *torch.randint(*words, (3,), generator=generator).tolist()]
+        for f in range(num_frames):
+            ids += frame
+            if f % narrate_every == narrate_every - 1:
+                narration = torch.randint(*words, (NARRATION_WORDS,), generator=generator).tolist()
+                ids += [config.stream_response_token_id, *narration, config.text_config.eos_token_id]
+            elif f < num_frames - 1:
+                ids += [config.frame_token_interval_id]
+        streams.append(ids)
+    input_ids = torch.tensor(streams)
+    features = torch.randn(rows * num_frames, config.frame_num_tokens, config.vision_config.hidden_size,
+                           generator=generator)  # fmt: skip
+    labels = input_ids.masked_fill(input_ids == config.video_token_id, -100)
+    return {"input_ids": input_ids, "labels": labels, "frame_features": features}
+
+
+def non_vision_share(
+    input_ids: torch.Tensor, video_token_id: int, attention_mask: torch.Tensor | None = None
+) -> float:
+    """The share of a batch's real tokens that are not vision placeholders (what a routed layer keeps whole)."""
+    valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    return 1 - int(((input_ids == video_token_id) & valid).sum()) / int(valid.sum())
 
 
 def train_step(model, optimizer, inputs: dict) -> None:

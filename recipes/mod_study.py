@@ -126,6 +126,8 @@ class StudyPlan:
     cost_steps: int = 6  # timed training steps per model in the cost measurement (after one warm-up)
     kv_frames: int = 400  # frames streamed for the KV-cache curve
     kv_budget_bytes: int = 2**20  # the byte budget at which frames held are compared (~45 frames of the dense model)
+    # synthetic batches the costs are also measured on: a narration after every n-th frame (`study_costs`)
+    cost_layouts: tuple[int, ...] = (1, 2, 4, 8, 16)
 
     @classmethod
     def quick(cls) -> StudyPlan:
@@ -134,7 +136,7 @@ class StudyPlan:
                         coin_test_videos=5, frame_captions=128, warmup_epochs=1.0, warmup_batch_size=32,
                         tower_hidden_size=32, tower_layers=1)  # fmt: skip
         return cls(data=data, lm_hidden=32, epochs=1.0, batch_size=4, vocab_size=200, max_eval_rows=2, cost_steps=2,
-                   kv_frames=40, kv_budget_bytes=2**16)  # fmt: skip
+                   kv_frames=40, kv_budget_bytes=2**16, cost_layouts=(4,))  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -406,6 +408,10 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
+def int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
 def apply_settings(plan: StudyPlan, settings: dict) -> StudyPlan:
     for key, value in settings.items():
         target, name = (plan.data, key[5:]) if key.startswith("data.") else (plan, key)
@@ -414,10 +420,11 @@ def apply_settings(plan: StudyPlan, settings: dict) -> StudyPlan:
             raise ValueError(f"--set {key}: no such setting (settings: {sorted(fields)})")
         current = getattr(target, name)
         kind = type(current) if current is not None else (int if "int" in str(fields[name].type) else str)
+        parse, expected = (int_tuple, "comma-separated list of integers") if kind is tuple else (kind, kind.__name__)
         try:
-            setattr(target, name, None if value == "None" else kind(value))
+            setattr(target, name, None if value == "None" else parse(value))
         except ValueError:
-            raise ValueError(f"--set {key}={value}: expected a {kind.__name__}") from None
+            raise ValueError(f"--set {key}={value}: expected a {expected}") from None
     return plan
 
 

@@ -3,7 +3,13 @@
 On one training batch of the study (its first `batch_size` narration rows, the shared features), a fresh model of the
 variant and of the dense layout: training step time (interleaved steps, medians), FLOPs of forward + backward, peak
 training memory (each in a fresh process); then the KV-cache bytes after each frame of a stream fed frame by frame,
-and how many frames fit in `plan.kv_budget_bytes` (`plan.cost_steps` timed steps, `plan.kv_frames` frames). Written to `{results_dir}/costs/{variant}.json`.
+and how many frames fit in `plan.kv_budget_bytes` (`plan.cost_steps` timed steps, `plan.kv_frames` frames).
+
+The same step time, FLOPs and memory are then measured on synthetic narration batches of the same shape
+(`costs.narration_stream`, a narration after every n-th frame for each n of `plan.cost_layouts`): what MoD saves
+depends on the share of tokens that are not vision tokens (a routed layer keeps those whole), and this curve says
+where the study's batch stands against a vision-heavier stream such as the paper's Ego4D narration. Written to
+`{results_dir}/costs/{variant}.json`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
     """Measure and write the costs of `variant` against dense; returns them."""
     from ..files import write_text_atomically
     from .collator import VideoLLMMoDCollator
-    from .costs import count_flops, interleaved_step_times, kv_bytes_by_frame, peak_training_memory
+    from .costs import kv_bytes_by_frame, non_vision_share
     from .mod_study import VARIANTS, build_model, load_split, plan_rows, training_texts
 
     path = cost_path(results_dir, variant.name)
@@ -37,10 +43,7 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
         models[name], processor = build_model(plan, VARIANTS[name], texts, shared.tower, seed=0)
     collator = VideoLLMMoDCollator(processor, features_dir=shared.features["train"])
     batch = collator([rows[i] for i in range(min(plan.batch_size, len(rows)))])
-    inputs = {**batch, "use_cache": False}
-    step_time = interleaved_step_times(models, {name: inputs for name in models}, plan.cost_steps)
-    flops = {name: count_flops(model, inputs) for name, model in models.items()}
-    memory = {name: peak_training_memory(model.config, batch) for name, model in models.items()}
+    training = training_costs(models, batch, plan.cost_steps)
 
     from safetensors.torch import load_file
 
@@ -57,16 +60,49 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
             "rows": len(batch["input_ids"]),
             "tokens": int(batch["attention_mask"].sum()),
             "frames": len(batch["frame_features"]),
+            "non_vision_share": non_vision_share(
+                batch["input_ids"], processor.video_token_id, batch["attention_mask"]
+            ),
         },  # fmt: skip
-        "step_seconds": step_time,
-        "flops": flops,
-        "peak_memory_bytes": memory,
+        **training,
         "kv_bytes_by_frame": kv,
         "kv_budget_bytes": plan.kv_budget_bytes,
         "frames_held": {name: sum(b <= plan.kv_budget_bytes for b in held) for name, held in kv.items()},
+        "by_layout": layout_costs(models, plan, batch["input_ids"].shape),
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
     }
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_text_atomically(path, json.dumps(costs, indent=1) + "\n")
     return costs
+
+
+def training_costs(models: dict, batch: dict, steps: int) -> dict:
+    """Step seconds (interleaved, medians), FLOPs and peak memory of each model on `batch`."""
+    from .costs import count_flops, interleaved_step_times, peak_training_memory
+
+    inputs = {**batch, "use_cache": False}
+    return {
+        "step_seconds": interleaved_step_times(models, {name: inputs for name in models}, steps),
+        "flops": {name: count_flops(model, inputs) for name, model in models.items()},
+        "peak_memory_bytes": {name: peak_training_memory(model.config, batch) for name, model in models.items()},
+    }
+
+
+def layout_costs(models: dict, plan, shape: tuple[int, int]) -> list[dict]:
+    """`training_costs` on a synthetic narration batch of `shape` (rows, tokens) for each `plan.cost_layouts` n (a
+    narration after every n-th frame), with the batch's share of non-vision tokens."""
+    from .costs import NARRATION_WORDS, narration_stream, non_vision_share
+
+    config = next(iter(models.values())).config
+    rows, length = shape
+    out = []
+    for every in plan.cost_layouts:
+        tokens_per_frame = config.frame_num_tokens + 1 + (NARRATION_WORDS + 1) / every
+        frames = max(1, int((length - 4) / tokens_per_frame))
+        batch = narration_stream(config, frames, every, rows=rows)
+        logger.info("layout: a narration every %d frames, %d frames per row", every, frames)
+        out.append({"narrate_every": every, "frames_per_row": frames, "tokens_per_row": batch["input_ids"].shape[1],
+                    "non_vision_share": non_vision_share(batch["input_ids"], config.video_token_id),
+                    **training_costs(models, batch, plan.cost_steps)})  # fmt: skip
+    return out

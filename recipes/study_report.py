@@ -80,6 +80,59 @@ def cost_ratios(costs: dict) -> dict[str, float]:
     return ratios
 
 
+def layout_ratios(costs: dict) -> list[tuple[str, float, dict[str, float]]]:
+    """`(layout, non-vision share, {cost: variant / dense})` of the study's batch, then of each synthetic narration
+    layout (`study_costs.layout_costs`), those measured; [] for cost files written before the layouts were."""
+    name = costs["variant"]
+    points = [("the study's batch", costs["batch"].get("non_vision_share"), costs)]
+    points += [(f"a narration every {c['narrate_every']} frames", c["non_vision_share"], c)
+               for c in costs.get("by_layout", [])]  # fmt: skip
+    if len(points) == 1 or points[0][1] is None:
+        return []
+    return [(label, share, {c: m[key][name] / m[key]["dense"] for c, key in COSTS}) for label, share, m in points]
+
+
+def layout_table(costs: dict[str, dict]) -> str:
+    """Per variant, its cost ratios against the share of non-vision tokens (`layout_ratios`)."""
+    lines = []
+    for name in ordered(costs):
+        points = layout_ratios(costs[name])
+        if not points or name == "dense":
+            continue
+        lines += [f"**{name}**", "", "| layout | non-vision share | " + " | ".join(f"{c} ×" for c, _ in COSTS) + " |",
+                  "|---|---|" + "---|" * len(COSTS)]  # fmt: skip
+        for label, share, ratios in sorted(points, key=lambda p: -p[1]):
+            lines.append(f"| {label} | {share:.3f} | " + " | ".join(f"{ratios[c]:.3f}" for c, _ in COSTS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_cost_vs_share(costs: dict[str, dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(COSTS), figsize=(4.2 * len(COSTS), 3.8), squeeze=False)
+    for col, (label, _) in enumerate(COSTS):
+        ax = axes[0][col]
+        for name in ordered(costs):
+            points = layout_ratios(costs[name])
+            if not points or name == "dense":
+                continue
+            synthetic = sorted(points[1:], key=lambda p: p[1])
+            line = ax.plot([p[1] for p in synthetic], [p[2][label] for p in synthetic], "o-", label=name)[0]
+            ax.plot(points[0][1], points[0][2][label], "*", markersize=12, color=line.get_color())
+        ax.set_xlabel("share of tokens that are not vision tokens")
+        ax.set_ylabel(f"{label} / dense")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Cost against the token mix (lines: synthetic narration batches; stars: the study's batch)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def ordered(names) -> list[str]:
     from .mod_study import VARIANTS
 
@@ -187,6 +240,13 @@ def write_report(results_dir: str) -> str:
     if costs:
         plot_kv_bytes(costs, os.path.join(results_dir, "kv_bytes.png"))
         text += ["![KV bytes against stream length](kv_bytes.png)", ""]
+    layouts = layout_table(costs)
+    if layouts:
+        plot_cost_vs_share(costs, os.path.join(results_dir, "cost_vs_token_mix.png"))
+        text += ["## Cost against the token mix", "",
+                 "Costs over dense's on the study's batch and, in the same run, on synthetic narration batches of the "
+                 "same shape (`costs.narration_stream`): a routed layer keeps every non-vision token.", "",
+                 layouts, "![cost against the token mix](cost_vs_token_mix.png)", ""]  # fmt: skip
     markdown = "\n".join(text)
     write_text_atomically(os.path.join(results_dir, "RESULTS.md"), markdown)
     return markdown

@@ -53,6 +53,10 @@ def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_
     kv = costs["kv_bytes_by_frame"]
     assert kv["mod"][-1] / kv["dense"][-1] == pytest.approx((2 * 11 + 2 * 3) / (4 * 11), rel=1e-3)
     assert costs["frames_held"]["mod"] > costs["frames_held"]["dense"]
+    # the same costs on a synthetic narration batch of the same shape (a narration every 4th frame)
+    [layout] = costs["by_layout"]
+    assert layout["narrate_every"] == 4 and 0 < layout["non_vision_share"] < costs["batch"]["non_vision_share"] < 1
+    assert layout["flops"]["mod"] < layout["flops"]["dense"] and set(layout["peak_memory_bytes"]) == {"dense", "mod"}
 
     monkeypatch.setattr(mod_study, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert mod_study.main(argv) == 0  # resumes: both runs and costs are done
@@ -60,6 +64,9 @@ def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_
     assert mod_study.main(["--report", "--results-dir", results]) == 0
     report = open(os.path.join(results, "RESULTS.md")).read()
     assert "| dense | 1 |" in report and "| mod | 1 |" in report
+    assert "| a narration every 4 frames | " in report and os.path.exists(
+        os.path.join(results, "cost_vs_token_mix.png")
+    )
     assert os.path.getsize(os.path.join(results, "quality_vs_cost.png")) > 0
     assert os.path.getsize(os.path.join(results, "kv_bytes.png")) > 0
 
@@ -104,3 +111,10 @@ def test_unprompted_share_drops_the_instruction_of_that_share_of_narration_strea
     # the rest of an unprompted stream is as it was
     unprompted = next(r for r, o in zip(rows, openings, strict=True) if o is None)
     assert [m["role"] for m in unprompted["conversation"]] == ["stream", "assistant"]
+
+
+def test_a_list_setting_is_parsed_as_integers():
+    plan = mod_study.apply_settings(mod_study.StudyPlan(), {"cost_layouts": "2,8"})
+    assert plan.cost_layouts == (2, 8)
+    with pytest.raises(ValueError, match="--set cost_layouts=2,x: expected a comma-separated list of integers"):
+        mod_study.apply_settings(mod_study.StudyPlan(), {"cost_layouts": "2,x"})

@@ -1,0 +1,42 @@
+"""The cost measurement's synthetic narration layout (`recipes.costs.narration_stream`), and what it shows: MoD saves
+more the fewer tokens are not vision tokens."""
+
+import pytest
+import torch
+
+from modeling_videollm_mod import VideoLLMMoDForCausalLM
+from videollm_mod.presets import TINY_IDS, tiny_config
+from videollm_mod.recipes.costs import count_flops, narration_stream, non_vision_share
+
+
+def test_narration_stream_lays_out_frames_intervals_and_narrations_exactly():
+    config = tiny_config()
+    stream = narration_stream(config, num_frames=8, narrate_every=4, rows=2)
+    ids, labels = stream["input_ids"], stream["labels"]
+    # a 4-token prompt, 8 frames of 10 placeholders, 6 intervals (not after frames 3 and 7, which are narrated), and
+    # 2 narrations of the response token, 6 words and EOS
+    assert ids.shape == (2, 4 + 8 * 10 + 6 + 2 * 8)
+    row = ids[0].tolist()
+    assert row[0] == TINY_IDS["bos"] and row[4:14] == [TINY_IDS["video"]] * 10 and row[14] == TINY_IDS["interval"]
+    narration = 4 + 4 * 10 + 3
+    assert row[narration] == TINY_IDS["response"] and row[narration + 7] == TINY_IDS["eos"]
+    assert row.count(TINY_IDS["response"]) == 2 and row.count(TINY_IDS["interval"]) == 6
+    assert torch.equal(labels == -100, ids == TINY_IDS["video"])  # every token but the placeholders is labelled
+    assert stream["frame_features"].shape == (16, 10, config.vision_config.hidden_size)
+    assert non_vision_share(ids, TINY_IDS["video"]) == pytest.approx(26 / 106)
+    padded = torch.tensor([[1, 1, 1, 1]] + [[1, 1, 0, 0]])
+    assert non_vision_share(torch.tensor([[10, 10, 5, 10], [10, 5, 10, 10]]), 10, padded) == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="narrate_every=0"):
+        narration_stream(config, num_frames=8, narrate_every=0)
+
+
+def test_mod_saves_more_flops_the_fewer_tokens_are_not_vision_tokens():
+    torch.manual_seed(0)
+    models = {name: VideoLLMMoDForCausalLM(tiny_config(mod_layers=layers)) for name, layers in (("dense", []),
+                                                                                                  ("mod", None))}  # fmt: skip
+    ratios = {}
+    for every in (1, 4, 16):
+        inputs = {**narration_stream(models["dense"].config, 32, every), "use_cache": False}
+        flops = {name: count_flops(model, inputs) for name, model in models.items()}
+        ratios[every] = flops["mod"] / flops["dense"]
+    assert ratios[16] < ratios[4] < ratios[1] < 1, ratios
