@@ -102,7 +102,9 @@ def main(argv=None) -> None:
         print(f"{name:32}{values['dense']:>16.4g}{values['mod']:>16.4g}{values['mod'] / values['dense']:>12.3f}")
     time_ratio, flop_ratio = step_time["mod"] / step_time["dense"], flops["mod"] / flops["dense"]
     print(f"step-time ratio / FLOP ratio = {time_ratio / flop_ratio:.3f} (1.0 = time follows FLOPs)")
-    print("* CPU: peak RSS growth over the loaded model (activations, grads, AdamW state); CUDA: max allocated")
+    print(
+        "* CPU: peak growth of tensor bytes over the loaded model (activations, grads, AdamW state); CUDA: max allocated"
+    )
     print(f"KV bytes per frame, arithmetic ratio ((L-m)*11 + m*3) / (L*11) = {kv_arithmetic:.3f}")
 
 

@@ -6,8 +6,10 @@ between models measured in the same run, their steps interleaved (machine noise 
 - step: forward + backward + AdamW on one batch of model inputs (`labels` included);
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward + backward, with eager attention (the CPU SDPA
   kernel is invisible to the counter);
-- peak memory: in a fresh process, the growth of peak RSS over the loaded model and inputs on CPU (activations,
-  gradients, AdamW state, workspace), `max_memory_allocated` on CUDA, over two steps;
+- peak memory: in a fresh process, `max_memory_allocated` on CUDA; on CPU the peak growth, over two steps, of the
+  bytes held by tensors beyond the loaded model and inputs (activations, gradients, AdamW state: `peak_tensor_bytes`),
+  or with `resident` of the process's peak RSS (what the machine holds, allocator caching included: it moves by
+  +-5 % from one run to the next, too much for a ratio);
 - KV-cache bytes: keys and values held after each frame of a stream fed frame by frame (with its interval token).
 
 `narration_stream` is the synthetic narration layout these costs are measured on where a real batch is not the point:
@@ -114,6 +116,32 @@ def count_flops(model, inputs: dict) -> int:
     return counter.get_total_flops()
 
 
+def peak_tensor_bytes(step, *args) -> int:
+    """The peak growth of the bytes held by tensors while `step(*args)` runs: each op's own allocations net of its
+    frees (the profiler's memory events), accumulated in the order the ops start. On CPU the counterpart of CUDA's
+    `max_memory_allocated`, free of the allocator's caching, which makes peak RSS vary from run to run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step(*args)
+    changes = []
+    for event in profiler.events():
+        # "[memory]" events are the frees (and allocations) outside any op; an op's event carries its own net bytes
+        change = event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        if change:
+            changes.append((event.time_range.start, change))
+    running = peak = 0
+    for _, change in sorted(changes, key=lambda c: c[0]):
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def two_training_steps(model, optimizer, inputs: dict) -> None:
+    train_step(model, optimizer, inputs)  # allocates the optimizer state, held from then on
+    train_step(model, optimizer, inputs)
+
+
 def resident_bytes(field: str) -> int:
     """VmRSS (now) or VmHWM (peak) of this process, from /proc (reset at exec, unlike ru_maxrss)."""
     with open("/proc/self/status") as status:
@@ -122,16 +150,30 @@ def resident_bytes(field: str) -> int:
 
 
 def peak_training_memory(
-    config, inputs: dict, device: str = "cpu", dtype: str = "float32", checkpointing: bool = False
+    config,
+    inputs: dict,
+    device: str = "cpu",
+    dtype: str = "float32",
+    checkpointing: bool = False,
+    resident: bool = False,
 ) -> int:
     """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (with
-    activation checkpointing when `checkpointing`)."""
+    activation checkpointing when `checkpointing`; on CPU, peak RSS growth when `resident`, else tensor bytes)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as folder:
         config.to_json_file(os.path.join(folder, "config.json"))
         save_file({k: v.contiguous() for k, v in inputs.items() if torch.is_tensor(v)}, os.path.join(folder, "inputs"))
-        command = [sys.executable, "-m", "videollm_mod.recipes.costs", folder, device, dtype, str(int(checkpointing))]
+        command = [
+            sys.executable,
+            "-m",
+            "videollm_mod.recipes.costs",
+            folder,
+            device,
+            dtype,
+            str(int(checkpointing)),
+            str(int(resident)),
+        ]
         # run from the temporary folder: a source checkout in the working directory would shadow an installed
         # (non-editable) package, whose `videollm_mod.recipes` is not the checkout's `videollm_mod/`
         done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
@@ -141,8 +183,9 @@ def peak_training_memory(
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing: str = "0") -> None:
-    """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU, peak RSS); print JSON."""
+def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing: str, resident: str) -> None:
+    """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU: `peak_tensor_bytes` or, when
+    `resident` is "1", peak RSS growth); print JSON."""
     from safetensors.torch import load_file
 
     from modeling_videollm_mod import VideoLLMMoDConfig, VideoLLMMoDForCausalLM
@@ -161,11 +204,12 @@ def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing:
         torch.cuda.reset_peak_memory_stats()
         train_step(model, optimizer, inputs)
         peak = torch.cuda.max_memory_allocated()
-    else:
+    elif resident == "1":
         loaded = resident_bytes("VmRSS")
-        train_step(model, optimizer, inputs)
-        train_step(model, optimizer, inputs)
+        two_training_steps(model, optimizer, inputs)
         peak = resident_bytes("VmHWM") - loaded
+    else:
+        peak = peak_tensor_bytes(two_training_steps, model, optimizer, inputs)
     print(json.dumps({"peak_bytes": peak}))
 
 
@@ -189,4 +233,4 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
 
 
 if __name__ == "__main__":
-    _peak_memory_child(*sys.argv[1:5])
+    _peak_memory_child(*sys.argv[1:6])

@@ -164,12 +164,13 @@ def synthetic_batch(config, rows: int, frames: int, text: int) -> dict:
 
 def planned_and_measured(config, rows: int, frames: int, text: int, checkpointing: bool) -> tuple[int, int]:
     """The plan for one device and the peak measured as `recipes/costs.py` measures it (a fresh process; the growth of
-    peak memory over the loaded model: gradients, AdamW states, activations; full fine-tuning in float32)."""
+    peak RSS over the loaded model: gradients, AdamW states, activations and the allocator's caching; full
+    fine-tuning in float32)."""
     from .costs import peak_training_memory
 
     inputs = synthetic_batch(config, rows, frames, text)
     tokens = inputs["input_ids"].shape[1]
-    measured = peak_training_memory(config, inputs, checkpointing=checkpointing)
+    measured = peak_training_memory(config, inputs, checkpointing=checkpointing, resident=True)
     shape = TrainingShape(batch=rows, tokens=tokens, video_share=frames * config.frame_num_tokens / tokens,
                           train_vision_tower=True, checkpointing=checkpointing)  # fmt: skip
     result = plan(config, shape)

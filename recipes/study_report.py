@@ -85,11 +85,14 @@ def layout_ratios(costs: dict) -> list[tuple[str, float, dict[str, float]]]:
     layout (`study_costs.layout_costs`), those measured; [] for cost files written before the layouts were."""
     name = costs["variant"]
     points = [("the study's batch", costs["batch"].get("non_vision_share"), costs)]
-    points += [(f"a narration every {c['narrate_every']} frames", c["non_vision_share"], c)
-               for c in costs.get("by_layout", [])]  # fmt: skip
+    points += [(narration_label(c["narrate_every"]), c["non_vision_share"], c) for c in costs.get("by_layout", [])]
     if len(points) == 1 or points[0][1] is None:
         return []
     return [(label, share, {c: m[key][name] / m[key]["dense"] for c, key in COSTS}) for label, share, m in points]
+
+
+def narration_label(every: int) -> str:
+    return "a narration every frame" if every == 1 else f"a narration every {every} frames"
 
 
 def layout_table(costs: dict[str, dict]) -> str:

@@ -40,3 +40,15 @@ def test_mod_saves_more_flops_the_fewer_tokens_are_not_vision_tokens():
         flops = {name: count_flops(model, inputs) for name, model in models.items()}
         ratios[every] = flops["mod"] / flops["dense"]
     assert ratios[16] < ratios[4] < ratios[1] < 1, ratios
+
+
+def test_peak_tensor_bytes_counts_what_tensors_hold_at_once():
+    from videollm_mod.recipes.costs import peak_tensor_bytes
+
+    def step():
+        first = torch.ones(2**18)  # 1 MiB of float32
+        second = torch.ones(2**19)  # 2 MiB, while the first is held
+        del first, second
+        return torch.ones(2**18).sum()  # 1 MiB more, after both are freed
+
+    assert peak_tensor_bytes(step) == 3 * 2**20
