@@ -13,6 +13,16 @@ from .configuration_videollm_mod import VideoLLMMoDConfig
 from .families_videollm_mod import TEXT_FAMILIES, sliding_window
 
 
+def causal_suffices(q_index: torch.Tensor, kv_index: torch.Tensor, kv_valid: torch.Tensor) -> bool:
+    """Whether plain causal attention over the keys in their order gives every real query the keys of the tag mask:
+    the keys are the queries themselves (no cached keys before them) and each row's real tokens come first
+    (padding only at its end). Padding queries then see more keys than under the mask; their outputs are never used.
+    """
+    if q_index.shape != kv_index.shape or not torch.equal(q_index, kv_index):
+        return False
+    return bool((kv_valid[:, 1:] <= kv_valid[:, :-1]).all())
+
+
 def attention_mask_from_tags(
     q_index: torch.Tensor,
     kv_index: torch.Tensor,
@@ -30,8 +40,12 @@ def attention_mask_from_tags(
             less than `span` positions back, as the families' own masks do on an unpadded sequence. By position, not
             index: a batch of streams pads rows in the middle, which the row's own positions do not count.
     Returns:
-        (B, 1, Q, K): bool for SDPA (True = attend), additive float for eager.
+        (B, 1, Q, K): bool for SDPA (True = attend), additive float for eager; None for SDPA where its own causal
+        mask gives every real query the same keys (`causal_suffices`), as in training on a right-padded batch, so
+        that no (B, 1, Q, K) mask is built, converted and kept for the backward pass by every layer.
     """
+    if implementation == "sdpa" and window is None and causal_suffices(q_index, kv_index, kv_valid):
+        return None
     allowed = (kv_index[:, None, :] <= q_index[:, :, None]) & kv_valid[:, None, :]  # (B, Q, K)
     if window is not None:
         q_position, kv_position, span = window
@@ -213,8 +227,9 @@ class VideoLLMMoDDecoderLayer:
         )
         # Dense layers cache every token, so those with the same window share one mask; a routed layer's cache holds
         # a subset of its own.
-        mask = None if self.routed else layout.dense_masks.get(self.window)
-        if mask is None:
+        if not self.routed and self.window in layout.dense_masks:
+            mask = layout.dense_masks[self.window]
+        else:
             mask = attention_mask_from_tags(
                 layout.token_index,
                 kv_index,

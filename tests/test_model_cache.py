@@ -203,3 +203,32 @@ def test_past_key_values_is_accepted_as_the_deprecated_name_of_cache():
         full = model(input_ids=ids, frame_features=features).logits[:, split:]
     assert torch.equal(logits["past_key_values"], logits["cache"])
     torch.testing.assert_close(logits["cache"], full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mod_layers", [[], None])
+def test_a_right_padded_training_batch_needs_no_mask_and_computes_what_the_mask_does(mod_layers):
+    """With SDPA, a batch whose padding is at the end of each row and no cache before it is computed under SDPA's
+    own causal mask (no (B, 1, L, L) mask built, converted and kept by every layer): the loss and the real tokens'
+    logits equal eager attention's under the tag mask. Padding elsewhere, a cache or eager keeps the mask."""
+    from modeling_videollm_mod.routing_videollm_mod import attention_mask_from_tags
+
+    index, prefix = torch.arange(6).expand(2, 6), torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6]).bool()
+    assert attention_mask_from_tags(index, index, prefix, torch.float32, "sdpa") is None
+    assert attention_mask_from_tags(index, index, prefix, torch.float32, "eager") is not None
+    assert attention_mask_from_tags(index, index, prefix.flip(-1), torch.float32, "sdpa") is not None
+    assert attention_mask_from_tags(index[:, 4:], index, prefix, torch.float32, "sdpa") is not None  # a cache
+
+    torch.manual_seed(0)
+    sdpa = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers)).train()
+    eager = VideoLLMMoDForCausalLM(tiny_config(mod_layers=mod_layers, attn_implementation="eager")).train()
+    eager.load_state_dict(sdpa.state_dict())
+    short, long = stream_ids(1, seed=1), stream_ids(2, seed=2)
+    pad = long.shape[1] - short.shape[1]
+    ids = torch.cat([torch.cat([short, torch.zeros(1, pad, dtype=torch.long)], 1), long])
+    mask = torch.cat([torch.cat([torch.ones_like(short), torch.zeros(1, pad)], 1), torch.ones_like(long)]).long()
+    labels = ids.masked_fill((mask == 0) | (ids == TINY_IDS["video"]), -100)
+    inputs = dict(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False,
+                  frame_features=torch.cat([frame_features(1, seed=1), frame_features(2, seed=2)]))  # fmt: skip
+    out, reference = sdpa(**inputs), eager(**inputs)
+    assert (out.loss - reference.loss).abs() <= 1e-5
+    assert (out.logits - reference.logits)[mask.bool()].abs().max() <= 1e-4
