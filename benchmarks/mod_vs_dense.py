@@ -5,10 +5,10 @@
 
 The model is `presets.benchmark_config()` (8-layer, 512-wide Llama, MLP 1792; 10 tokens per frame; odd layers routed at
 r = 0.2, the paper's Interleaved layout) against the same model with `mod_layers=[]`. A training step is forward +
-backward + AdamW on one vision-heavy stream (`--frames` frames joined by interval tokens, a short narration after
-every 4th frame: `costs.narration_stream`) with pre-computed frame features, as the original trains. How each cost is
-measured (interleaved steps and medians, FLOPs with eager attention, peak memory in a fresh process):
-`videollm_mod.recipes.costs`.
+backward (with the SFT recipe's loss) + AdamW on one vision-heavy stream (`--frames` frames joined by interval tokens,
+a short narration after every 4th frame: `costs.narration_stream`) with pre-computed frame features, as the original
+trains. How each cost is measured (interleaved steps and medians, FLOPs with eager attention, peak memory in a fresh
+process): `videollm_mod.recipes.costs`.
 """
 
 import argparse
@@ -24,6 +24,7 @@ from videollm_mod.recipes.costs import (
     kv_bytes_by_frame,
     narration_stream,
     peak_training_memory,
+    with_trainers_loss,
 )
 
 FRAME_TOKENS = 10
@@ -40,7 +41,8 @@ def build(variant: str, device: str, dtype: torch.dtype, family: str = "llama") 
 def inputs_for(model, num_frames: int, device: str, dtype: torch.dtype) -> dict:
     stream = narration_stream(model.config, num_frames, NARRATE_EVERY)
     stream["frame_features"] = stream["frame_features"].to(dtype)
-    return {**{k: v.to(device) for k, v in stream.items()}, "use_cache": False}
+    # the loss the SFT recipe trains with: TRL's fused LM head over the labelled positions
+    return with_trainers_loss(model, {**{k: v.to(device) for k, v in stream.items()}, "use_cache": False})
 
 
 def kv_cache_bytes_per_frame(model, num_frames: int, device: str, dtype: torch.dtype) -> float:
@@ -86,7 +88,10 @@ def main(argv=None) -> None:
 
     step_time = interleaved_step_times(models, inputs, args.steps)
     flops = {v: count_flops(models[v], inputs[v]) for v in models}
-    memory = {v: peak_training_memory(models[v].config, inputs[v], args.device, args.dtype) for v in models}
+    memory = {
+        v: peak_training_memory(models[v].config, inputs[v], args.device, args.dtype, trainers_loss=True)
+        for v in models
+    }
     kv = {v: kv_cache_bytes_per_frame(models[v], 16, args.device, dtype) for v in models}
     layers, routed = 8, len(models["mod"].config.mod_layers)
     kv_arithmetic = ((layers - routed) * (FRAME_TOKENS + 1) + routed * (2 + 1)) / (layers * (FRAME_TOKENS + 1))

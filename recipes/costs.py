@@ -3,7 +3,8 @@
 Shared by `benchmarks/mod_vs_dense.py` and the MoD study (`recipes.study_costs`). Times are only ever compared
 between models measured in the same run, their steps interleaved (machine noise then hits both alike), as medians.
 
-- step: forward + backward + AdamW on one batch of model inputs (`labels` included);
+- step: forward + backward + AdamW on one batch of model inputs (`labels` included), with the loss that the SFT recipe
+  trains with (`with_trainers_loss`: TRL's fused LM head, which projects only the labelled positions);
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward + backward, with eager attention (the CPU SDPA
   kernel is invisible to the counter);
 - peak memory: in a fresh process, `max_memory_allocated` on CUDA; on CPU the peak growth, over two steps, of the
@@ -32,11 +33,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_videollm_mod.processing_videollm_mod import stream_frame_ids
 
 NARRATION_WORDS = 6  # a narration: the response token, six words, EOS (the study's are 5 to 8 tokens)
+NARRATION_PROMPT_TOKENS = 4  # BOS and three words before the first frame
 
 
 def narration_stream(config, num_frames: int, narrate_every: int, rows: int = 1, seed: int = 0) -> dict:
     """Training inputs (`input_ids`, `labels`, `frame_features`) of `rows` synthetic narration streams of
-    `num_frames` frames: a 4-token prompt, then each frame's placeholders followed by its interval token, or by a
+    `num_frames` frames: a short prompt, then each frame's placeholders followed by its interval token, or by a
     narration after every `narrate_every`-th frame; every token but the placeholders is labelled. Random word ids and
     frame features: a step's cost does not depend on them."""
     if num_frames < 1 or narrate_every < 1 or rows < 1:
@@ -46,7 +48,8 @@ def narration_stream(config, num_frames: int, narrate_every: int, rows: int = 1,
     frame = [config.video_token_id] * config.frame_num_tokens
     streams = []
     for _ in range(rows):
-        ids = [config.text_config.bos_token_id, *torch.randint(*words, (3,), generator=generator).tolist()]
+        prompt = torch.randint(*words, (NARRATION_PROMPT_TOKENS - 1,), generator=generator).tolist()
+        ids = [config.text_config.bos_token_id, *prompt]
         for f in range(num_frames):
             ids += frame
             if f % narrate_every == narrate_every - 1:
@@ -68,6 +71,21 @@ def non_vision_share(
     """The share of a batch's real tokens that are not vision placeholders (what a routed layer keeps whole)."""
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     return 1 - int(((input_ids == video_token_id) & valid).sum()) / int(valid.sum())
+
+
+def with_trainers_loss(model, inputs: dict) -> dict:
+    """`inputs` that select the loss `recipes.sft` trains `model` with, patching `model` once: TRL's fused LM head
+    where `stream_loss_weight` is 1 (`SFTTrainer` then computes the loss from the log-probabilities of the labelled
+    positions, in tiles, and never builds the (B, L, V) logits), the model's own loss otherwise
+    (`VideoLLMMoDSFTTrainer.compute_loss`)."""
+    if model.config.stream_loss_weight != 1.0:
+        return inputs
+    if not getattr(model, "has_trainers_loss", False):
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # the outputs `SFTTrainer` asks for
+        model.has_trainers_loss = True
+    return {**inputs, "fused_lm_head": True}
 
 
 def train_step(model, optimizer, inputs: dict) -> None:
@@ -156,9 +174,11 @@ def peak_training_memory(
     dtype: str = "float32",
     checkpointing: bool = False,
     resident: bool = False,
+    trainers_loss: bool = False,
 ) -> int:
     """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (with
-    activation checkpointing when `checkpointing`; on CPU, peak RSS growth when `resident`, else tensor bytes)."""
+    activation checkpointing when `checkpointing`; on CPU, peak RSS growth when `resident`, else tensor bytes; with
+    the SFT recipe's loss when `trainers_loss`, `with_trainers_loss`)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as folder:
@@ -173,6 +193,7 @@ def peak_training_memory(
             dtype,
             str(int(checkpointing)),
             str(int(resident)),
+            str(int(trainers_loss)),
         ]
         # run from the temporary folder: a source checkout in the working directory would shadow an installed
         # (non-editable) package, whose `videollm_mod.recipes` is not the checkout's `videollm_mod/`
@@ -183,7 +204,9 @@ def peak_training_memory(
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing: str, resident: str) -> None:
+def _peak_memory_child(
+    folder: str, device: str, dtype_name: str, checkpointing: str, resident: str, trainers_loss: str
+) -> None:
     """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU: `peak_tensor_bytes` or, when
     `resident` is "1", peak RSS growth); print JSON."""
     from safetensors.torch import load_file
@@ -198,6 +221,8 @@ def _peak_memory_child(folder: str, device: str, dtype_name: str, checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     inputs = {k: v.to(device) for k, v in load_file(os.path.join(folder, "inputs")).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    if trainers_loss == "1":
+        inputs = with_trainers_loss(model, inputs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     if device == "cuda":
         train_step(model, optimizer, inputs)  # allocates the optimizer state, as in any later step
@@ -233,4 +258,4 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
 
 
 if __name__ == "__main__":
-    _peak_memory_child(*sys.argv[1:6])
+    _peak_memory_child(*sys.argv[1:7])

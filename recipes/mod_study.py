@@ -139,7 +139,8 @@ class StudyPlan:
                    kv_frames=40, kv_budget_bytes=2**16, cost_layouts=(4,))  # fmt: skip
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The plan as its JSON reads back (tuples as lists), so that a kept record compares equal."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 # ---------------------------------------------------------------------------------------------------------------- model

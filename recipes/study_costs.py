@@ -8,7 +8,7 @@ and how many frames fit in `plan.kv_budget_bytes` (`plan.cost_steps` timed steps
 The same step time, FLOPs and memory are then measured on synthetic narration batches of the same shape
 (`costs.narration_stream`, a narration after every n-th frame for each n of `plan.cost_layouts`): what MoD saves
 depends on the share of tokens that are not vision tokens (a routed layer keeps those whole), and this curve says
-where the study's batch stands against a vision-heavier stream such as the paper's Ego4D narration. Written to
+where the study's batch stands against vision-heavier streams. Written to
 `{results_dir}/costs/{variant}.json`.
 """
 
@@ -78,28 +78,31 @@ def measure_variant_costs(plan, shared, variant, results_dir: str) -> dict:
 
 
 def training_costs(models: dict, batch: dict, steps: int) -> dict:
-    """Step seconds (interleaved, medians), FLOPs and peak memory of each model on `batch`."""
-    from .costs import count_flops, interleaved_step_times, peak_training_memory
+    """Step seconds (interleaved, medians), FLOPs and peak memory of each model on `batch`, with the loss the study
+    trains with (`costs.with_trainers_loss`)."""
+    from .costs import count_flops, interleaved_step_times, peak_training_memory, with_trainers_loss
 
-    inputs = {**batch, "use_cache": False}
+    inputs = {name: with_trainers_loss(model, {**batch, "use_cache": False}) for name, model in models.items()}
     return {
-        "step_seconds": interleaved_step_times(models, {name: inputs for name in models}, steps),
-        "flops": {name: count_flops(model, inputs) for name, model in models.items()},
-        "peak_memory_bytes": {name: peak_training_memory(model.config, batch) for name, model in models.items()},
+        "step_seconds": interleaved_step_times(models, inputs, steps),
+        "flops": {name: count_flops(model, inputs[name]) for name, model in models.items()},
+        "peak_memory_bytes": {
+            name: peak_training_memory(model.config, batch, trainers_loss=True) for name, model in models.items()
+        },
     }
 
 
 def layout_costs(models: dict, plan, shape: tuple[int, int]) -> list[dict]:
     """`training_costs` on a synthetic narration batch of `shape` (rows, tokens) for each `plan.cost_layouts` n (a
     narration after every n-th frame), with the batch's share of non-vision tokens."""
-    from .costs import NARRATION_WORDS, narration_stream, non_vision_share
+    from .costs import NARRATION_PROMPT_TOKENS, NARRATION_WORDS, narration_stream, non_vision_share
 
     config = next(iter(models.values())).config
     rows, length = shape
     out = []
     for every in plan.cost_layouts:
         tokens_per_frame = config.frame_num_tokens + 1 + (NARRATION_WORDS + 1) / every
-        frames = max(1, int((length - 4) / tokens_per_frame))
+        frames = max(1, int((length - NARRATION_PROMPT_TOKENS) / tokens_per_frame))
         batch = narration_stream(config, frames, every, rows=rows)
         logger.info("layout: a narration every %d frames, %d frames per row", every, frames)
         out.append({"narrate_every": every, "frames_per_row": frames, "tokens_per_row": batch["input_ids"].shape[1],

@@ -52,3 +52,22 @@ def test_peak_tensor_bytes_counts_what_tensors_hold_at_once():
         return torch.ones(2**18).sum()  # 1 MiB more, after both are freed
 
     assert peak_tensor_bytes(step) == 3 * 2**20
+
+
+def test_the_cost_measurement_trains_with_the_loss_the_sft_recipe_trains_with():
+    """TRL's fused LM head (the log-probabilities of the labelled positions only) where `stream_loss_weight` is 1, as
+    `SFTTrainer` computes it; the model's own weighted loss otherwise."""
+    from videollm_mod.recipes.costs import with_trainers_loss
+
+    torch.manual_seed(0)
+    model = VideoLLMMoDForCausalLM(tiny_config(suppress_video_token_logit=False))
+    inputs = {**narration_stream(model.config, 6, 2), "use_cache": False}
+    fused = with_trainers_loss(model, inputs)
+    patched = model.forward
+    assert fused["fused_lm_head"] is True and with_trainers_loss(model, inputs)["fused_lm_head"]
+    assert model.forward == patched  # patched once
+    output = model(**fused)
+    assert getattr(output, "logits", None) is None  # no (B, L, V) logits built
+    assert torch.allclose(output.loss, model(**inputs).loss, rtol=1e-5)
+    weighted = VideoLLMMoDForCausalLM(tiny_config(stream_loss_weight=3.0))
+    assert with_trainers_loss(weighted, inputs) is inputs
