@@ -2,6 +2,7 @@
 
     python benchmarks/mod_vs_dense.py [--frames 200] [--steps 6] [--device cpu|cuda] [--dtype float32|bfloat16]
     python benchmarks/mod_vs_dense.py --families          # FLOPs and KV-byte ratios of every decoder family
+    python benchmarks/mod_vs_dense.py --lora 128 --checkpointing   # as paper_lora.yaml trains (adapters only)
 
 The model is `presets.benchmark_config()` (8-layer, 512-wide Llama, MLP 1792; 10 tokens per frame; odd layers routed at
 r = 0.2, the paper's Interleaved layout) against the same model with `mod_layers=[]`. A training step is forward +
@@ -71,6 +72,14 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--families", action="store_true", help="only the FLOPs and KV ratios of every family")
+    parser.add_argument(
+        "--lora",
+        type=int,
+        default=0,
+        metavar="RANK",
+        help="train the recipe's LoRA adapters of this rank (the paper's: 128) instead of every weight",
+    )
+    parser.add_argument("--checkpointing", action="store_true", help="with activation checkpointing (paper_lora.yaml)")
     args = parser.parse_args(argv)
 
     dtype = getattr(torch, args.dtype)
@@ -86,14 +95,26 @@ def main(argv=None) -> None:
     print(f"config: 8 layers x 512 hidden, mod_layers={models['mod'].config.mod_layers}, r=0.2 (k=2 of 10)")
     print(f"stream: {args.frames} frames, {seq_len} tokens ({args.frames * FRAME_TOKENS} vision), {args.device}")
 
+    kv = {v: kv_cache_bytes_per_frame(models[v], 16, args.device, dtype) for v in models}
+    configs = {v: model.config for v, model in models.items()}
+    if args.checkpointing:
+        for model in models.values():
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if args.lora:
+        from videollm_mod.recipes.sharded_training import with_lora
+
+        models = {v: with_lora(model, args.lora) for v, model in models.items()}
+    print(f"training: {f'LoRA r = {args.lora}' if args.lora else 'every weight'}, checkpointing "
+          f"{'on' if args.checkpointing else 'off'}")  # fmt: skip
+
     step_time = interleaved_step_times(models, inputs, args.steps)
     flops = {v: count_flops(models[v], inputs[v]) for v in models}
     memory = {
-        v: peak_training_memory(models[v].config, inputs[v], args.device, args.dtype, trainers_loss=True)
+        v: peak_training_memory(configs[v], inputs[v], args.device, args.dtype, checkpointing=args.checkpointing,
+                                trainers_loss=True, lora_rank=args.lora)
         for v in models
-    }
-    kv = {v: kv_cache_bytes_per_frame(models[v], 16, args.device, dtype) for v in models}
-    layers, routed = 8, len(models["mod"].config.mod_layers)
+    }  # fmt: skip
+    layers, routed = 8, len(configs["mod"].mod_layers)
     kv_arithmetic = ((layers - routed) * (FRAME_TOKENS + 1) + routed * (2 + 1)) / (layers * (FRAME_TOKENS + 1))
 
     rows = [

@@ -175,10 +175,12 @@ def peak_training_memory(
     checkpointing: bool = False,
     resident: bool = False,
     trainers_loss: bool = False,
+    lora_rank: int = 0,
 ) -> int:
     """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (with
     activation checkpointing when `checkpointing`; on CPU, peak RSS growth when `resident`, else tensor bytes; with
-    the SFT recipe's loss when `trainers_loss`, `with_trainers_loss`)."""
+    the SFT recipe's loss when `trainers_loss`, `with_trainers_loss`; with the recipe's LoRA adapters of `lora_rank`
+    when it is not 0, `sharded_training.with_lora`)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as folder:
@@ -194,6 +196,7 @@ def peak_training_memory(
             str(int(checkpointing)),
             str(int(resident)),
             str(int(trainers_loss)),
+            str(lora_rank),
         ]
         # run from the temporary folder: a source checkout in the working directory would shadow an installed
         # (non-editable) package, whose `videollm_mod.recipes` is not the checkout's `videollm_mod/`
@@ -205,7 +208,7 @@ def peak_training_memory(
 
 
 def _peak_memory_child(
-    folder: str, device: str, dtype_name: str, checkpointing: str, resident: str, trainers_loss: str
+    folder: str, device: str, dtype_name: str, checkpointing: str, resident: str, trainers_loss: str, lora_rank: str
 ) -> None:
     """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU: `peak_tensor_bytes` or, when
     `resident` is "1", peak RSS growth); print JSON."""
@@ -222,7 +225,11 @@ def _peak_memory_child(
     inputs = {k: v.to(device) for k, v in load_file(os.path.join(folder, "inputs")).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     if trainers_loss == "1":
-        inputs = with_trainers_loss(model, inputs)
+        inputs = with_trainers_loss(model, inputs)  # before LoRA wraps the model, as `SFTTrainer` adds its head
+    if int(lora_rank):
+        from .sharded_training import with_lora
+
+        model = with_lora(model, int(lora_rank))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     if device == "cuda":
         train_step(model, optimizer, inputs)  # allocates the optimizer state, as in any later step
@@ -258,4 +265,4 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
 
 
 if __name__ == "__main__":
-    _peak_memory_child(*sys.argv[1:7])
+    _peak_memory_child(*sys.argv[1:8])

@@ -87,14 +87,14 @@ def run_sharded(args) -> int:
 LEARNING_RATE = 1e-3
 
 
-def with_lora(model):
-    """The recipe's LoRA (`paper_lora.yaml` at rank 8): adapters on the language model's linears, the connector and
-    routers trained fully."""
+def with_lora(model, rank: int = 8):
+    """The recipe's LoRA (`paper_lora.yaml`, whose rank is 128, at `rank`; alpha twice the rank): adapters on the
+    language model's linears, the connector and routers trained fully."""
     from peft import LoraConfig, get_peft_model
 
     from .sft import LLM_LINEARS
 
-    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=LLM_LINEARS,
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LLM_LINEARS,
                                             modules_to_save=["connector", "router"]))  # fmt: skip
 
 

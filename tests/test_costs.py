@@ -71,3 +71,20 @@ def test_the_cost_measurement_trains_with_the_loss_the_sft_recipe_trains_with():
     assert torch.allclose(output.loss, model(**inputs).loss, rtol=1e-5)
     weighted = VideoLLMMoDForCausalLM(tiny_config(stream_loss_weight=3.0))
     assert with_trainers_loss(weighted, inputs) is inputs
+
+
+def test_with_lora_the_peak_holds_the_adapters_state_not_the_weights():
+    """Full fine-tuning keeps gradients and two AdamW states of every weight; LoRA only of its adapters (and of the
+    connector and routers, trained fully)."""
+    import re
+
+    from videollm_mod.recipes.costs import peak_training_memory
+    from videollm_mod.recipes.sft import LLM_LINEARS
+
+    config = tiny_config()
+    batch = narration_stream(config, num_frames=4, narrate_every=2)
+    full = peak_training_memory(config, batch, trainers_loss=True)
+    lora = peak_training_memory(config, batch, trainers_loss=True, lora_rank=2)
+    model = VideoLLMMoDForCausalLM(config)
+    frozen = 4 * sum(m.weight.numel() for name, m in model.named_modules() if re.fullmatch(LLM_LINEARS, name))
+    assert full - lora >= 2 * frozen  # of the frozen float32 linears, at least the gradients and one AdamW state
