@@ -77,8 +77,10 @@ def with_trainers_loss(model, inputs: dict) -> dict:
     """`inputs` that select the loss `recipes.sft` trains `model` with, patching `model` once: TRL's fused LM head
     where `stream_loss_weight` is 1 (`SFTTrainer` then computes the loss from the log-probabilities of the labelled
     positions, in tiles, and never builds the (B, L, V) logits), the model's own loss otherwise
-    (`VideoLLMMoDSFTTrainer.compute_loss`)."""
-    if model.config.stream_loss_weight != 1.0:
+    (`sft.trains_with_fused_head`, as `VideoLLMMoDSFTTrainer.compute_loss` decides)."""
+    from .sft import trains_with_fused_head
+
+    if not trains_with_fused_head(model.config):
         return inputs
     if not getattr(model, "has_trainers_loss", False):
         from trl.trainer.utils import add_fused_lm_head

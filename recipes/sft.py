@@ -83,6 +83,12 @@ class VideoSFTScriptArguments(ScriptArguments):
     )
 
 
+def trains_with_fused_head(config) -> bool:
+    """Whether the recipe's loss is `SFTTrainer`'s, through TRL's fused LM head (which knows no per-frame decision
+    weight), rather than the model's own weighted loss."""
+    return config.stream_loss_weight == 1.0
+
+
 class VideoLLMMoDSFTTrainer(SFTTrainer):
     """`SFTTrainer` that records the stream length it trains on and keeps the model's own loss when
     `stream_loss_weight != 1`.
@@ -116,8 +122,7 @@ class VideoLLMMoDSFTTrainer(SFTTrainer):
         return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        weight = self.accelerator.unwrap_model(model).config.stream_loss_weight
-        if weight == 1.0:
+        if trains_with_fused_head(self.accelerator.unwrap_model(model).config):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
         loss = outputs.loss
