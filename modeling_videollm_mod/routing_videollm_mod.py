@@ -181,13 +181,16 @@ class VideoLLMMoDDecoderLayer:
             return hidden_states
 
         batch, _, hidden = hidden_states.shape
-        scores = self.router(hidden_states).squeeze(-1) if hasattr(self, "router") else None  # (B, L)
+        router = getattr(self, "router", None)
+        with torch.no_grad():  # ranking needs no gradient, so the full-length input is not kept for one
+            scores = router(hidden_states).squeeze(-1) if router is not None else None  # (B, L)
         kept = self.select(scores, layout)  # (B, L)
         # Kept tokens first, in sequence order; rows that keep fewer tokens are padded with skipped ones.
         order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[:, : layout.kept_length]  # (B, Lk)
         is_kept = kept.gather(1, order)  # (B, Lk)
         gather_idx = order.unsqueeze(-1).expand(-1, -1, hidden)  # (B, Lk, D)
-        sub_states = hidden_states.gather(1, gather_idx)  # (B, Lk, D)
+        # by indexing, not `gather`, whose backward pass would keep the full-length input (indexing keeps its shape)
+        sub_states = hidden_states[torch.arange(batch, device=order.device)[:, None], order]  # (B, Lk, D)
         sub_positions = layout.token_position.gather(1, order)  # (B, Lk)
         cos, sin = (
             e.expand(batch, -1, -1).gather(1, order.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
@@ -214,9 +217,11 @@ class VideoLLMMoDDecoderLayer:
             position_embeddings=(cos, sin),
             **kwargs,
         )
-        if scores is not None and self.router_scaling:
+        if router is not None and self.router_scaling:
             # MoD-style x + w * f(x), w = 2 sigmoid(score): the router's only gradient path, and 1 for a fresh router.
-            gate = torch.where(layout.video_mask.gather(1, order), 2 * torch.sigmoid(scores.gather(1, order)), 1.0)
+            # Scored again on the kept tokens, whose states the layer keeps for its backward pass anyway.
+            gate_scores = router(sub_states).squeeze(-1)
+            gate = torch.where(layout.video_mask.gather(1, order), 2 * torch.sigmoid(gate_scores), 1.0)
             out = sub_states + gate.unsqueeze(-1).to(out.dtype) * (out - sub_states)
         out = torch.where(is_kept.unsqueeze(-1), out, sub_states)  # padding entries stay as they were
         return hidden_states.scatter(1, gather_idx, out)

@@ -165,7 +165,7 @@ def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str,
     config = tiny_config(
         num_hidden_layers=plan.lm_layers, hidden_size=plan.lm_hidden, intermediate_size=plan.lm_intermediate,
         text_model_type=plan.lm_family, vocab_size=len(tokenizer), image_size=data.resolution, **stream_token_ids(tokenizer),
-        **variant.routing(plan.lm_layers),
+        frame_token_pooled=[data.frame_grid] * 2, **variant.routing(plan.lm_layers),
     )  # fmt: skip
     vision = config.vision_config
     vision.hidden_size, vision.num_hidden_layers = data.tower_hidden_size, data.tower_layers
@@ -222,7 +222,13 @@ def unprompted(row: dict) -> dict:
     return {"conversation": [m for m in as_messages(row["conversation"]) if m["role"] != "user"]}
 
 
-def training_rows(train: dict, livechat_share: float, unprompted_share: float = 0.0, question_share: float = 0.0):
+def training_rows(
+    train: dict,
+    livechat_share: float,
+    unprompted_share: float = 0.0,
+    question_share: float = 0.0,
+    tokens_per_frame: int = 11,
+):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
     tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
@@ -250,12 +256,13 @@ def training_rows(train: dict, livechat_share: float, unprompted_share: float = 
     livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"], livechat_share))
     parts = [narration, livechat, *train["coin"].values()]
     rows = concatenate_datasets([part.select_columns(columns) for part in parts])
-    return rows.map(lambda row: {"length": approximate_tokens(row)})
+    return rows.map(lambda row: {"length": approximate_tokens(row, tokens_per_frame)})
 
 
 def plan_rows(plan: StudyPlan, train: dict):
     """`training_rows` with `plan`'s shares: what every variant of the plan trains on (and its costs are measured on)."""
-    return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share)
+    tokens_per_frame = plan.data.frame_grid**2 + 2  # the pooled token, the grid, the interval
+    return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share, tokens_per_frame)
 
 
 def approximate_tokens(row: dict, tokens_per_frame: int = 11, chars_per_token: int = 4) -> int:

@@ -42,6 +42,9 @@ class DataPlan:
     coin_train_videos: int = 0  # COIN-style task videos (at 200, their short rows were 70 % of the training rows)
     coin_test_videos: int = 0
     resolution: int = 48
+    # each frame's patch grid average-pooled to frame_grid x frame_grid tokens after the pooled token, as the
+    # original's 1+3x3; a finer grid is the resolution MoD is meant to buy (4: 17 tokens a frame)
+    frame_grid: int = 3
     seed: int = 100  # train; val and test use seed + 1 and seed + 2
     frame_captions: int = 24000  # captioned random scenes for the warm-up
     warmup_epochs: float = 10.0  # shape probe 0.87 (3 epochs at batch 64: 0.76), motion 0.36 (0.27)
@@ -133,13 +136,19 @@ def warm_up_tower(plan: DataPlan, captions: str, output_dir: str) -> str:
     return output_dir
 
 
-def precompute_split(tower_dir: str, videos: list[str], output_dir: str) -> None:
-    """Frame features of `videos` with the study's tower (the model's own preprocessing and pooling), in float32."""
+def precompute_split(tower_dir: str, videos: list[str], output_dir: str, grid: int) -> None:
+    """Frame features of `videos` with the study's tower (the model's own preprocessing, pooled to 1 + grid x grid
+    tokens), in float32."""
     from ..data_scripts.precompute_features import load_encoder, precompute_features
     from .vision_warmup import VISION_TOWER
 
-    encoder = load_encoder(os.path.join(tower_dir, VISION_TOWER), (3, 3))
+    encoder = load_encoder(os.path.join(tower_dir, VISION_TOWER), (grid, grid))
     precompute_features(videos, output_dir, lambda: encoder, fps=FPS, dtype="float32", progress=False)
+
+
+def features_folder(grid: int) -> str:
+    """Where a work folder keeps the features of a frame grid (the original's 3x3 in `features`, as it always did)."""
+    return "features" if grid == 3 else f"features_1+{grid}x{grid}"
 
 
 @dataclass
@@ -165,8 +174,8 @@ def prepare_shared(plan: DataPlan, work_dir: str) -> SharedData:
         tower = warm_up_tower(plan, splits["train"]["frame_captions"], os.path.join(work_dir, "tower"))
     features = {}
     for split, paths in splits.items():
-        features[split] = os.path.join(work_dir, "features", split)
+        features[split] = os.path.join(work_dir, features_folder(plan.frame_grid), split)
         videos = sorted(glob.glob(os.path.join(paths["ego4d_videos"], "*.mp4")))
         videos += sorted(glob.glob(os.path.join(paths["coin_videos"], "*.mp4")))
-        precompute_split(tower, videos, features[split])
+        precompute_split(tower, videos, features[split], plan.frame_grid)
     return SharedData(splits, tower, features)

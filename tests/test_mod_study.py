@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from safetensors.torch import load_file
 
 from videollm_mod.recipes import mod_study
 from videollm_mod.recipes.mod_study import VARIANTS
@@ -37,7 +38,8 @@ def test_settings_override_the_plan_by_name_and_type():
 @pytest.mark.slow
 def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_path, monkeypatch):
     work, results = str(tmp_path / "work"), str(tmp_path / "results")
-    argv = ["--quick", "--work-dir", work, "--results-dir", results, "--variants", "dense", "mod", "--seeds", "0"]
+    argv = ["--quick", "--work-dir", work, "--results-dir", results, "--variants", "dense", "mod", "--seeds", "0",
+            "--set", "data.frame_grid=4"]  # fmt: skip
     assert mod_study.main(argv) == 0
     runs = {name: json.load(open(os.path.join(results, "runs", f"{name}-seed0.json"))) for name in ("dense", "mod")}
     for run in runs.values():
@@ -49,9 +51,12 @@ def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_
 
     costs = json.load(open(os.path.join(results, "costs", "mod.json")))
     assert costs["flops"]["mod"] < costs["flops"]["dense"]
-    # a frame is cached as 11 tokens in the 2 dense layers and 3 (k = 2 + the interval) in the 2 routed ones
+    # features pooled to 1 + 4 x 4 tokens a frame: a frame is cached as 18 tokens (with its interval) in the 2 dense
+    # layers and 5 (k = ceil(0.2 * 17) + the interval) in the 2 routed ones
+    feature_files = os.listdir(os.path.join(work, "features_1+4x4", "test"))
+    assert load_file(os.path.join(work, "features_1+4x4", "test", feature_files[0]))["features"].shape[1:] == (17, 32)
     kv = costs["kv_bytes_by_frame"]
-    assert kv["mod"][-1] / kv["dense"][-1] == pytest.approx((2 * 11 + 2 * 3) / (4 * 11), rel=1e-3)
+    assert kv["mod"][-1] / kv["dense"][-1] == pytest.approx((2 * 18 + 2 * 5) / (4 * 18), rel=1e-3)
     assert costs["frames_held"]["mod"] > costs["frames_held"]["dense"]
     # the same costs on a synthetic narration batch of the same shape (a narration every 4th frame)
     [layout] = costs["by_layout"]

@@ -73,6 +73,28 @@ def test_router_receives_gradients():
         assert grad is not None and grad.abs().sum() > 0
 
 
+def test_a_routed_layer_keeps_for_its_backward_pass_only_what_it_computes_on_the_kept_tokens():
+    """Its memory saving: no float tensor of the full sequence is saved inside a routed layer (the router scores every
+    token without a gradient, the kept states are indexed out rather than `gather`ed, which would keep its input)."""
+    model = VideoLLMMoDForCausalLM(tiny_config()).train()
+    ids = stream_ids(6)
+    kept = int((ids != TINY_IDS["video"]).sum()) + 6 * 2
+    inside, saved = [], []
+    layer = model.model.layers[1]
+    layer.register_forward_pre_hook(lambda *_: inside.append(True))
+    layer.register_forward_hook(lambda *_: inside.clear())
+
+    def pack(tensor):
+        if inside and tensor.is_floating_point():
+            saved.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=ids, frame_features=frame_features(6), labels=ids).loss.backward()
+    assert any(kept in shape for shape in saved) and not any(ids.shape[1] in shape for shape in saved), saved
+    assert layer.router.weight.grad.abs().sum() > 0
+
+
 def test_gradient_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     config = tiny_config()
