@@ -7,12 +7,14 @@ For 1, 2, 4 and 8 devices under DDP, FSDP (full shard) and ZeRO-3, with the conf
   a frozen vision tower); FSDP and ZeRO-3 divide them, and the parameters, by the number of devices and gather one
   decoder layer at a time (twice: the one computing and the one prefetched); DDP keeps a bucketed copy of the
   gradients; ZeRO-3 keeps fp32 master weights beside bf16 ones;
-- activations for one device's batch of streams of the configured length: what autograd keeps for the backward pass,
-  counted per decoder layer as the tensors a Llama layer saves (10 hidden-sized and 4 MLP-sized tensors per token,
-  and the float attention mask, `B x L x L`), at the routed layers over the kept tokens only (MoD), plus the final
-  norm, `lm_head` and the loss's log-softmax over the vocabulary; with activation checkpointing, the layer inputs plus
-  one layer recomputed; and a transient for the backward pass (the largest of one layer's activations and the
-  logits' gradient).
+- activations for one device's batch of streams of the configured length, as this recipe's step keeps them for the
+  backward pass: per decoder layer the tensors a Llama layer saves (10 hidden-sized and 4 MLP-sized tensors per
+  token; SDPA's own causal mask on a right-padded batch, a float `B x L x L` mask only under eager attention), at the
+  routed layers over the kept tokens only (MoD), plus the final norm and the LM head; with activation checkpointing,
+  the layer inputs plus one layer recomputed. The LM head is TRL's fused one, which projects the labelled positions
+  in tiles and never holds the logits (`sft.trains_with_fused_head`); with another `stream_loss_weight` the model's
+  own loss keeps the float32 logits of every position and their log-softmax, and their gradient is a transient of
+  the backward pass (whose other tensors take the place of the activations it frees).
 
 `python -m videollm_mod.recipes.memory_plan` compares it with peaks measured on this machine (`recipes/README.md`,
 "How much memory?").
@@ -67,32 +69,39 @@ def parameter_counts(config, shape: TrainingShape) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "largest_layer": largest}
 
 
-def layer_activation_bytes(config, batch: int, tokens: int, kept: int | None = None) -> int:
-    """What autograd keeps of one decoder layer for `batch` rows of `tokens` tokens, at activation size 1 byte:
-    a routed layer runs over `kept` tokens and keeps its full-length input for the scatter, and its router's score."""
+def layer_activation_bytes(config, batch: int, tokens: int, kept: int | None = None, mask: bool = False) -> int:
+    """What autograd keeps of one decoder layer for `batch` rows of `tokens` tokens, at activation size 1 byte: a
+    routed layer runs over `kept` tokens and keeps nothing of full length (its router ranks every token without a
+    gradient); `mask`: a float `B x 1 x L x L` mask (eager attention)."""
     text = config.text_config
     length = tokens if kept is None else kept
     per_token = 10 * text.hidden_size + 4 * text.intermediate_size
-    own = batch * (length * per_token + length * length)  # the float mask: B x 1 x L x L
-    return own if kept is None else own + batch * tokens * (text.hidden_size + 1)
+    return batch * (length * per_token + (length * length if mask else 0))
 
 
 def activation_bytes(config, shape: TrainingShape) -> dict[str, int]:
-    """`kept` (what the forward pass leaves for the backward pass) and `transient` (the backward pass's extra)."""
+    """`kept` (what the forward pass leaves for the backward pass), `transient` (the backward pass's extra) and
+    `last_layer` (what the backward pass holds of the layer it differentiates last, beside every gradient)."""
+    from .sft import trains_with_fused_head
+
     text, size = config.text_config, shape.activation_bytes
     video = int(shape.tokens * shape.video_share)
     kept_tokens = shape.tokens - video + round(video * config.mod_keep_ratio)
+    mask = getattr(config, "_attn_implementation", None) == "eager"
     layers = [
-        layer_activation_bytes(config, shape.batch, shape.tokens, kept_tokens if i in config.mod_layers else None)
+        layer_activation_bytes(
+            config, shape.batch, shape.tokens, kept_tokens if i in config.mod_layers else None, mask
+        )
         for i in range(text.num_hidden_layers)
     ]
-    logits = shape.batch * shape.tokens * text.vocab_size * 4  # the loss upcasts to float32
-    head = 3 * shape.batch * shape.tokens * text.hidden_size * size + 2 * logits  # norm, lm_head input; log-softmax
+    head = 3 * shape.batch * shape.tokens * text.hidden_size * size  # the final norm's input and output, the head's
+    # the model's own loss upcasts the logits of every position to float32 and keeps their log-softmax
+    logits = 0 if trains_with_fused_head(config) else shape.batch * shape.tokens * text.vocab_size * 4
     if shape.checkpointing:  # each layer keeps its input; the one being recomputed keeps everything
         kept = shape.batch * shape.tokens * text.hidden_size * size * len(layers) + max(layers) * size
     else:
         kept = sum(layers) * size
-    return {"kept": kept + head, "transient": max(max(layers) * size, logits)}
+    return {"kept": kept + head + 2 * logits, "transient": logits, "last_layer": layers[0] * size}
 
 
 def plan(config, shape: TrainingShape) -> dict:
@@ -163,19 +172,23 @@ def synthetic_batch(config, rows: int, frames: int, text: int) -> dict:
 
 
 def planned_and_measured(config, rows: int, frames: int, text: int, checkpointing: bool) -> tuple[int, int]:
-    """The plan for one device and the peak measured as `recipes/costs.py` measures it (a fresh process; the growth of
-    peak RSS over the loaded model: gradients, AdamW states, activations and the allocator's caching; full
-    fine-tuning in float32)."""
+    """The plan for one device (AdamW's states and the activations) and the peak measured as `recipes/costs.py`
+    measures it: the peak of the bytes held by tensors over the loaded model in a fresh process (`peak_tensor_bytes`,
+    the counterpart of CUDA's `max_memory_allocated`); full fine-tuning in float32, with the recipe's loss."""
     from .costs import peak_training_memory
 
     inputs = synthetic_batch(config, rows, frames, text)
     tokens = inputs["input_ids"].shape[1]
-    measured = peak_training_memory(config, inputs, checkpointing=checkpointing, resident=True)
+    measured = peak_training_memory(config, inputs, checkpointing=checkpointing, trainers_loss=True)
+    # Fed frame features, the vision tower gets no gradient. One process frees the gradients between steps
+    # (`set_to_none`): the peak is either where the backward pass starts, every activation held, or where it ends,
+    # every gradient held beside the first layer's activations (with checkpointing, the larger one).
     shape = TrainingShape(batch=rows, tokens=tokens, video_share=frames * config.frame_num_tokens / tokens,
-                          train_vision_tower=True, checkpointing=checkpointing)  # fmt: skip
+                          checkpointing=checkpointing)  # fmt: skip
     result = plan(config, shape)
-    one = result["engines"]["DDP"][1]
-    return result["counts"]["trainable"] * shape.weight_bytes + one["optimizer"] + one["activations"], measured
+    one, activations = result["engines"]["DDP"][1], result["activations"]
+    gradients = result["counts"]["trainable"] * shape.weight_bytes
+    return one["optimizer"] + max(one["activations"], gradients + activations["last_layer"]), measured
 
 
 def main() -> int:
