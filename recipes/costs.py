@@ -8,9 +8,9 @@ between models measured in the same run, their steps interleaved (machine noise 
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward + backward, with eager attention (the CPU SDPA
   kernel is invisible to the counter);
 - peak memory: in a fresh process, `max_memory_allocated` on CUDA; on CPU the peak growth, over two steps, of the
-  bytes held by tensors beyond the loaded model and inputs (activations, gradients, AdamW state: `peak_tensor_bytes`),
-  or with `resident` of the process's peak RSS (what the machine holds, allocator caching included: it moves by
-  +-5 % from one run to the next, too much for a ratio);
+  bytes held by tensors beyond the loaded model and inputs (activations, gradients, AdamW state: `peak_tensor_bytes`;
+  not peak RSS, which holds the allocator's caching too and moves by +-5 % from one run to the next, too much for a
+  ratio);
 - KV-cache bytes: keys and values held after each frame of a stream fed frame by frame (with its interval token).
 
 `narration_stream` is the synthetic narration layout these costs are measured on where a real batch is not the point:
@@ -175,14 +175,13 @@ def peak_training_memory(
     device: str = "cpu",
     dtype: str = "float32",
     checkpointing: bool = False,
-    resident: bool = False,
     trainers_loss: bool = False,
     lora_rank: int = 0,
 ) -> int:
-    """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (with
-    activation checkpointing when `checkpointing`; on CPU, peak RSS growth when `resident`, else tensor bytes; with
-    the SFT recipe's loss when `trainers_loss`, `with_trainers_loss`; with the recipe's LoRA adapters of `lora_rank`
-    when it is not 0, `sharded_training.with_lora`)."""
+    """Peak memory of training steps of a fresh model of `config` on `inputs`, measured in a fresh process (on CPU,
+    tensor bytes; with activation checkpointing when `checkpointing`; with the SFT recipe's loss when
+    `trainers_loss`, `with_trainers_loss`; with the recipe's LoRA adapters of `lora_rank` when it is not 0,
+    `sharded_training.with_lora`)."""
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as folder:
@@ -196,7 +195,6 @@ def peak_training_memory(
             device,
             dtype,
             str(int(checkpointing)),
-            str(int(resident)),
             str(int(trainers_loss)),
             str(lora_rank),
         ]
@@ -210,10 +208,10 @@ def peak_training_memory(
 
 
 def _peak_memory_child(
-    folder: str, device: str, dtype_name: str, checkpointing: str, resident: str, trainers_loss: str, lora_rank: str
+    folder: str, device: str, dtype_name: str, checkpointing: str, trainers_loss: str, lora_rank: str
 ) -> None:
-    """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU: `peak_tensor_bytes` or, when
-    `resident` is "1", peak RSS growth); print JSON."""
+    """In a fresh process: one warm-up step, one measured step (CUDA) or two (CPU: `peak_tensor_bytes`); print
+    JSON."""
     from safetensors.torch import load_file
 
     from modeling_videollm_mod import VideoLLMMoDConfig, VideoLLMMoDForCausalLM
@@ -238,10 +236,6 @@ def _peak_memory_child(
         torch.cuda.reset_peak_memory_stats()
         train_step(model, optimizer, inputs)
         peak = torch.cuda.max_memory_allocated()
-    elif resident == "1":
-        loaded = resident_bytes("VmRSS")
-        two_training_steps(model, optimizer, inputs)
-        peak = resident_bytes("VmHWM") - loaded
     else:
         peak = peak_tensor_bytes(two_training_steps, model, optimizer, inputs)
     print(json.dumps({"peak_bytes": peak}))
@@ -267,4 +261,4 @@ def kv_bytes_by_frame(model, frame_features: torch.Tensor, video_token_id: int, 
 
 
 if __name__ == "__main__":
-    _peak_memory_child(*sys.argv[1:8])
+    _peak_memory_child(*sys.argv[1:7])
