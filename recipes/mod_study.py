@@ -265,7 +265,7 @@ def plan_rows(plan: StudyPlan, train: dict):
     return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share, tokens_per_frame)
 
 
-def approximate_tokens(row: dict, tokens_per_frame: int = 11, chars_per_token: int = 4) -> int:
+def approximate_tokens(row: dict, tokens_per_frame: int, chars_per_token: int = 4) -> int:
     from modeling_videollm_mod.processing_videollm_mod import as_messages
 
     text = sum(len(m["content"]) for m in as_messages(row["conversation"]))
