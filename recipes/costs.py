@@ -4,7 +4,8 @@ Shared by `benchmarks/mod_vs_dense.py` and the MoD study (`recipes.study_costs`)
 between models measured in the same run, their steps interleaved (machine noise then hits both alike), as medians.
 
 - step: forward + backward + AdamW on one batch of model inputs (`labels` included), with the loss that the SFT recipe
-  trains with (`with_trainers_loss`: TRL's fused LM head, which projects only the labelled positions);
+  trains with (`with_trainers_loss`: TRL's fused LM head, which projects only the labelled positions,
+  `sft.fused_head_on_labelled_positions`);
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over forward + backward, with eager attention (the CPU SDPA
   kernel is invisible to the counter);
 - peak memory: in a fresh process, `max_memory_allocated` on CUDA; on CPU the peak growth, over two steps, of the
@@ -91,7 +92,10 @@ def with_trainers_loss(model, inputs: dict) -> dict:
 
 
 def train_step(model, optimizer, inputs: dict) -> None:
-    model(**inputs).loss.backward()
+    from .sft import fused_head_on_labelled_positions
+
+    with fused_head_on_labelled_positions():  # as the recipe's trainer computes its loss
+        model(**inputs).loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -123,11 +127,13 @@ def count_flops(model, inputs: dict) -> int:
     """FLOPs of forward + backward (eager attention, so that its matrix products are counted)."""
     from transformers.utils import logging
 
+    from .sft import fused_head_on_labelled_positions
+
     previous, verbosity = model.config._attn_implementation, logging.get_verbosity()
     logging.set_verbosity_error()  # each switch warns that the text sub-config has no sub-model of its own
     model.set_attn_implementation("eager")
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, fused_head_on_labelled_positions():
             model(**inputs).loss.backward()
     finally:
         model.zero_grad(set_to_none=True)

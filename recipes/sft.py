@@ -17,6 +17,7 @@ the vision tower's `q_proj`/`v_proj` are left alone) and `lora_modules_to_save` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import os
@@ -89,6 +90,28 @@ def trains_with_fused_head(config) -> bool:
     return config.stream_loss_weight == 1.0
 
 
+@contextlib.contextmanager
+def fused_head_on_labelled_positions():
+    """While open, TRL's fused LM head projects only the positions that have a label, on every device.
+
+    TRL does so only on CUDA / XPU with Triton. Elsewhere it projects every position, to keep its tile shapes fixed
+    for compilers such as Neuron's; on the CPU that means the frame placeholders too, 80 % or more of a stream's
+    positions, which carry no label. The loss is the same either way (the unlabelled rows are masked out); the work is
+    not: about a fifth of a CPU training step of the MoD study went into those rows, a cost the GPU path never pays.
+    With another TRL, which no longer makes the choice in `trl.trainer.utils._use_triton`, its own choice stands."""
+    import trl.trainer.utils as trl_utils
+
+    choice = getattr(trl_utils, "_use_triton", None)
+    if choice is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or choice(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = choice
+
+
 class VideoLLMMoDSFTTrainer(SFTTrainer):
     """`SFTTrainer` that records the stream length it trains on and keeps the model's own loss when
     `stream_loss_weight != 1`.
@@ -99,7 +122,8 @@ class VideoLLMMoDSFTTrainer(SFTTrainer):
       stays silent on 5 minutes of black video with a budget of its median, 799, and babbles after 33 s with 924).
     - TRL computes the loss through its fused LM head (backbone + `lm_head`), which bypasses the model's forward and
       so the weighting of the per-frame decisions; with a weight other than 1 the model's forward computes the loss
-      (the entropy / token-accuracy logs are then not recorded).
+      (the entropy / token-accuracy logs are then not recorded). The fused head projects the labelled positions only,
+      on the CPU too (`fused_head_on_labelled_positions`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -123,7 +147,8 @@ class VideoLLMMoDSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if trains_with_fused_head(self.accelerator.unwrap_model(model).config):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with fused_head_on_labelled_positions():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
         loss = outputs.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -73,6 +73,42 @@ def test_the_cost_measurement_trains_with_the_loss_the_sft_recipe_trains_with():
     assert with_trainers_loss(weighted, inputs) is inputs
 
 
+def test_the_fused_head_projects_only_the_labelled_positions_on_the_cpu_too(monkeypatch):
+    """TRL projects every position off CUDA / XPU; the recipe's switch makes it project the labelled ones only (a
+    fifth of this stream's), for the same loss and gradients, and restores TRL's own choice on leaving."""
+    import trl.trainer.utils as trl_utils
+
+    from videollm_mod.recipes.costs import with_trainers_loss
+    from videollm_mod.recipes.sft import fused_head_on_labelled_positions
+
+    torch.manual_seed(0)
+    model = VideoLLMMoDForCausalLM(tiny_config())
+    stream = narration_stream(model.config, 8, 4)
+    inputs = with_trainers_loss(model, {**stream, "use_cache": False})
+    projected = []
+    function = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", type("Spy", (), {"apply": staticmethod(
+        lambda hidden, *rest: projected.append(len(hidden)) or function.apply(hidden, *rest))}))  # fmt: skip
+
+    def loss_and_gradient():
+        loss = model(**inputs).loss
+        loss.backward()
+        gradient = model.lm_head.weight.grad.clone()
+        model.zero_grad(set_to_none=True)
+        return loss.detach(), gradient
+
+    every = loss_and_gradient()
+    choice = trl_utils._use_triton
+    with fused_head_on_labelled_positions():
+        labelled = loss_and_gradient()
+    assert trl_utils._use_triton is choice
+    length = stream["input_ids"].shape[1]
+    assert projected == [length - 1, int((stream["labels"][:, 1:] != -100).sum())]
+    assert projected[1] < length / 4
+    assert torch.allclose(labelled[0], every[0], rtol=1e-6)
+    assert torch.allclose(labelled[1], every[1], rtol=1e-5, atol=1e-8)
+
+
 def test_with_lora_the_peak_holds_the_adapters_state_not_the_weights():
     """Full fine-tuning keeps gradients and two AdamW states of every weight; LoRA only of its adapters (and of the
     connector and routers, trained fully)."""
