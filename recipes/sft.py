@@ -97,7 +97,7 @@ def fused_head_on_labelled_positions():
     TRL does so only on CUDA / XPU with Triton. Elsewhere it projects every position, to keep its tile shapes fixed
     for compilers such as Neuron's; on the CPU that means the frame placeholders too, 80 % or more of a stream's
     positions, which carry no label. The loss is the same either way (the unlabelled rows are masked out); the work is
-    not: about a fifth of a CPU training step of the MoD study went into those rows, a cost the GPU path never pays.
+    not: a tenth to a third of a CPU training step of the MoD study went into those rows, which the GPU path never pays.
     With another TRL, which no longer makes the choice in `trl.trainer.utils._use_triton`, its own choice stands."""
     import trl.trainer.utils as trl_utils
 

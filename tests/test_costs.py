@@ -74,8 +74,8 @@ def test_the_cost_measurement_trains_with_the_loss_the_sft_recipe_trains_with():
 
 
 def test_the_fused_head_projects_only_the_labelled_positions_on_the_cpu_too(monkeypatch):
-    """TRL projects every position off CUDA / XPU; the recipe's switch makes it project the labelled ones only (a
-    fifth of this stream's), for the same loss and gradients, and restores TRL's own choice on leaving."""
+    """TRL projects every position off CUDA / XPU; the recipe's switch makes it project the labelled ones only (under
+    a quarter of this stream's), for the same loss and gradients, and restores TRL's own choice on leaving."""
     import trl.trainer.utils as trl_utils
 
     from videollm_mod.recipes.costs import with_trainers_loss

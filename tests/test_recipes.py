@@ -149,6 +149,28 @@ def test_stream_loss_weight_uses_the_models_weighted_loss(setup):
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_the_trainers_fused_head_projects_only_the_labelled_positions(setup, monkeypatch):
+    """On the CPU, where TRL alone would project every position (the frame placeholders too), the recipe's trainer
+    projects the labelled ones only, for the model's own loss."""
+    import trl.trainer.utils as trl_utils
+
+    model, processor, dataset, _, tmp_path = setup
+    batch = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))([dataset[0], dataset[1]])
+    args = SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none", max_steps=1)
+    trainer = build_trainer(model, processor, dataset, args, VideoSFTScriptArguments(features_dir=str(tmp_path)))
+    projected = []
+    function = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", type("Spy", (), {"apply": staticmethod(
+        lambda hidden, *rest: projected.append(len(hidden)) or function.apply(hidden, *rest))}))  # fmt: skip
+    with torch.no_grad():
+        got = trainer.compute_loss(trainer.model, dict(batch))
+        every_position = trainer.model(**batch, fused_lm_head=True).loss  # TRL's own choice on the CPU
+    rows, length = batch["input_ids"].shape
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert projected == [labelled, rows * (length - 1)] and labelled < batch["attention_mask"].sum() / 2
+    assert got.item() == pytest.approx(every_position.item(), rel=1e-6)
+
+
 def test_paper_config_parses_to_the_papers_lora_settings():
     _, training_args, model_args = make_parser().parse_args_and_config(
         ["--config", "recipes/configs/paper_lora.yaml", "--bf16", "false", "--tf32", "false", "--use_cpu", "true"]
