@@ -36,18 +36,12 @@ import torch
 from stream_models import benchmark_processor, frame_features, parse_with_threads, silent_benchmark_model
 
 from modeling_videollm_mod import DEFAULT_THRESHOLD, CacheBudget, load_video
+from videollm_mod.recipes.costs import resident_bytes
 
 CHUNK = 32  # frames pushed at a time (memory)
 
 
 # ---------------------------------------------------------------------------------------------------------------- memory
-def resident_bytes(field: str) -> int:
-    """VmRSS (now) or VmHWM (peak) of this process, from /proc."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-
 def memory_child(frames: int, window: int, device: str) -> None:
     """In a fresh process: stream `frames` frames through a `window`-token budget; print the peak growth as JSON."""
     processor = benchmark_processor()

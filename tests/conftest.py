@@ -81,3 +81,15 @@ def quickstart(tmp_path_factory):
             "--video-root", synthetic / "ego4d/v2/full_scale", "--output-dir", root / "narration"]  # fmt: skip
     assert cli.main([str(a) for a in argv]) == 0
     return root
+
+
+@pytest.fixture
+def fused_head_rows(monkeypatch) -> list[int]:
+    """The number of rows TRL's fused LM head projects at each call, recorded while the test runs."""
+    import trl.trainer.utils as trl_utils
+
+    rows = []
+    function = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", type("Spy", (), {"apply": staticmethod(
+        lambda hidden, *rest: rows.append(len(hidden)) or function.apply(hidden, *rest))}))  # fmt: skip
+    return rows

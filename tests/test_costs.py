@@ -73,7 +73,7 @@ def test_the_cost_measurement_trains_with_the_loss_the_sft_recipe_trains_with():
     assert with_trainers_loss(weighted, inputs) is inputs
 
 
-def test_the_fused_head_projects_only_the_labelled_positions_on_the_cpu_too(monkeypatch):
+def test_the_fused_head_projects_only_the_labelled_positions_on_the_cpu_too(fused_head_rows):
     """TRL projects every position off CUDA / XPU; the recipe's switch makes it project the labelled ones only (under
     a quarter of this stream's), for the same loss and gradients, and restores TRL's own choice on leaving."""
     import trl.trainer.utils as trl_utils
@@ -85,10 +85,7 @@ def test_the_fused_head_projects_only_the_labelled_positions_on_the_cpu_too(monk
     model = VideoLLMMoDForCausalLM(tiny_config())
     stream = narration_stream(model.config, 8, 4)
     inputs = with_trainers_loss(model, {**stream, "use_cache": False})
-    projected = []
-    function = trl_utils._ChunkedLogProbFunction
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", type("Spy", (), {"apply": staticmethod(
-        lambda hidden, *rest: projected.append(len(hidden)) or function.apply(hidden, *rest))}))  # fmt: skip
+    projected = fused_head_rows
 
     def loss_and_gradient():
         loss = model(**inputs).loss
