@@ -81,8 +81,9 @@ def no_query(model, processor, paths: dict, events: dict, seconds: float) -> dic
 
 
 def counterfactuals(model, processor, folder: str, seeds: range, seconds: float, resolution: int) -> dict:
-    """Black videos, swapped colours and shifted events of synthetic videos drawn from `seeds`."""
-    black, right, counted, errors, originals = [], 0, 0, [], 0
+    """Black videos, empty scenes (the seed's drifting background with no shape: nothing happens, as on a black video,
+    but in the world's own look), swapped colours and shifted events of synthetic videos drawn from `seeds`."""
+    black, empty, right, counted, errors, originals = [], [], 0, 0, [], 0
     for seed in seeds:
         es = cf.random_events(seed, seconds)
 
@@ -99,8 +100,10 @@ def counterfactuals(model, processor, folder: str, seeds: range, seconds: float,
         errors += cf.shift_errors(said, shifted, SHIFT)
         originals += len(said)
         black.append(len(cf.replies(model, processor, cf.render_black(path("black"), seconds, resolution))))
+        empty.append(len(cf.replies(model, processor, cf.render(path("empty"), [], seconds, seed, resolution))))
     return {
         "black_replies_per_20s": [n * 20 / seconds for n in black],
+        "empty_scene_replies_per_20s": [n * 20 / seconds for n in empty],
         "swapped_colors_named_right": right / counted if counted else 0.0,
         "swapped_replies_counted": counted,
         "shift_median_error": cf.summary(errors),
@@ -125,6 +128,7 @@ def targets(results: dict, model_path: str) -> list[tuple[str, str, str, bool]]:
         ("TimeDiff / best of periodic, random, blind", tf["model"]["time_diff"] / best_baseline, "<= 0.50",
          lambda v: v <= 0.5),
         ("black video: replies per 20 s (worst)", max(cfs["black_replies_per_20s"]), "<= 1", lambda v: v <= 1),
+        ("empty scene: replies per 20 s (worst)", max(cfs["empty_scene_replies_per_20s"]), "<= 1", lambda v: v <= 1),
         ("swapped colours named right", cfs["swapped_colors_named_right"], ">= 0.90", lambda v: v >= 0.9),
         ("3 s shift: median error (s)", cfs["shift_median_error"], "<= 0.50",
          lambda v: v is not None and v <= 0.5),
