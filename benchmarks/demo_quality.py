@@ -12,8 +12,8 @@
    baselines. Also from each video's first frame without the instruction, as `videollm-mod narrate` runs
    (`no_query`, against the generator's ground truth), and the live chats of the same videos: the answers to their
    questions about what is on screen (which shapes, how many, which colour, what just happened), beside blind.
-4. Counterfactuals (`recipes.counterfactuals`) on `--num-counterfactual` videos of their own seeds: black, colours
-   swapped, events shifted by 3 s.
+4. Counterfactuals (`recipes.counterfactuals`) on `--num-counterfactual` videos of their own seeds: black, an empty
+   scene (the world's background with no shape), colours swapped, events shifted by 3 s.
 
 Prints the issue's targets with what was measured, and writes everything to `--output`.
 """
