@@ -186,8 +186,11 @@ def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str,
 
 def load_split(shared: SharedData, split: str) -> dict:
     """`{"narration": Dataset, "livechat": Dataset, "coin": {benchmark: Dataset}}` of a split (COIN only where the
-    split has it)."""
-    from ..data_scripts._hub import load_prepared_dataset
+    split has it), and `"quiet"` (streams in which nothing happens, `study_data.render_quiet`) where it has them."""
+    from datasets import Dataset
+
+    from ..data_scripts._hub import conversation_features, load_prepared_dataset
+    from ..files import read_json
 
     paths = shared.splits[split]
     hf_split = "train" if split == "train" else "val"
@@ -196,6 +199,9 @@ def load_split(shared: SharedData, split: str) -> dict:
         "livechat": load_prepared_dataset(paths["livechat"])["train"],  # the file has one split, of its videos
         "coin": {},
     }
+    if "quiet" in paths:
+        rows = read_json(os.path.join(paths["quiet"], "rows.json"), "quiet streams")
+        out["quiet"] = Dataset.from_list(rows, features=conversation_features())
     if "coin" in paths:
         for benchmark in ("step", "next", "task"):
             out["coin"][benchmark] = load_prepared_dataset(paths["coin"], benchmark)[
@@ -230,7 +236,7 @@ def training_rows(
     tokens_per_frame: int = 11,
 ):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
-    and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
+    the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
     tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
     the stream. `unprompted_share` of the narration streams lose their instruction (`unprompted`); `question_share`
     of them (drawn independently) get the questions of their video's live chat (`narration_questions`)."""
@@ -240,6 +246,8 @@ def training_rows(
 
     columns = ["video_uid", "video", "fps", "start_frame", "stop_frame", "conversation"]
     narration = train["narration"].filter(lambda row: not chat_video(row["video_uid"], livechat_share))
+    if "quiet" in train:
+        narration = concatenate_datasets([narration.select_columns(columns), train["quiet"].select_columns(columns)])
     if unprompted_share:
         narration = narration.map(
             lambda row: unprompted(row) if in_share(row["video_uid"], unprompted_share, "unprompted") else {}

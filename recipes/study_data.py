@@ -7,7 +7,8 @@ Three seeds of the synthetic world (`data_scripts.synthetic`), never mixed:
 
 - `train`: narration streams (Ego4D narration schema -> `prepare_ego4d_narration`), live-chat streams with questions
   about what is on screen (GoalStep live-chat schema -> `prepare_ego4d_goalstep_livechat`) and COIN-style task
-  videos (-> `prepare_coin` step / next / task), plus captioned random scenes for the vision warm-up;
+  videos (-> `prepare_coin` step / next / task), plus captioned random scenes for the vision warm-up and, where the
+  plan asks for them, quiet streams in which nothing happens (`render_quiet`);
 - `val`: the same streams for the choices made while building the recipe;
 - `test`: the same streams and COIN-style videos on which every variant is measured, used by nothing else.
 
@@ -16,8 +17,10 @@ Each stage is cached in the work folder (a stage whose output exists is skipped)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError
@@ -39,6 +42,9 @@ class DataPlan:
     max_stream_frames: int | None = None  # training streams are cut before the turn that would pass this many frames
     event_interval: float = 2.5  # mean seconds between events (irregular: a dead time plus an exponential gap)
     question_rate: float = 1 / 3  # live chats: the chance of a question about the screen after each event
+    # training videos in which nothing happens (half an empty scene, half black), narrated with silence: a model
+    # trained only on streams with events learns that something is always about to happen, and talks over nothing
+    quiet_videos: int = 0
     coin_train_videos: int = 0  # COIN-style task videos (at 200, their short rows were 70 % of the training rows)
     coin_test_videos: int = 0
     resolution: int = 48
@@ -96,6 +102,8 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
              "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS),
              *max_frames(plan, split)]
         )  # fmt: skip
+    if split == "train" and plan.quiet_videos:
+        paths["quiet"] = render_quiet(plan, os.path.join(folder, f"quiet-{plan.quiet_videos}"))
     if num_coin:
         paths["coin"] = os.path.join(folder, "coin")
         if not os.path.exists(paths["coin"]):
@@ -104,6 +112,38 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
                  paths["coin"], "--benchmarks", "step", "next", "task", "--fps", str(FPS)]
             )  # fmt: skip
     return paths
+
+
+def render_quiet(plan: DataPlan, folder: str) -> str:
+    """`plan.quiet_videos` training videos in which nothing happens, and their narration streams (`rows.json`, the
+    prepared datasets' columns): every other one the world's drifting background with no shape (`quiet-empty-*`),
+    the others black (`quiet-black-*`); the narration instruction, then silence learned on every frame but the last
+    (whose label would be "speak"). Cached: written into a temporary folder that is renamed when complete."""
+    from ..data_scripts._stream import message, stream, stream_row
+    from ..data_scripts.prepare_ego4d_narration import RAW_INSTRUCTION
+    from .counterfactuals import render, render_black
+
+    if os.path.exists(folder):
+        return folder
+    partial = folder + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    num_frames = round(plan.seconds * FPS)
+    first_seed = split_seed(plan, "train") * 100_000  # backgrounds of their own (the counterfactuals' are 5000 on)
+    rows = []
+    for index in range(plan.quiet_videos):
+        uid = f"quiet-{('empty', 'black')[index % 2]}-{index:04d}"
+        path = os.path.join(partial, f"{uid}.mp4")
+        if index % 2:
+            render_black(path, plan.seconds, plan.resolution, fps=2 * FPS)
+        else:
+            render(path, [], plan.seconds, first_seed + index, plan.resolution, fps=2 * FPS)
+        conversation = [message("user", RAW_INSTRUCTION, 0.0), stream(num_frames, num_frames - 1, FPS, num_frames - 1)]
+        rows.append(stream_row(uid, f"{uid}.mp4", FPS, num_frames, conversation, 0))
+    with open(os.path.join(partial, "rows.json"), "w") as f:
+        json.dump(rows, f)
+    os.rename(partial, folder)
+    return folder
 
 
 def max_frames(plan: DataPlan, split: str) -> list[str]:
@@ -177,5 +217,7 @@ def prepare_shared(plan: DataPlan, work_dir: str) -> SharedData:
         features[split] = os.path.join(work_dir, features_folder(plan.frame_grid), split)
         videos = sorted(glob.glob(os.path.join(paths["ego4d_videos"], "*.mp4")))
         videos += sorted(glob.glob(os.path.join(paths["coin_videos"], "*.mp4")))
+        if "quiet" in paths:
+            videos += sorted(glob.glob(os.path.join(paths["quiet"], "*.mp4")))
         precompute_split(tower, videos, features[split], plan.frame_grid)
     return SharedData(splits, tower, features)
