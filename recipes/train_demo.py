@@ -10,13 +10,14 @@
    action) come at irregular times, as Ego4D-style narration streams and live chats with questions about what is on
    screen; a SigLIP warmed up on captioned scenes of the same world (about an hour from scratch), frozen; frame
    features pre-computed with it.
-2. The study's training (`mod_study.train_variant`: a 4 x 128 decoder, 10 tokens per frame, MoD with r = 0.2 and
-   learned routers, the recipe's `SFTTrainer`) of `--variant` and `--seed`, on the study's plan with `DEMO_SETTINGS`:
-   half of the training videos as live chats (the study: a third), 20 epochs (the study: 10), and two thirds of the
-   narration streams without their instruction, as `narrate` and `stream_generate` run a video when no query is
-   given (trained only with it, a model narrates such streams in the live chats' words and speaks about 1.5 times
-   per event). The model is kept in `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there
-   when the plan is the same.
+2. The study's training (`mod_study.train_variant`: a 4 x 128 decoder, MoD with r = 0.2 and learned routers, the
+   recipe's `SFTTrainer`) of `--variant` and `--seed`, on the study's plan with `DEMO_SETTINGS`: 17 tokens per frame
+   (the pooled token and a 4 x 4 grid; the study: 3 x 3), half of the training videos as live chats (the study: a
+   third), 20 epochs (the study: 10), two thirds of the narration streams without their instruction, as `narrate` and
+   `stream_generate` run a video when no query is given (trained only with it, a model narrates such streams in the
+   live chats' words and speaks about 1.5 times per event), and 90 quiet streams, empty scenes and black videos
+   narrated with silence (without them a model talks over a video in which nothing happens). The model is kept in
+   `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there when the plan is the same.
 3. The folder (weights, config, processor, tokenizer, model card; the demo ships as data, so the code files that
    `save_pretrained` writes are removed) with `demo_metrics.json`: every quality measure of the study on the
    validation split (`mod_study.evaluate_variant`), beside its baselines. The benchmark (`benchmarks/demo_quality.py`)
@@ -42,7 +43,10 @@ logger = logging.getLogger(__name__)
 
 VARIANT = "mod_even"  # the study's best MoD variant (benchmarks/README.md); "mod" is the paper's odd layers
 # Over the study's plan; `--set` overrides them. What each bought is in recipes/README.md (demo model).
-DEMO_SETTINGS = {"lm_family": "qwen3", "livechat_share": "0.5", "unprompted_share": "0.67", "epochs": "20"}
+DEMO_SETTINGS = {"lm_family": "qwen3", "livechat_share": "0.5", "unprompted_share": "0.67", "epochs": "20",
+                 "data.frame_grid": "4", "data.quiet_videos": "90"}  # fmt: skip
+# the shipped demo's: of seeds 0, 1 and 2, the best answers on the validation streams (the held-out ones chose nothing)
+DEMO_SEED = 2
 
 
 def demo_eval_results(metrics: dict) -> list:
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--work-dir", default="runs/demo", help="data, tower, features, the trained model (cached)")
     parser.add_argument("--output-dir", default="videollm_mod/demo")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEMO_SEED)
     parser.add_argument("--variant", default=VARIANT, choices=list(VARIANTS), help="the MoD study's variant to train")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a setting of the study's plan (`mod_study.StudyPlan`), e.g. lm_family=qwen3")  # fmt: skip

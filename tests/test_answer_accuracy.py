@@ -25,7 +25,7 @@ from videollm_mod.recipes.answer_accuracy import (
 )
 from videollm_mod.recipes.evaluate import DEMO_ANSWER_NOTE
 
-FEATURE_SHAPE = (10, 128)  # the demo model: 10 tokens per frame, vision hidden size 128
+FEATURE_SHAPE = (17, 128)  # the demo model: 17 tokens per frame (1 + 4 x 4), vision hidden size 128
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def features(tmp_path):
 
 def test_question_is_the_conversation_without_its_answer_then_the_generation_prompt(demo):
     _, processor = demo
-    inputs = question_inputs(processor, step_row("take", 2, 3, "Loosen the nuts."), {"frame_features": torch.zeros(6, 10, 128)})  # fmt: skip
+    inputs = question_inputs(processor, step_row("take", 2, 3, "Loosen the nuts."), {"frame_features": torch.zeros(6, *FEATURE_SHAPE)})  # fmt: skip
     tokenizer = processor.tokenizer
-    frame = "<v>" * 10
+    frame = "<v>" * FEATURE_SHAPE[0]
     text = f"{tokenizer.bos_token}{SYSTEM_PROMPT}\n\nUser: {STEP_QUERY}\n[{frame},{frame},{frame}]\nAssistant:"
     assert inputs["input_ids"][0].tolist() == tokenizer(text, add_special_tokens=False)["input_ids"]
 
