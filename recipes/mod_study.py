@@ -236,10 +236,11 @@ def training_rows(
     tokens_per_frame: int = 11,
 ):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
-    the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the columns the collator reads), with a `length` column (about the row's
-    tokens) by which batches are grouped: a short COIN question padded to a minute-long stream would cost as much as
-    the stream. `unprompted_share` of the narration streams lose their instruction (`unprompted`); `question_share`
-    of them (drawn independently) get the questions of their video's live chat (`narration_questions`)."""
+    the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the
+    columns the collator reads), with a `length` column (about the row's tokens) by which batches are grouped: a short
+    COIN question padded to a minute-long stream would cost as much as the stream. `unprompted_share` of the
+    narration streams (the quiet ones too) lose their instruction (`unprompted`); `question_share` of them (drawn
+    independently) get the questions of their video's live chat (`narration_questions`)."""
     from datasets import concatenate_datasets
 
     from .narration_questions import chat_questions, with_questions

@@ -45,7 +45,7 @@ VARIANT = "mod_even"  # the study's best MoD variant (benchmarks/README.md); "mo
 # Over the study's plan; `--set` overrides them. What each bought is in recipes/README.md (demo model).
 DEMO_SETTINGS = {"lm_family": "qwen3", "livechat_share": "0.5", "unprompted_share": "0.67", "epochs": "20",
                  "data.frame_grid": "4", "data.quiet_videos": "90"}  # fmt: skip
-# the shipped demo's: of seeds 0, 1 and 2, the best answers on the validation streams (the held-out ones chose nothing)
+# the shipped demo's: of seeds 0, 1 and 2, the best answers on the validation streams (all three: recipes/README.md)
 DEMO_SEED = 2
 
 
