@@ -187,10 +187,8 @@ def build_model(plan: StudyPlan, variant: Variant, texts: list[str], tower: str,
 def load_split(shared: SharedData, split: str) -> dict:
     """`{"narration": Dataset, "livechat": Dataset, "coin": {benchmark: Dataset}}` of a split (COIN only where the
     split has it), and `"quiet"` (streams in which nothing happens, `study_data.render_quiet`) where it has them."""
-    from datasets import Dataset
-
-    from ..data_scripts._hub import conversation_features, load_prepared_dataset
-    from ..files import read_json
+    from ..data_scripts._hub import load_prepared_dataset
+    from .study_data import quiet_dataset
 
     paths = shared.splits[split]
     hf_split = "train" if split == "train" else "val"
@@ -200,8 +198,7 @@ def load_split(shared: SharedData, split: str) -> dict:
         "coin": {},
     }
     if "quiet" in paths:
-        rows = read_json(os.path.join(paths["quiet"], "rows.json"), "quiet streams")
-        out["quiet"] = Dataset.from_list(rows, features=conversation_features())
+        out["quiet"] = quiet_dataset(paths["quiet"])
     if "coin" in paths:
         for benchmark in ("step", "next", "task"):
             out["coin"][benchmark] = load_prepared_dataset(paths["coin"], benchmark)[

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 FPS = 2.0  # frames per second of the streams, as the original trains
 SPLITS = ("train", "val", "test")
+QUIET_ROWS = "rows.json"  # beside the quiet videos: their narration streams (`render_quiet`)
 
 
 @dataclass
@@ -115,8 +116,8 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
 
 
 def render_quiet(plan: DataPlan, folder: str) -> str:
-    """`plan.quiet_videos` training videos in which nothing happens, and their narration streams (`rows.json`, the
-    prepared datasets' columns): every other one the world's drifting background with no shape (`quiet-empty-*`),
+    """`plan.quiet_videos` training videos in which nothing happens, and their narration streams (`QUIET_ROWS`, the
+    prepared datasets' columns; `quiet_dataset` reads them): every other one the world's drifting background with no shape (`quiet-empty-*`),
     the others black (`quiet-black-*`); the narration instruction, then silence learned on every frame but the last
     (whose label would be "speak"). Cached: written into a temporary folder that is renamed when complete."""
     from ..data_scripts._stream import message, stream, stream_row
@@ -140,10 +141,21 @@ def render_quiet(plan: DataPlan, folder: str) -> str:
             render(path, [], plan.seconds, first_seed + index, plan.resolution, fps=2 * FPS)
         conversation = [message("user", RAW_INSTRUCTION, 0.0), stream(num_frames, num_frames - 1, FPS, num_frames - 1)]
         rows.append(stream_row(uid, f"{uid}.mp4", FPS, num_frames, conversation, 0))
-    with open(os.path.join(partial, "rows.json"), "w") as f:
+    with open(os.path.join(partial, QUIET_ROWS), "w") as f:
         json.dump(rows, f)
     os.rename(partial, folder)
     return folder
+
+
+def quiet_dataset(folder: str):
+    """The narration streams that `render_quiet` wrote into `folder`, as a dataset of the prepared datasets' columns."""
+    from datasets import Dataset
+
+    from ..data_scripts._hub import conversation_features
+    from ..files import read_json
+
+    rows = read_json(os.path.join(folder, QUIET_ROWS), "quiet streams")
+    return Dataset.from_list(rows, features=conversation_features())
 
 
 def max_frames(plan: DataPlan, split: str) -> list[str]:

@@ -1,7 +1,6 @@
 """Quiet training streams (`study_data.render_quiet`): videos in which nothing happens, narrated with silence, so that
 a model learns not to speak over them."""
 
-import json
 import os
 
 import numpy as np
@@ -10,13 +9,13 @@ import torch
 from modeling_videollm_mod import load_video
 from videollm_mod.recipes import mod_study
 from videollm_mod.recipes.collator import prepare_row
-from videollm_mod.recipes.study_data import FPS, DataPlan, render_quiet
+from videollm_mod.recipes.study_data import FPS, DataPlan, quiet_dataset, render_quiet
 
 
 def test_quiet_streams_are_empty_scenes_and_black_videos_whose_every_frame_learns_silence(tmp_path, processor):
     plan = DataPlan(quiet_videos=4, seconds=3.0)
     folder = render_quiet(plan, str(tmp_path / "quiet"))
-    rows = json.load(open(os.path.join(folder, "rows.json")))
+    rows = list(quiet_dataset(folder))
     assert [r["video_uid"] for r in rows] == ["quiet-empty-0000", "quiet-black-0001", "quiet-empty-0002",
                                               "quiet-black-0003"]  # fmt: skip
     frames = {r["video_uid"]: load_video(os.path.join(folder, r["video"]), fps=FPS)[0] for r in rows}
@@ -43,14 +42,10 @@ def test_training_rows_narrate_the_quiet_streams_beside_the_others_and_drop_thei
 ):
     from datasets import Dataset
 
-    from videollm_mod.data_scripts._hub import conversation_features
-
-    plan = DataPlan(quiet_videos=40, seconds=1.0)
-    folder = render_quiet(plan, str(tmp_path / "quiet"))
-    quiet = Dataset.from_list(json.load(open(os.path.join(folder, "rows.json"))), features=conversation_features())
-    narrated = json.load(open(os.path.join(folder, "rows.json")))[0] | {"video_uid": "video-0"}  # a narration stream
-    train = {"narration": Dataset.from_list([narrated], features=conversation_features()),
-             "livechat": Dataset.from_list([narrated], features=conversation_features()).select([]), "coin": {},
+    quiet = quiet_dataset(render_quiet(DataPlan(quiet_videos=40, seconds=1.0), str(tmp_path / "quiet")))
+    narrated = quiet[0] | {"video_uid": "video-0"}  # a narration stream
+    train = {"narration": Dataset.from_list([narrated], features=quiet.features),
+             "livechat": Dataset.from_list([narrated], features=quiet.features).select([]), "coin": {},
              "quiet": quiet}  # fmt: skip
     rows = mod_study.training_rows(train, livechat_share=0.0, unprompted_share=0.5)
     quiet_rows = [r for r in rows if r["video_uid"].startswith("quiet-")]
