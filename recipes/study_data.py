@@ -23,13 +23,16 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 
+from ..data_scripts.synthetic import QUESTION_RATE
 from ..errors import UserError
+from ..files import read_json, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
 FPS = 2.0  # frames per second of the streams, as the original trains
 SPLITS = ("train", "val", "test")
 QUIET_ROWS = "rows.json"  # beside the quiet videos: their narration streams (`render_quiet`)
+SPLIT_SETTINGS = "data_settings.json"  # in each split's folder: the plan's settings its data was made with
 
 
 @dataclass
@@ -42,7 +45,9 @@ class DataPlan:
     seconds: float = 20.0  # length of every video (at 60 s and 4 epochs the dense model never learned to look)
     max_stream_frames: int | None = None  # training streams are cut before the turn that would pass this many frames
     event_interval: float = 2.5  # mean seconds between events (irregular: a dead time plus an exponential gap)
-    question_rate: float = 1 / 3  # live chats: the chance of a question about the screen after each event
+    # training live chats: the chance of a question about the screen after each event (held-out streams keep the
+    # world's `QUESTION_RATE`, so that every plan is measured on the same questions)
+    question_rate: float = QUESTION_RATE
     # training videos in which nothing happens (half an empty scene, half black), narrated with silence: a model
     # trained only on streams with events learns that something is always about to happen, and talks over nothing
     quiet_videos: int = 0
@@ -79,6 +84,7 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
     held_out = split != "train"
     num_videos = {"train": plan.train_videos, "val": plan.val_videos, "test": plan.test_videos}[split]
     num_coin = {"train": plan.coin_train_videos, "val": 0, "test": plan.coin_test_videos}[split]
+    check_split_settings(plan, folder, split)
     raw = os.path.join(folder, "synthetic")
     if not os.path.exists(raw):
         synthetic.generate_dataset(
@@ -87,7 +93,7 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
             # held-out splits put every narration stream in `val` and every COIN video in `testing`
             val_fraction=float(held_out), test_fraction=float(held_out),
             frame_captions=plan.frame_captions if split == "train" and not plan.tower else 0,
-            question_rate=plan.question_rate,
+            question_rate=QUESTION_RATE if held_out else plan.question_rate,
         )  # fmt: skip
     paths = synthetic.dataset_paths(os.path.abspath(raw))
     paths["narration"] = os.path.join(folder, "narration")
@@ -113,6 +119,32 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
                  paths["coin"], "--benchmarks", "step", "next", "task", "--fps", str(FPS)]
             )  # fmt: skip
     return paths
+
+
+def split_settings(plan: DataPlan, split: str) -> dict:
+    """The settings of `plan` that shape the data of `split`, under their `--set` names."""
+    names = ["seed", "seconds", "resolution", "event_interval", f"{split}_videos"]
+    names += [] if split == "val" else [f"coin_{split}_videos"]
+    names += ["question_rate", "max_stream_frames"] if split == "train" else []
+    return {f"data.{name}": getattr(plan, name) for name in names}
+
+
+def check_split_settings(plan: DataPlan, folder: str, split: str) -> None:
+    """Record in `folder` the settings its data is made with (`SPLIT_SETTINGS`), or check them against the record: a
+    stage whose output exists is reused, so a plan that changed one of them would silently train on the old data.
+    A folder made before the record existed is taken as it is, and recorded."""
+    settings = split_settings(plan, split)
+    path = os.path.join(folder, SPLIT_SETTINGS)
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        write_text_atomically(path, json.dumps(settings, indent=1))
+        return
+    made_with = read_json(path, "record of the split's settings")
+    for name, value in settings.items():
+        if made_with.get(name, value) != value:
+            raise UserError(
+                f"{folder}: its data was made with {name}={made_with[name]}, not {value}; use another --work-dir"
+            )
 
 
 def render_quiet(plan: DataPlan, folder: str) -> str:
@@ -152,7 +184,6 @@ def quiet_dataset(folder: str):
     from datasets import Dataset
 
     from ..data_scripts._hub import conversation_features
-    from ..files import read_json
 
     rows = read_json(os.path.join(folder, QUIET_ROWS), "quiet streams")
     return Dataset.from_list(rows, features=conversation_features())

@@ -1,0 +1,48 @@
+"""The study's cached splits (`study_data.build_split`): a plan's question rate shapes the training live chats only,
+and a split made with other settings is refused instead of silently reused."""
+
+import json
+import os
+
+import pytest
+
+from videollm_mod.errors import UserError
+from videollm_mod.recipes.study_data import DataPlan, build_split
+
+LIVECHAT = "goalstep_livechat_trainval_filtered_21k.json"
+
+
+def chats(paths: dict) -> list[dict]:
+    with open(os.path.join(paths["ego4d_annotations"], LIVECHAT)) as f:
+        return json.load(f)
+
+
+def questions(chat: dict) -> int:
+    return sum(m["role"] == "user" for m in chat["conversation"]) - 1  # the request is not a question
+
+
+def events(chat: dict) -> int:
+    return len(chat["conversation"]) - 1 - 2 * questions(chat)  # the request, the events, questions and answers
+
+
+def test_question_rate_shapes_the_training_chats_only_and_a_split_made_otherwise_is_refused(tmp_path):
+    small = {"train_videos": 3, "val_videos": 3, "seconds": 12.0, "event_interval": 1.5}
+    every = DataPlan(**small, question_rate=1.0)
+
+    # training chats: a question after every event but the last
+    train = chats(build_split(every, str(tmp_path / "train"), "train"))
+    assert len(train) == 3
+    assert [questions(c) for c in train] == [events(c) - 1 for c in train]
+    assert sum(questions(c) for c in train) >= 6
+
+    # held-out chats: the world's questions, whatever the plan's rate
+    held_out = chats(build_split(every, str(tmp_path / "val-every"), "val"))
+    assert held_out == chats(build_split(DataPlan(**small), str(tmp_path / "val-default"), "val"))
+    assert sum(questions(c) for c in held_out) < sum(events(c) - 1 for c in held_out)
+
+    # a cached split is reused only for the settings it was made with
+    with pytest.raises(UserError, match=r"train: its data was made with data.question_rate=1.0, not 0.5"):
+        build_split(DataPlan(**small, question_rate=0.5), str(tmp_path / "train"), "train")
+    with pytest.raises(UserError, match=r"val-every: its data was made with data.seconds=12.0, not 10.0"):
+        build_split(DataPlan(**(small | {"seconds": 10.0})), str(tmp_path / "val-every"), "val")
+    build_split(DataPlan(**small, question_rate=0.5), str(tmp_path / "val-every"), "val")  # held out: no matter
