@@ -55,7 +55,7 @@ def held_out_streams(folder: str, num_videos: int, seconds: float, seed: int, re
                                   paths["ego4d_videos"], "--output-dir", paths["dataset"], "--fps", str(FPS)])  # fmt: skip
     paths["livechat"] = os.path.join(folder, "livechat")
     prepare_ego4d_goalstep_livechat.main(
-        ["--annotation-file", os.path.join(paths["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
+        ["--annotation-file", paths["livechat_json"],
          "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS)]
     )  # fmt: skip
     return paths

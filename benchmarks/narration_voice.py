@@ -28,11 +28,9 @@ def narration_voice(model, processor, clips: list[tuple[str, list]]) -> dict:
         voice = " ".join(clean_narration(events[0].narration).split()[:2])  # how the narration streams speak
         said = [text for _, text in cf.replies(model, processor, path)]
         in_voice = sum(text.startswith(voice + " ") for text in said)
-        replies, narrated, streams_mixed = (
-            replies + len(said),
-            narrated + in_voice,
-            streams_mixed + (in_voice < len(said)),
-        )
+        replies += len(said)
+        narrated += in_voice
+        streams_mixed += in_voice < len(said)
     return {"clips": len(clips), "replies": replies, "narration_voice": narrated, "other_voice": replies - narrated,
             "clips_with_other_voice": streams_mixed}  # fmt: skip
 

@@ -472,6 +472,7 @@ def dataset_paths(output_dir: str) -> dict[str, str]:
         "ego4d_root": ego4d,
         "ego4d_annotations": os.path.join(ego4d, "annotations"),
         "ego4d_videos": os.path.join(ego4d, "full_scale"),
+        "livechat_json": os.path.join(ego4d, "annotations", "goalstep_livechat_trainval_filtered_21k.json"),
         "coin_root": coin,
         "coin_json": os.path.join(coin, "coin.json"),
         "coin_videos": os.path.join(coin, "videos"),
@@ -586,7 +587,7 @@ def _generate(out, num_videos, seconds, fps, resolution, seed, num_coin_videos, 
         for v in videos
         if v.video_uid not in test
     ]
-    _dump(chats, os.path.join(annotations, "goalstep_livechat_trainval_filtered_21k.json"))
+    _dump(chats, paths["livechat_json"])
 
     # COIN-style task videos
     database = {}

@@ -105,7 +105,7 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
     paths["livechat"] = os.path.join(folder, "livechat")
     if not os.path.exists(paths["livechat"]):
         prepare_ego4d_goalstep_livechat.main(
-            ["--annotation-file", os.path.join(paths["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
+            ["--annotation-file", paths["livechat_json"],
              "--video-root", paths["ego4d_videos"], "--output-dir", paths["livechat"], "--fps", str(FPS),
              *max_frames(plan, split)]
         )  # fmt: skip

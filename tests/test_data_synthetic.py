@@ -114,7 +114,7 @@ def test_generated_streams_round_trip_through_load_dataset(tmp_path, synthetic):
 
 def test_generated_livechat_and_coin_prepare_without_skips(tmp_path, synthetic):
     _, chat_skips = prepare_ego4d_goalstep_livechat.prepare(prepare_ego4d_goalstep_livechat.parse_args([
-        "--annotation-file", os.path.join(synthetic["ego4d_annotations"], "goalstep_livechat_trainval_filtered_21k.json"),
+        "--annotation-file", synthetic["livechat_json"],
         "--video-root", synthetic["ego4d_videos"], "--output-dir", str(tmp_path / "chat"),
     ]))  # fmt: skip
     _, coin_skips = prepare_coin.prepare(prepare_coin.parse_args([

@@ -2,18 +2,15 @@
 and a split made with other settings is refused instead of silently reused."""
 
 import json
-import os
 
 import pytest
 
 from videollm_mod.errors import UserError
 from videollm_mod.recipes.study_data import DataPlan, build_split
 
-LIVECHAT = "goalstep_livechat_trainval_filtered_21k.json"
-
 
 def chats(paths: dict) -> list[dict]:
-    with open(os.path.join(paths["ego4d_annotations"], LIVECHAT)) as f:
+    with open(paths["livechat_json"]) as f:
         return json.load(f)
 
 
