@@ -119,6 +119,7 @@ class StudyPlan:
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
     unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.67)
+    lead_in_frames: int = 0  # an unprompted narration stream starts up to this many frames before its first narration
     question_share: float = 0.0  # of the narration streams, with their video's chat questions (tried for the demo)
     threads: int = 2
     eval_split: str = "test"
@@ -217,12 +218,24 @@ def chat_video(video_uid: str, share: float) -> bool:
     return in_share(video_uid, share)
 
 
-def unprompted(row: dict) -> dict:
+def unprompted(row: dict, lead_in_frames: int = 0) -> dict:
     """A narration row without its instruction: a stream that opens with no turn, as `narrate` and `stream_generate`
-    run a video when no query is given."""
+    run a video when no query is given. It starts up to `lead_in_frames` frames (drawn by video, uniformly from 0)
+    before its first narration's frame; a stream that starts earlier learns every frame of its first stream: silence
+    until the first narration, speech on it. A narration stream starts on its first narration's frame, whereas `narrate` starts on the video's
+    first frame; without the lead-in, a model only ever sees a first reply after several frames in a live chat, and
+    may answer a video given with no instruction in the live chats' words (`benchmarks/narration_voice.py`)."""
     from modeling_videollm_mod.processing_videollm_mod import as_messages
 
-    return {"conversation": [m for m in as_messages(row["conversation"]) if m["role"] != "user"]}
+    conversation = [m for m in as_messages(row["conversation"]) if m["role"] != "user"]
+    draw = int(hashlib.sha256(("lead-in" + row["video_uid"]).encode()).hexdigest(), 16) % (lead_in_frames + 1)
+    lead = min(draw, row["start_frame"])
+    if not lead:
+        return {"conversation": conversation}
+    first = conversation[0]
+    frames = first["num_frames"] + lead
+    conversation[0] = {**first, "num_frames": frames, "learn": frames, "time": first["time"] - lead / row["fps"]}
+    return {"conversation": conversation, "start_frame": row["start_frame"] - lead}
 
 
 def training_rows(
@@ -231,12 +244,13 @@ def training_rows(
     unprompted_share: float = 0.0,
     question_share: float = 0.0,
     tokens_per_frame: int = 11,
+    lead_in_frames: int = 0,
 ):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the
     columns the collator reads), with a `length` column (about the row's tokens) by which batches are grouped: a short
     COIN question padded to a minute-long stream would cost as much as the stream. `unprompted_share` of the
-    narration streams (the quiet ones too) lose their instruction (`unprompted`); `question_share` of them (drawn
+    narration streams (the quiet ones too) lose their instruction and may start earlier (`unprompted`); `question_share` of them (drawn
     independently) get the questions of their video's live chat (`narration_questions`)."""
     from datasets import concatenate_datasets
 
@@ -248,7 +262,9 @@ def training_rows(
         narration = concatenate_datasets([narration.select_columns(columns), train["quiet"].select_columns(columns)])
     if unprompted_share:
         narration = narration.map(
-            lambda row: unprompted(row) if in_share(row["video_uid"], unprompted_share, "unprompted") else {}
+            lambda row: (
+                unprompted(row, lead_in_frames) if in_share(row["video_uid"], unprompted_share, "unprompted") else {}
+            )
         )
     if question_share:
         asked = {row["video_uid"]: chat_questions(row["conversation"]) for row in train["livechat"]}
@@ -268,7 +284,8 @@ def training_rows(
 def plan_rows(plan: StudyPlan, train: dict):
     """`training_rows` with `plan`'s shares: what every variant of the plan trains on (and its costs are measured on)."""
     tokens_per_frame = plan.data.frame_grid**2 + 2  # the pooled token, the grid, the interval
-    return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share, tokens_per_frame)
+    return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share, tokens_per_frame,
+                         plan.lead_in_frames)  # fmt: skip
 
 
 def approximate_tokens(row: dict, tokens_per_frame: int, chars_per_token: int = 4) -> int:

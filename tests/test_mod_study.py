@@ -118,6 +118,46 @@ def test_unprompted_share_drops_the_instruction_of_that_share_of_narration_strea
     assert [m["role"] for m in unprompted["conversation"]] == ["stream", "assistant"]
 
 
+def test_an_unprompted_stream_may_start_before_its_first_narration_in_silence_as_narrate_starts_a_video():
+    from datasets import Dataset
+
+    def row(uid, start):  # a narration stream as the data scripts write it: it starts on its first narration's frame
+        conversation = [
+            {"role": "stream", "content": "", "time": start / 2, "learn": 0, "num_frames": 1},
+            {"role": "user", "content": "Please narrate.", "time": start / 2, "learn": 0, "num_frames": 0},
+            {"role": "assistant", "content": "C sees a red circle appear.", "time": start / 2, "learn": 1,
+             "num_frames": 0},
+            {"role": "stream", "content": "", "time": start / 2 + 1, "learn": 2, "num_frames": 2},
+            {"role": "assistant", "content": "C sees the red circle turn blue.", "time": start / 2 + 1, "learn": 1,
+             "num_frames": 0},
+        ]  # fmt: skip
+        return {"video_uid": uid, "video": f"{uid}.mp4", "fps": 2.0, "start_frame": start, "stop_frame": start + 3,
+                "conversation": conversation}  # fmt: skip
+
+    starts = {f"video-{i}": i % 7 for i in range(300)}
+    narration = Dataset.from_list([row(uid, start) for uid, start in starts.items()])
+    train = {"narration": narration, "livechat": narration.select([]), "coin": {}}
+    rows = mod_study.training_rows(train, 0.0, unprompted_share=1.0, lead_in_frames=4)
+    leads = []
+    for r in rows:
+        start, first, *rest = starts[r["video_uid"]], *r["conversation"]
+        lead = start - r["start_frame"]
+        leads.append(lead)
+        assert 0 <= lead <= min(4, start) and r["stop_frame"] == start + 3  # never before the video, never past 4
+        # the lead-in frames and the narration's frame: one stream, all learned (silence, then speak); without a
+        # lead-in, the stream as written (its first frame unlearned, as the original's)
+        assert (first["role"], first["num_frames"], first["learn"]) == ("stream", 1 + lead, 1 + lead if lead else 0)
+        assert first["time"] == (start - lead) / 2
+        assert [m["role"] for m in rest] == ["assistant", "stream", "assistant"]  # the rest as it was
+        assert rest[1]["num_frames"] == 2 and sum(m["num_frames"] for m in r["conversation"]) == 3 + lead
+    assert set(leads) == {0, 1, 2, 3, 4}  # drawn by video, from 0 (the stream as written) to the limit
+    # without a lead-in, the unprompted streams start where they did; prompted streams never move
+    assert [r["start_frame"] for r in mod_study.training_rows(train, 0.0, unprompted_share=1.0)] == list(
+        starts.values()
+    )
+    assert [r["start_frame"] for r in mod_study.training_rows(train, 0.0, lead_in_frames=4)] == list(starts.values())
+
+
 def test_a_list_setting_is_parsed_as_integers():
     plan = mod_study.apply_settings(mod_study.StudyPlan(), {"cost_layouts": "2,8"})
     assert plan.cost_layouts == (2, 8)
