@@ -207,6 +207,13 @@ def originals(demo, tmp_path_factory):
     return out
 
 
+def test_demo_narrates_a_video_given_with_no_instruction_in_the_narration_streams_voice(originals):
+    """With no query (as `narrate` runs a video) every reply reads as the narration streams' ("C sees a red circle
+    appear."), none as the live chats' ("A red circle appears."): the voice `benchmarks/narration_voice.py` counts."""
+    said = [text for _, replies in originals.values() for _, text in replies]
+    assert len(said) >= 3 * len(SEEDS) and all(text.startswith("C sees ") for text in said)
+
+
 def test_demo_says_nothing_about_a_black_video(demo, tmp_path):
     assert cf.replies(*demo, cf.render_black(str(tmp_path / "black.mp4"), 20)) == []  # the issue's target: <= 1
 
