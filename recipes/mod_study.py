@@ -208,9 +208,14 @@ def load_split(shared: SharedData, split: str) -> dict:
     return out
 
 
+def video_draw(video_uid: str, count: int, salt: str = "") -> int:
+    """A fixed draw from `range(count)` for a video, by id (`salt` makes another draw, independent)."""
+    return int(hashlib.sha256((salt + video_uid).encode()).hexdigest(), 16) % count
+
+
 def in_share(video_uid: str, share: float, salt: str = "") -> bool:
     """Whether a video belongs to a fixed share of the videos, by id (`salt` draws another share, independent)."""
-    return int(hashlib.sha256((salt + video_uid).encode()).hexdigest(), 16) % 1000 < share * 1000
+    return video_draw(video_uid, 1000, salt) < share * 1000
 
 
 def chat_video(video_uid: str, share: float) -> bool:
@@ -222,14 +227,14 @@ def unprompted(row: dict, lead_in_frames: int = 0) -> dict:
     """A narration row without its instruction: a stream that opens with no turn, as `narrate` and `stream_generate`
     run a video when no query is given. It starts up to `lead_in_frames` frames (drawn by video, uniformly from 0)
     before its first narration's frame; a stream that starts earlier learns every frame of its first stream: silence
-    until the first narration, speech on it. A narration stream starts on its first narration's frame, whereas `narrate` starts on the video's
-    first frame; without the lead-in, a model only ever sees a first reply after several frames in a live chat, and
-    may answer a video given with no instruction in the live chats' words (`benchmarks/narration_voice.py`)."""
+    until the first narration, speech on it. Why: a narration stream starts on its first narration's frame, whereas
+    `narrate` starts on the video's first frame; without the lead-in a model sees a first reply after several frames
+    only in live chats, and may narrate a video given with no instruction in the live chats' words
+    (`benchmarks/narration_voice.py`)."""
     from modeling_videollm_mod.processing_videollm_mod import as_messages
 
     conversation = [m for m in as_messages(row["conversation"]) if m["role"] != "user"]
-    draw = int(hashlib.sha256(("lead-in" + row["video_uid"]).encode()).hexdigest(), 16) % (lead_in_frames + 1)
-    lead = min(draw, row["start_frame"])
+    lead = min(video_draw(row["video_uid"], lead_in_frames + 1, "lead-in"), row["start_frame"])
     if not lead:
         return {"conversation": conversation}
     first = conversation[0]
@@ -250,8 +255,9 @@ def training_rows(
     the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the
     columns the collator reads), with a `length` column (about the row's tokens) by which batches are grouped: a short
     COIN question padded to a minute-long stream would cost as much as the stream. `unprompted_share` of the
-    narration streams (the quiet ones too) lose their instruction and may start earlier (`unprompted`); `question_share` of them (drawn
-    independently) get the questions of their video's live chat (`narration_questions`)."""
+    narration streams (the quiet ones too) lose their instruction and may start earlier (`unprompted`);
+    `question_share` of them (drawn independently) get the questions of their video's live chat
+    (`narration_questions`)."""
     from datasets import concatenate_datasets
 
     from .narration_questions import chat_questions, with_questions
