@@ -237,9 +237,8 @@ def unprompted(row: dict, lead_in_frames: int = 0) -> dict:
     lead = min(video_draw(row["video_uid"], lead_in_frames + 1, "lead-in"), row["start_frame"])
     if not lead:
         return {"conversation": conversation}
-    first = conversation[0]
-    frames = first["num_frames"] + lead
-    conversation[0] = {**first, "num_frames": frames, "learn": frames, "time": first["time"] - lead / row["fps"]}
+    frames = conversation[0]["num_frames"] + lead  # still ending on the first narration's frame, its `time`
+    conversation[0] = {**conversation[0], "num_frames": frames, "learn": frames}
     return {"conversation": conversation, "start_frame": row["start_frame"] - lead}
 
 

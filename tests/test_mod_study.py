@@ -147,7 +147,7 @@ def test_an_unprompted_stream_may_start_before_its_first_narration_in_silence_as
         # the lead-in frames and the narration's frame: one stream, all learned (silence, then speak); without a
         # lead-in, the stream as written (its first frame unlearned, as the original's)
         assert (first["role"], first["num_frames"], first["learn"]) == ("stream", 1 + lead, 1 + lead if lead else 0)
-        assert first["time"] == (start - lead) / 2
+        assert first["time"] == start / 2  # a stream's time is its last frame's (`_stream.stream`): the narration's
         assert [m["role"] for m in rest] == ["assistant", "stream", "assistant"]  # the rest as it was
         assert rest[1]["num_frames"] == 2 and sum(m["num_frames"] for m in r["conversation"]) == 3 + lead
     assert set(leads) == {0, 1, 2, 3, 4}  # drawn by video, from 0 (the stream as written) to the limit
