@@ -92,7 +92,7 @@ def build_split(plan: DataPlan, folder: str, split: str) -> dict[str, str]:
             seed=split_seed(plan, split), num_coin_videos=num_coin, difficulty=1, event_interval=plan.event_interval,
             # held-out splits put every narration stream in `val` and every COIN video in `testing`
             val_fraction=float(held_out), test_fraction=float(held_out),
-            frame_captions=plan.frame_captions if split == "train" and not plan.tower else 0,
+            frame_captions=captions_made(plan, split),
             question_rate=QUESTION_RATE if held_out else plan.question_rate,
         )  # fmt: skip
     paths = synthetic.dataset_paths(os.path.abspath(raw))
@@ -126,7 +126,16 @@ def split_settings(plan: DataPlan, split: str) -> dict:
     names = ["seed", "seconds", "resolution", "event_interval", f"{split}_videos"]
     names += [] if split == "val" else [f"coin_{split}_videos"]
     names += ["question_rate", "max_stream_frames"] if split == "train" else []
-    return {f"data.{name}": getattr(plan, name) for name in names}
+    settings = {f"data.{name}": getattr(plan, name) for name in names}
+    if split == "train":  # the captions the warm-up reads: none where the plan brings its own tower
+        settings["data.frame_captions"] = captions_made(plan, split)
+    return settings
+
+
+def captions_made(plan: DataPlan, split: str) -> int:
+    """How many captioned scenes `split` is made with for the tower's warm-up: only the training split has them, and
+    only when the plan warms its own tower up (no `tower`)."""
+    return plan.frame_captions if split == "train" and not plan.tower else 0
 
 
 def check_split_settings(plan: DataPlan, folder: str, split: str) -> None:

@@ -43,3 +43,15 @@ def test_question_rate_shapes_the_training_chats_only_and_a_split_made_otherwise
     with pytest.raises(UserError, match=r"val-every: its data was made with data.seconds=12.0, not 10.0"):
         build_split(DataPlan(**(small | {"seconds": 10.0})), str(tmp_path / "val-every"), "val")
     build_split(DataPlan(**small, question_rate=0.5), str(tmp_path / "val-every"), "val")  # held out: no matter
+
+
+def test_a_training_split_made_without_captions_for_a_tower_brought_along_is_refused_to_a_plan_that_warms_one_up(
+    tmp_path,
+):
+    small = {"train_videos": 2, "val_videos": 2, "seconds": 6.0, "event_interval": 1.5, "frame_captions": 8}
+    brought = build_split(DataPlan(**small, tower="runs/some/tower"), str(tmp_path / "train"), "train")
+    assert not (tmp_path / "train" / "synthetic" / "frame_captions").exists()  # the tower is warmed up elsewhere
+
+    with pytest.raises(UserError, match=r"train: its data was made with data.frame_captions=0, not 8"):
+        build_split(DataPlan(**small), str(tmp_path / "train"), "train")
+    assert build_split(DataPlan(**small, tower="runs/other/tower"), str(tmp_path / "train"), "train") == brought
