@@ -4,19 +4,22 @@
 
     python -m videollm_mod.recipes.train_demo --work-dir runs/demo --output-dir videollm_mod/demo
     # as the shipped demo was made: the study's data and tower (see benchmarks/README.md)
-    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900q --set data.tower=runs/study/tower threads=1
+    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900g6 --set data.tower=runs/study/tower threads=1
 
 1. The study's shared stage (`recipes.study_data`): synthetic videos of coloured shapes whose events (shape x colour x
    action) come at irregular times, as Ego4D-style narration streams and live chats with questions about what is on
    screen; a SigLIP warmed up on captioned scenes of the same world (about an hour from scratch), frozen; frame
    features pre-computed with it.
 2. The study's training (`mod_study.train_variant`: a 4 x 128 decoder, MoD with r = 0.2 and learned routers, the
-   recipe's `SFTTrainer`) of `--variant` and `--seed`, on the study's plan with `DEMO_SETTINGS`: 17 tokens per frame
-   (the pooled token and a 4 x 4 grid; the study: 3 x 3), half of the training videos as live chats (the study: a
+   recipe's `SFTTrainer`) of `--variant` and `--seed`, on the study's plan with `DEMO_SETTINGS`: 37 tokens per frame
+   (the pooled token and a 6 x 6 grid; the study: 3 x 3), half of the training videos as live chats (the study: a
    third), 20 epochs (the study: 10), two thirds of the narration streams without their instruction, as `narrate` and
    `stream_generate` run a video when no query is given (trained only with it, a model narrates such streams in the
-   live chats' words and speaks about 1.5 times per event), and 90 quiet streams, empty scenes and black videos
-   narrated with silence (without them a model talks over a video in which nothing happens). The model is kept in
+   live chats' words and speaks about 1.5 times per event), each of those starting up to 8 frames before its first
+   narration, as `narrate` starts a video (else a model that first speaks a few frames in takes the live chats' voice),
+   half of the narration streams with their video's live-chat questions (else a question asked in a narration stream
+   may get a narration sentence), and 90 quiet streams, empty scenes and black videos narrated with silence (without
+   them a model talks over a video in which nothing happens). The model is kept in
    `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there when the plan is the same.
 3. The folder (weights, config, processor, tokenizer, model card; the demo ships as data, so the code files that
    `save_pretrained` writes are removed) with `demo_metrics.json`: every quality measure of the study on the
@@ -44,8 +47,9 @@ logger = logging.getLogger(__name__)
 VARIANT = "mod_even"  # the study's best MoD variant (benchmarks/README.md); "mod" is the paper's odd layers
 # Over the study's plan; `--set` overrides them. What each bought is in recipes/README.md (demo model).
 DEMO_SETTINGS = {"lm_family": "qwen3", "livechat_share": "0.5", "unprompted_share": "0.67", "epochs": "20",
-                 "data.frame_grid": "4", "data.quiet_videos": "90"}  # fmt: skip
-# the shipped demo's: of seeds 0, 1 and 2, the best answers on the validation streams (all three: recipes/README.md)
+                 "data.frame_grid": "6", "data.quiet_videos": "90", "lead_in_frames": "8", "question_share": "0.5"}  # fmt: skip
+# of seeds 0, 1 and 2 of an earlier demo recipe, the best answers on the validation streams; the shipped demo's recipe
+# was trained with it alone (every run: recipes/README.md)
 DEMO_SEED = 2
 
 

@@ -25,7 +25,7 @@ from videollm_mod.recipes.answer_accuracy import (
 )
 from videollm_mod.recipes.evaluate import DEMO_ANSWER_NOTE
 
-FEATURE_SHAPE = (17, 128)  # the demo model: 17 tokens per frame (1 + 4 x 4), vision hidden size 128
+FEATURE_SHAPE = (37, 128)  # the demo model: 37 tokens per frame (1 + 6 x 6), vision hidden size 128
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def test_demo_is_the_studys_best_mod_variant(demo):
     assert (config.mod_layers, config.mod_keep_ratio, config.frame_num_tokens, config.mod_selection) == (
         [0, 2],
         0.2,
-        17,
+        37,
         "router",
     )
     assert VARIANT == "mod_even" and config.text_config.model_type == DEMO_SETTINGS["lm_family"] == "qwen3"
@@ -158,7 +158,7 @@ def test_narrate_demo_main_job_writes_events_on_the_frame_grid_beside_the_videos
     # seed 2024's video: a green circle appears at 0.93 s first, six events in all
     assert len(truth) == 6 and truth[0] == {"time": 0.93, "text": "C sees a green circle appear."}
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2] == "cache budget per video: 780 tokens (the stream length the model was trained on)"
+    assert lines[-2] == "cache budget per video: 1552 tokens (the stream length the model was trained on)"
     assert lines[-1].startswith(f"40 frames at 2 fps (19.5 s), {len(events)} replies, 6 events in the video")
     said = [(float(t), role, text) for t, role, text in (re.fullmatch(r"\[ *([\d.]+)s\] (\w+): (.*)", x).groups()
                                                          for x in lines if x.startswith("["))]  # fmt: skip
@@ -191,7 +191,7 @@ def test_narrate_needs_a_video_or_demo(capsys):
 # counterfactuals: the same world with one thing changed (videos of their own seeds, narrated without a query)
 
 SEEDS = range(5000, 5004)
-# The issue's target for swapped colours: the demo names 33 of 33 right on these seeds (0.977 on the benchmark's 10
+# The issue's target for swapped colours: the demo names 33 of 33 right on these seeds (0.989 on the benchmark's 10
 # seeds), and none with the original colours.
 SWAPPED_RIGHT = 0.9
 
@@ -220,7 +220,7 @@ def test_demo_says_nothing_about_a_black_video(demo, tmp_path):
 
 def test_demo_says_nothing_over_its_worlds_background_with_nothing_on_it(demo, tmp_path):
     """An empty scene (the drifting background of each seed's video, no shape): nothing happens, and the demo, trained
-    on such quiet streams, says nothing (the previous demo said 1 to 4 things in 20 s)."""
+    on such quiet streams, says nothing (a demo trained without them said 1 to 4 things in 20 s)."""
     said = {seed: cf.replies(*demo, cf.render(str(tmp_path / f"{seed}.mp4"), [], 20, seed)) for seed in SEEDS}
     assert said == {seed: [] for seed in SEEDS}
 
@@ -230,7 +230,7 @@ def test_demo_stays_silent_on_a_black_video_four_times_its_trained_length_by_def
     with the model's whole context as the budget (the old default) an earlier demo babbled after about 33 s."""
     model, processor = demo
     trained = model.config.trained_stream_length
-    seconds = 4 * trained / (processor.frame_num_tokens + 1) / 2  # 11 tokens a frame at 2 fps
+    seconds = 4 * trained / (processor.frame_num_tokens + 1) / 2  # a frame's tokens and its interval, at 2 fps
     video = cf.render_black(str(tmp_path / "black.mp4"), seconds)
     session = model.stream_session(processor)
     assert session.limits[0] == trained
@@ -256,7 +256,7 @@ def test_demo_names_the_colours_of_a_colour_swapped_video(demo, tmp_path):
 
 def test_demo_replies_move_with_events_shifted_3_seconds_later(demo, originals, tmp_path):
     """The same events 3 s later: the replies that come again (same text) come 3 s later (median error <= 0.5 s, the
-    issue's target). Not every reply comes again word for word (30 of 33 here): the demo's wording of an event can
+    issue's target). Not every reply comes again word for word (32 of 33 here): the demo's wording of an event can
     depend on what it said before, so the test asks for 80 %, not all."""
     errors, total = [], 0
     for seed, (events, said) in originals.items():
@@ -268,11 +268,11 @@ def test_demo_replies_move_with_events_shifted_3_seconds_later(demo, originals, 
 
 def test_demo_answers_colour_questions_with_the_colours_on_screen_swapped_or_not(demo, tmp_path):
     """ "What colour is the circle?" asked mid-stream about a shape on screen (`cf.colour_questions`): the answer names
-    its colour, in the swapped video the swapped one. The demo answers 38 of these 42 right (19 and 19 of 21) and
-    never names the unswapped colour in a swapped video; a model that did not look would name the original colours of
-    the swapped videos as often as the swapped ones. Of the misses two name another colour and two repeat the shape
-    and colour over and over ("green circle green circle ... green."); the previous demo answered 33, its misses
-    narration sentences. The issue's target of 0.8 is for the held-out live chats: 0.788 there."""
+    its colour, in the swapped video the swapped one. The demo answers 40 of these 42 right (21 and 19 of 21; both
+    misses name another colour, in a swapped video); a model that did not look would name the original colours of the
+    swapped videos as often as the swapped ones. Its recipe puts such questions into half of the narration streams
+    (`question_share`): without them the same recipe answered 34, the rest narration sentences ("C sees the red circle
+    turn yellow."); the previous demo 38. The issue's target of 0.8 is for the held-out live chats (0.837 on 120)."""
     right = asked = swapped_right = unswapped_named = 0
     for seed in SEEDS:
         original = cf.random_events(seed, 20)
@@ -287,7 +287,7 @@ def test_demo_answers_colour_questions_with_the_colours_on_screen_swapped_or_not
                     swapped_right += named == [colour]
                     unswapped_named += cf.SWAPPED[colour] in named
     assert asked >= 8 * len(SEEDS)
-    assert right / asked >= 0.85 and swapped_right >= 0.85 * asked / 2 and unswapped_named * 3 <= swapped_right
+    assert right / asked >= 0.9 and swapped_right >= 0.85 * asked / 2 and unswapped_named * 3 <= swapped_right
 
 
 def test_demo_card_states_the_validation_figures_of_its_metrics_file():

@@ -21,7 +21,7 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
     model = VideoLLMMoDForCausalLM.from_pretrained(out)
     assert model.config.mod_layers == [0, 2] and model.config.mod_keep_ratio == 0.2  # the study's even layers
     assert model.config.text_config.model_type == "qwen3"
-    assert model.config.frame_token_pooled == [4, 4] and model.config.frame_num_tokens == 17  # the demo's 1 + 4 x 4
+    assert model.config.frame_token_pooled == [6, 6] and model.config.frame_num_tokens == 37  # the demo's 1 + 6 x 6
     metrics = json.loads((out / "demo_metrics.json").read_text())
     assert metrics["variant"] == "mod_even" and metrics["plan"]["eval_split"] == "val"
     assert metrics["plan"]["epochs"] == 1.0 and metrics["training"]["steps"] > 0  # the smoke plan's, not the demo's 20
