@@ -4,7 +4,7 @@
 
     python -m videollm_mod.recipes.train_demo --work-dir runs/demo --output-dir videollm_mod/demo
     # as the shipped demo was made: the study's data and tower (see benchmarks/README.md)
-    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900g6 --set data.tower=runs/study/tower threads=1
+    python -m videollm_mod.recipes.train_demo --work-dir runs/ms900g6 --set data.tower=runs/study/tower threads=2
 
 1. The study's shared stage (`recipes.study_data`): synthetic videos of coloured shapes whose events (shape x colour x
    action) come at irregular times, as Ego4D-style narration streams and live chats with questions about what is on
