@@ -144,6 +144,12 @@ class StudyPlan:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+def recipe_of(plan: dict) -> dict:
+    """The settings of a plan (`StudyPlan.to_dict`) that make its models: all but the thread count, which changes the
+    speed of a run, not what it trains (a kept run is reused for the same recipe)."""
+    return {key: value for key, value in plan.items() if key != "threads"}
+
+
 # ---------------------------------------------------------------------------------------------------------------- model
 
 

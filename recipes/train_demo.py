@@ -20,7 +20,8 @@
    half of the narration streams with their video's live-chat questions (else a question asked in a narration stream
    may get a narration sentence), and 90 quiet streams, empty scenes and black videos narrated with silence (without
    them a model talks over a video in which nothing happens). The model is kept in
-   `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there when the plan is the same.
+   `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there when the plan is the same
+   (but for the thread count).
 3. The folder (weights, config, processor, tokenizer, model card; the demo ships as data, so the code files that
    `save_pretrained` writes are removed) with `demo_metrics.json`: every quality measure of the study on the
    validation split (`mod_study.evaluate_variant`), beside its baselines. The benchmark (`benchmarks/demo_quality.py`)
@@ -102,16 +103,16 @@ def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
 
 def trained_model(plan, shared, variant: str, seed: int, work_dir: str):
     """The demo's training of the study's `variant` with `seed` on `plan`: trained now and kept in the work folder
-    with its plan, or the one kept there already for the same plan. Returns the model, its processor and the training
-    log."""
+    with its plan, or the one kept there already for the same recipe (`mod_study.recipe_of`: any thread count).
+    Returns the model, its processor and the training log."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDProcessor
 
-    from .mod_study import VARIANTS, train_variant
+    from .mod_study import VARIANTS, recipe_of, train_variant
 
     run_dir = os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}")
     model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
     kept = read_json(record, "training record") if os.path.exists(record) else None
-    if kept is not None and kept["plan"] == plan.to_dict():
+    if kept is not None and recipe_of(kept["plan"]) == recipe_of(plan.to_dict()):
         logger.info("using the model kept in %s", model_dir)
         model = VideoLLMMoDForCausalLM.from_pretrained(model_dir).eval()
         return model, VideoLLMMoDProcessor.from_pretrained(model_dir), kept["training"]

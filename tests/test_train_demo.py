@@ -31,10 +31,21 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
     stated = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
     assert stated == {(r.metric_type, r.metric_value) for r in train_demo.demo_eval_results(metrics)}
 
-    # a second call finds the trained run in the work folder: the same weights, nothing trained again
-    monkeypatch.setattr("videollm_mod.recipes.mod_study.train_variant", lambda *a, **k: pytest.fail("trained again"))
+    # a second call finds the trained run in the work folder: the same weights, nothing trained again, whatever the
+    # thread count; another recipe is trained anew
+    class TrainedAgain(Exception):
+        pass
+
+    def train_variant(*args, **kwargs):
+        raise TrainedAgain
+
+    monkeypatch.setattr("videollm_mod.recipes.mod_study.train_variant", train_variant)
     again = tmp_path / "again"
-    assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(again)]) == 0
+    assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(again), "--set", "threads=1"]) == 0
+    with pytest.raises(TrainedAgain):
+        train_demo.main(
+            ["--quick", "--work-dir", str(work), "--output-dir", str(tmp_path / "other"), "--set", "lm_layers=3"]
+        )
     reloaded = VideoLLMMoDForCausalLM.from_pretrained(again)
     weights, reloaded_weights = model.state_dict(), reloaded.state_dict()
     assert weights.keys() == reloaded_weights.keys()
