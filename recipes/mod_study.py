@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..files import read_json
 from .study_data import FPS, DataPlan, SharedData, prepare_shared
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class StudyPlan:
     unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.67)
     lead_in_frames: int = 0  # an unprompted narration stream starts up to this many frames before its first narration
     question_share: float = 0.0  # of the narration streams, with their video's chat questions (tried for the demo)
+    scene_questions: int = 0  # per training video, short clips with one question about the screen (tried for the demo)
     threads: int = 2
     eval_split: str = "test"
     max_eval_rows: int | None = None
@@ -206,6 +208,8 @@ def load_split(shared: SharedData, split: str) -> dict:
     }
     if "quiet" in paths:
         out["quiet"] = quiet_dataset(paths["quiet"])
+    if split == "train":  # what happens in each video, when (`scene_questions` asks about it)
+        out["events"] = read_json(paths["events"], "synthetic events")
     if "coin" in paths:
         for benchmark in ("step", "next", "task"):
             out["coin"][benchmark] = load_prepared_dataset(paths["coin"], benchmark)[
@@ -255,6 +259,7 @@ def training_rows(
     question_share: float = 0.0,
     tokens_per_frame: int = 11,
     lead_in_frames: int = 0,
+    scene_questions: int = 0,
 ):
     """Each training video once, as a narration stream or (`livechat_share` of them) a live chat with questions,
     the quiet streams (narration streams in which nothing happens) and the COIN questions, in one dataset (the
@@ -262,8 +267,9 @@ def training_rows(
     COIN question padded to a minute-long stream would cost as much as the stream. `unprompted_share` of the
     narration streams (the quiet ones too) lose their instruction and may start earlier (`unprompted`);
     `question_share` of them (drawn independently) get the questions of their video's live chat
-    (`narration_questions`)."""
-    from datasets import concatenate_datasets
+    (`narration_questions`). `scene_questions` more rows per training video each ask one question about a moment of
+    it (`scene_questions`)."""
+    from datasets import Dataset, concatenate_datasets
 
     from .narration_questions import chat_questions, with_questions
 
@@ -288,6 +294,12 @@ def training_rows(
         )
     livechat = train["livechat"].filter(lambda row: chat_video(row["video_uid"], livechat_share))
     parts = [narration, livechat, *train["coin"].values()]
+    if scene_questions:
+        from ..data_scripts._hub import conversation_features
+        from .scene_questions import scene_rows
+
+        asked = scene_rows(train["narration"], train["events"], scene_questions)
+        parts.append(Dataset.from_list(asked, features=conversation_features()))
     rows = concatenate_datasets([part.select_columns(columns) for part in parts])
     return rows.map(lambda row: {"length": approximate_tokens(row, tokens_per_frame)})
 
@@ -296,7 +308,7 @@ def plan_rows(plan: StudyPlan, train: dict):
     """`training_rows` with `plan`'s shares: what every variant of the plan trains on (and its costs are measured on)."""
     tokens_per_frame = plan.data.frame_grid**2 + 2  # the pooled token, the grid, the interval
     return training_rows(train, plan.livechat_share, plan.unprompted_share, plan.question_share, tokens_per_frame,
-                         plan.lead_in_frames)  # fmt: skip
+                         plan.lead_in_frames, plan.scene_questions)  # fmt: skip
 
 
 def approximate_tokens(row: dict, tokens_per_frame: int, chars_per_token: int = 4) -> int:
