@@ -148,8 +148,11 @@ class StudyPlan:
 
 def recipe_of(plan: dict) -> dict:
     """The settings of a plan (`StudyPlan.to_dict`) that make its models: all but the thread count, which changes the
-    speed of a run, not what it trains (a kept run is reused for the same recipe)."""
-    return {key: value for key, value in plan.items() if key != "threads"}
+    speed of a run, not what it trains (a kept run is reused for the same recipe). A setting the plan lacks takes its
+    default: a run kept before the setting existed was trained as its default trains."""
+    defaults = StudyPlan().to_dict()
+    whole = {**defaults, **plan, "data": {**defaults["data"], **plan.get("data", {})}}
+    return {key: value for key, value in whole.items() if key != "threads"}
 
 
 # ---------------------------------------------------------------------------------------------------------------- model
@@ -356,8 +359,9 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
     trainer.train()
     seconds = time.perf_counter() - start
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return model.eval(), processor, {"seconds": seconds, "steps": trainer.state.global_step, "losses": losses,
-                                     "rows": len(rows)}  # fmt: skip
+    # the thread count beside the seconds it gave (a kept run may be reused under another, `train_demo`)
+    return model.eval(), processor, {"seconds": seconds, "threads": torch.get_num_threads(),
+                                     "steps": trainer.state.global_step, "losses": losses, "rows": len(rows)}  # fmt: skip
 
 
 @torch.no_grad()

@@ -40,12 +40,20 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
         raise TrainedAgain
 
     monkeypatch.setattr("videollm_mod.recipes.mod_study.train_variant", train_variant)
+    # as kept before two settings existed, trained as their defaults train: reused
+    [record] = work.glob("runs/demo-mod_even-seed*/training.json")
+    kept = json.loads(record.read_text())
+    assert (kept["plan"]["reply_noise"], kept["plan"]["data"]["event_interval"]) == (0.0, 2.5)  # the defaults
+    del kept["plan"]["reply_noise"], kept["plan"]["data"]["event_interval"]
+    record.write_text(json.dumps(kept))
     again = tmp_path / "again"
     assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(again), "--set", "threads=1"]) == 0
     with pytest.raises(TrainedAgain):
         train_demo.main(
             ["--quick", "--work-dir", str(work), "--output-dir", str(tmp_path / "other"), "--set", "lm_layers=3"]
         )
+    reused = json.loads((again / "demo_metrics.json").read_text())["training"]
+    assert reused == metrics["training"] and reused["threads"] == 2  # the threads it was trained with, not 1
     reloaded = VideoLLMMoDForCausalLM.from_pretrained(again)
     weights, reloaded_weights = model.state_dict(), reloaded.state_dict()
     assert weights.keys() == reloaded_weights.keys()
