@@ -118,7 +118,7 @@ class StreamEngine:
         """Evict from each stream `r` what keeps `needs[r] = (tokens, frames)` new tokens from fitting its budget."""
         kept = {r: self.ledger.kept_after(self.streams[r].segments, *need) for r, need in needs.items()}
         kept = {r: segments for r, segments in kept.items() if segments is not None}
-        if not kept:
+        if not kept or self.cache is None:  # nothing fed yet, nothing to evict: the budget gives way to a first input
             return
         position_map = self._position_map()
         for r, segments in kept.items():

@@ -159,6 +159,20 @@ def test_the_default_budget_gives_way_to_a_query_longer_than_the_trained_length(
         given.push_frames(features=features(3), times=half_seconds(3))
 
 
+def test_the_default_budget_gives_way_to_a_first_chunk_of_frames_longer_than_the_trained_length(processor):
+    """A stream with no query whose first chunk of frames alone exceeds the trained length (a model trained mostly on
+    short clips) is fed, not stopped: there is nothing in the cache yet to evict."""
+    model = silent_model(processor)
+    model.config.trained_stream_length = 30
+    session = model.stream_session(processor, chunk_size=8)  # 8 frames of 11 tokens at once
+    session.push_frames(features=features(20), times=half_seconds(20))
+    session.flush()
+    stream = session.streams[0]
+    assert stream.time == 9.5 and session.num_tokens > 20 * 11  # every frame fed
+    held = sum(s.length for s in stream.segments)
+    assert stream.segments[0].kind == "sink" and held <= stream.segments[0].length + 8 * 11  # the sink and a chunk
+
+
 def test_generate_continues_a_streams_cache_after_evictions_as_the_session_would(processor):
     """`generate(cache=session.cache)` picks up a stream where it is, its cache re-indexed by evictions: the answer to
     a query equals the session's own answer, logit for logit (the query fits the budget: generate does not evict)."""
