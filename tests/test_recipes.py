@@ -8,7 +8,13 @@ from trl import SFTConfig
 
 from videollm_mod.recipes.collator import VideoLLMMoDCollator
 from videollm_mod.recipes.distributed_check import tiny_setup
-from videollm_mod.recipes.sft import LLM_LINEARS, VideoSFTScriptArguments, build_trainer, make_parser
+from videollm_mod.recipes.sft import (
+    LLM_LINEARS,
+    VideoSFTScriptArguments,
+    build_trainer,
+    make_parser,
+    typical_stream_length,
+)
 
 ROW = {
     "video_uid": "known",
@@ -176,13 +182,21 @@ def test_paper_config_parses_to_the_papers_lora_settings():
     assert (training_args.learning_rate, training_args.num_train_epochs, training_args.warmup_steps) == (2e-4, 2, 0.05)
 
 
-def test_training_records_the_median_stream_length_in_the_config(setup):
+def test_training_records_the_typical_stream_length_in_the_config(setup):
     model, processor, dataset, _, tmp_path = setup
     collator = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))
-    lengths = sorted(collator([row])["input_ids"].shape[1] for row in dataset)
+    lengths = [collator([row])["input_ids"].shape[1] for row in dataset]
     assert model.config.trained_stream_length is None
     train(model, processor, dataset, tmp_path, steps=4)  # 4 steps x 4 rows: each of the 8 rows twice
-    assert model.config.trained_stream_length == lengths[(len(lengths) - 1) // 2]  # torch's median: the lower one
+    assert model.config.trained_stream_length == typical_stream_length(lengths) in lengths
+
+
+def test_the_typical_stream_length_is_not_pulled_down_by_short_rows_beside_the_streams():
+    streams = [1500, 1550, 1600]
+    assert typical_stream_length(streams) == 1550  # alike rows: the median
+    assert typical_stream_length(streams + [200] * 6) == 1550  # six short clips: the streams' length (median: 200)
+    assert typical_stream_length([100, 100, 100, 1000]) == 1000  # 1,000 of the 1,300 tokens sit in the long row
+    assert typical_stream_length([7]) == 7
 
 
 def test_reply_noise_swaps_replies_within_the_row_and_does_not_learn_them(setup):
