@@ -62,9 +62,10 @@ class VideoLLMMoDConfig(PreTrainedConfig):
             official code's `dropall` layers do. With `mod_keep_ratio=0` this gives its LayerSkip (odd layers) and
             EarlyExit (every layer from some depth on) baselines; Mixture-of-Depths itself keeps them.
         trained_stream_length (`int`, *optional*):
-            Tokens of a typical stream the model was trained on (the median over its training rows, each counted per token), written by the
-            training recipe. A model degrades on contexts longer than it learned, so streaming sessions keep at most
-            this many tokens of a stream in their cache by default (`CacheBudget`); `None`: the model's context.
+            Tokens of a typical stream the model was trained on (the median over its training rows, each counted per
+            token), written by the training recipe. A model degrades on contexts longer than it learned, so streaming
+            sessions keep at most this many tokens of a stream in their cache by default (`CacheBudget`); `None`: the
+            model's context.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embedding matrix.
     """
