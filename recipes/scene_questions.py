@@ -3,11 +3,14 @@ the screen (`data_scripts.synthetic.on_screen_question`: what is there, how many
 happened), its answer learned and nothing else.
 
 Why: the demo's commonest wrong answer names the second shape of a pair wrong ("I see a blue circle and a blue
-circle." for a blue circle and a blue triangle). Its training has about 2,500 questions, one per stream gap in three,
-in the live chats only; a decoder that must bind colour to shape for two shapes at once sees few such pairs. These
-rows ask at the other gaps of every training video, as cheap clips (the frames since the gap's event), so that the
-decoder sees several times the questions for a fifth more tokens. Their frames are not learned: a clip's frames carry
-no reply, and learning them as silence would teach the model to say nothing at an event.
+circle." for a blue circle and a blue triangle). Its training asks about 1,200 questions, at one gap in three of the
+live chats (and again in the narration streams of the same videos); a decoder that must bind colour to shape for two
+shapes at once sees few such pairs. These rows ask at any gap of every training video, as cheap clips (the frames
+since the gap's event): two a video add 1,800 questions for about a fifth more tokens. Their frames are not learned:
+a clip's frames carry no reply, and learning them as silence would teach the model to say nothing at an event.
+
+Tried for the demo (`--set scene_questions=2`): answers within their noise, narration worse; not shipped
+(recipes/README.md, demo model).
 """
 
 from __future__ import annotations
