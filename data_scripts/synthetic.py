@@ -398,6 +398,11 @@ def on_screen_question(rng: random.Random, video: Video, index: int, t: float) -
     return "What do you see now?", "I see " + (" and ".join(names) if names else "nothing") + "."
 
 
+def question_time(events: list[Event], index: int) -> float:
+    """When a question about the screen is asked after event `index`: half-way to the next event's narration."""
+    return round((events[index].narration_time + events[index + 1].narration_time) / 2, 2)
+
+
 def livechat_conversation(rng: random.Random, video: Video, question_rate: float = QUESTION_RATE) -> list[dict]:
     """A GoalStep-style live chat: a request before the first event, replies at events, and questions about what is
     on screen (`on_screen_question`) half-way between an event and the next, after an event with probability
@@ -412,7 +417,7 @@ def livechat_conversation(rng: random.Random, video: Video, question_rate: float
     for i, event in enumerate(video.events):
         conversation.append({"role": "assistant", "content": event.chat, "time": round(event.narration_time, 2)})
         if (i == always or rng.random() < question_rate) and i + 1 < len(video.events):
-            t = round((event.narration_time + video.events[i + 1].narration_time) / 2, 2)
+            t = question_time(video.events, i)
             question, answer = on_screen_question(rng, video, i, t)
             conversation.append({"role": "user", "content": question, "time": t})
             conversation.append({"role": "assistant", "content": answer, "time": t})

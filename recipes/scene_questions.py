@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 
 from ..data_scripts._stream import floor_frame, message, stream, stream_row
-from ..data_scripts.synthetic import Event, Video, on_screen_question
+from ..data_scripts.synthetic import Event, Video, on_screen_question, question_time
 
 LEAD_FRAMES = 4  # a clip starts up to this many frames before the frame of the event it follows (drawn by row)
 
@@ -36,11 +36,11 @@ def scene_rows(videos, events: dict[str, list[dict]], per_video: int) -> list[di
         gaps = list(range(len(world.events) - 1))
         last_frame = round(video["duration"] * fps)
         for index in sorted(rng.sample(gaps, min(per_video, len(gaps)))):
-            before, after = world.events[index].narration_time, world.events[index + 1].narration_time
-            t = round((before + after) / 2, 2)
+            t = question_time(world.events, index)
             question, answer = on_screen_question(rng, world, index, t)
             frame = floor_frame(t, fps, 0, last_frame)
-            first = max(floor_frame(before, fps, 0, last_frame) - rng.randint(0, LEAD_FRAMES), 0)
+            event_frame = floor_frame(world.events[index].narration_time, fps, 0, last_frame)
+            first = max(event_frame - rng.randint(0, LEAD_FRAMES), 0)
             conversation = [
                 stream(frame - first + 1, frame, fps, learn=False),
                 message("user", question, frame / fps),
