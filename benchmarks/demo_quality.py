@@ -11,7 +11,7 @@
    precision / recall / F1 of events (a reply within 1 s that names the event), lag, content accuracy; the same
    baselines. Also from each video's first frame without the instruction, as `videollm-mod narrate` runs
    (`no_query`, against the generator's ground truth), and the live chats of the same videos: the answers to their
-   questions about what is on screen (which shapes, how many, which colour, what just happened), beside blind.
+   questions about what is on screen (which shapes, how many, which colour, what just happened), in all and by question, beside blind.
 4. Counterfactuals (`recipes.counterfactuals`) on `--num-counterfactual` videos of their own seeds: black, an empty
    scene (the world's background with no shape), colours swapped, events shifted by 3 s.
 
@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(metrics, dict):
                 print(f"  {policy:<20} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                                                        if isinstance(v, float) and math.isfinite(v)))  # fmt: skip
+    for policy in ("model", "blind"):
+        tally = results["livechat"][policy].get("answers_by_question", {})
+        print(f"\nanswers by question, {policy}: "
+              + "; ".join(f"{q} {c['right']} of {c['asked']}" for q, c in tally.items()))  # fmt: skip
     print("\nfree_running_no_query:", json.dumps(results["free_running_no_query"]))
     print("counterfactuals:", json.dumps(results["counterfactuals"]))
     if args.output:

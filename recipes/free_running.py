@@ -17,7 +17,8 @@ Baselines on the same rows (`baselines=True`):
 - `blind`: the same model and protocol with every frame black. The gap to it measures what the model sees.
 
 Rows with questions (a user message after the instruction, answered at its time in the reference: the live-chat
-rows) also score the answers (`answer_accuracy`, `event_metrics.answer_matches`) of the model and of `blind`.
+rows) also score the answers (`answer_accuracy`, `event_metrics.answer_matches`) of the model and of `blind`, in all
+and by question (`answers_by_question`).
 """
 
 from __future__ import annotations
@@ -109,12 +110,13 @@ def answers_to(events: list[StreamEvent], queries: Sequence[tuple[float, str]]) 
     return answers
 
 
-def count_right_answers(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> int:
+def right_answers(events: list[StreamEvent], questions: list[tuple[float, str, str]]) -> list[bool]:
+    """Whether each `(time, question, reference)` got the reference's answer (`answer_matches`) in `events`."""
     answers = answers_to(events, [(time, text) for time, text, _ in questions])
-    return sum(
+    return [
         answer is not None and answer_matches(answer, reference)
         for answer, (_, _, reference) in zip(answers, questions, strict=True)
-    )
+    ]
 
 
 def retimed(replies: list[tuple[float, str]], times: list[float], rng: random.Random | None):
@@ -189,14 +191,14 @@ def score_predictions(records: list[dict], baselines: bool = False, seed: int = 
     scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
                                                if baselines else ()))}  # fmt: skip
     num_frames = num_spontaneous = 0
-    asked, right = 0, {"model": 0, "blind": 0}
+    by_question = {"model": {}, "blind": {}}  # {policy: {question: [right, asked]}}
     for record in records:
         events = [StreamEvent(*event) for event in record["events"]]
         times, questions = record["times"], [tuple(q) for q in record["questions"]]
         references = [tuple(reference) for reference in record["references"]]
         spontaneous, answers = split_replies(events)
         scores["model"].append(score_events(sorted(spontaneous + answers), references, tolerance))
-        asked, right["model"] = asked + len(questions), right["model"] + count_right_answers(events, questions)
+        tally_answers(by_question["model"], events, questions)
         num_frames, num_spontaneous = num_frames + len(times), num_spontaneous + len(spontaneous)
         if not baselines:
             continue
@@ -206,13 +208,22 @@ def score_predictions(records: list[dict], baselines: bool = False, seed: int = 
             scores[name].append(score_events(replies, references, tolerance))
         blind = [StreamEvent(*event) for event in record["blind_events"]]
         scores["blind"].append(score_events(sorted(sum(split_replies(blind), [])), references, tolerance))
-        right["blind"] += count_right_answers(blind, questions)
+        tally_answers(by_question["blind"], blind, questions)
     results = {name: aggregate_event_scores(s) for name, s in scores.items()}
     results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
-    if asked:  # questions about the stream (`questions_of`), answered free-running
-        for name in ("model", "blind") if baselines else ("model",):
-            results[name]["questions"], results[name]["answer_accuracy"] = asked, right[name] / asked
+    for name, tally in by_question.items():  # questions about the stream (`questions_of`), answered free-running
+        if tally:
+            asked, right = sum(n for _, n in tally.values()), sum(r for r, _ in tally.values())
+            results[name]["questions"], results[name]["answer_accuracy"] = asked, right / asked
+            results[name]["answers_by_question"] = {q: {"right": r, "asked": n} for q, (r, n) in sorted(tally.items())}
     return results
+
+
+def tally_answers(tally: dict[str, list[int]], events: list[StreamEvent], questions: list[tuple[float, str, str]]):
+    """Add each question's answer to `tally[question] = [right, asked]`."""
+    for (_, question, _), right in zip(questions, right_answers(events, questions), strict=True):
+        counts = tally.setdefault(question, [0, 0])
+        counts[0], counts[1] = counts[0] + right, counts[1] + 1
 
 
 def evaluate_free_running(

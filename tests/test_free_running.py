@@ -142,7 +142,7 @@ def test_evaluate_plot_that_is_a_file_is_named_in_one_line(tmp_path, capsys):
 
 
 def test_questions_are_user_messages_after_the_instruction_answered_at_their_time():
-    from videollm_mod.recipes.free_running import answers_to, count_right_answers, questions_of
+    from videollm_mod.recipes.free_running import answers_to, questions_of, right_answers
 
     conversation = [
         {"role": "user", "content": "Narrate.", "time": 1.0},
@@ -161,8 +161,8 @@ def test_questions_are_user_messages_after_the_instruction_answered_at_their_tim
         StreamEvent(3.0, "assistant", "Two."),
     ]
     queries = [(3.0, "How many shapes do you see?")]
-    assert answers_to(events, queries) == ["Two."] and count_right_answers(events, questions) == 0
-    assert count_right_answers([*events[:2], StreamEvent(3.0, "assistant", "one")], questions) == 1
+    assert answers_to(events, queries) == ["Two."] and right_answers(events, questions) == [False]
+    assert right_answers([*events[:2], StreamEvent(3.0, "assistant", "one")], questions) == [True]
     assert answers_to(events[:2], queries) == [None]
 
 
@@ -180,3 +180,34 @@ def test_a_question_asked_twice_gets_each_of_its_answers():
     ]
     queries = [(3.0, "What colour?"), (2.0, "What colour?"), (3.0, "What colour?"), (4.0, "What colour?")]
     assert answers_to(events, queries) == ["Blue.", "Red.", "Green.", None]
+
+
+def test_answers_are_counted_by_question_for_the_model_and_the_blind_one():
+    from videollm_mod.recipes.free_running import score_predictions
+
+    def record(model_answers, blind_answers):
+        questions = [(2.0, "How many shapes do you see?", "One."), (4.0, "What colour is the circle?", "Red.")]
+
+        def events(answers):
+            return [
+                e
+                for (t, q, _), a in zip(questions, answers, strict=True)
+                for e in ((t, "user", q), (t, "assistant", a))
+            ]
+
+        return {"times": [0.5 * i for i in range(10)], "references": [], "questions": questions,
+                "events": events(model_answers), "blind_events": events(blind_answers)}  # fmt: skip
+
+    records = [record(["One.", "Red."], ["Two.", "Red."]), record(["One.", "Blue."], ["Two.", "Green."])]
+    results = score_predictions(records, baselines=True)
+    assert results["model"]["answers_by_question"] == {
+        "How many shapes do you see?": {"right": 2, "asked": 2},
+        "What colour is the circle?": {"right": 1, "asked": 2},
+    }
+    assert results["blind"]["answers_by_question"] == {
+        "How many shapes do you see?": {"right": 0, "asked": 2},
+        "What colour is the circle?": {"right": 1, "asked": 2},
+    }
+    assert (results["model"]["questions"], results["model"]["answer_accuracy"]) == (4, 0.75)
+    assert results["blind"]["answer_accuracy"] == 0.25
+    assert "answers_by_question" not in score_predictions([{**records[0], "questions": [], "events": []}])["model"]
