@@ -116,6 +116,7 @@ class StudyPlan:
     vocab_size: int = 1024  # every word of the synthetic world one token (at 320: "Assistant" was 7, "appear" 2)
     epochs: float = 10.0  # ~1,130 steps of batch 8: a model learns to look at the frames after ~500 to 750
     learning_rate: float = 2e-3
+    weight_decay: float = 0.0  # AdamW's (tried for the demo, to train longer without over-fitting the narration)
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
@@ -328,27 +329,31 @@ def first_rows(dataset, count: int | None):
 # ---------------------------------------------------------------------------------------------------------------- a run
 
 
-def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, output_dir: str):
-    """Train one (variant, seed) with the recipe's `SFTTrainer` on the shared features; returns the model, its
-    processor and the training log."""
+def training_arguments(plan: StudyPlan, seed: int, output_dir: str):
+    """The `SFTConfig` of every run of the plan: its schedule, on the CPU, batches grouped by length."""
     from trl import SFTConfig
 
-    from .sft import VideoSFTScriptArguments, build_trainer
-
-    rows = plan_rows(plan, load_split(shared, "train"))
-    model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=output_dir, num_train_epochs=plan.epochs, per_device_train_batch_size=plan.batch_size,
-        learning_rate=plan.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
+        learning_rate=plan.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=plan.weight_decay,
         logging_steps=20, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
         activation_checkpointing=False, dataloader_num_workers=0, seed=seed, data_seed=seed, disable_tqdm=True,
         train_sampling_strategy="group_by_length", length_column_name="length",
     )  # fmt: skip
+
+
+def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: int, output_dir: str):
+    """Train one (variant, seed) with the recipe's `SFTTrainer` on the shared features; returns the model, its
+    processor and the training log."""
+    from .sft import VideoSFTScriptArguments, build_trainer
+
+    rows = plan_rows(plan, load_split(shared, "train"))
+    model, processor = build_model(plan, variant, training_texts([rows]), shared.tower, seed)
     trainer = build_trainer(
         model,
         processor,
         rows,
-        args,
+        training_arguments(plan, seed, output_dir),
         VideoSFTScriptArguments(
             features_dir=shared.features["train"],
             reply_noise=plan.reply_noise,

@@ -35,6 +35,13 @@ def test_settings_override_the_plan_by_name_and_type():
         mod_study.apply_settings(mod_study.StudyPlan(), {"lm_width": "64"})
 
 
+def test_the_plans_schedule_and_weight_decay_reach_the_trainer(tmp_path):
+    plan = mod_study.apply_settings(mod_study.StudyPlan(), {"epochs": "30", "weight_decay": "0.1"})
+    args = mod_study.training_arguments(plan, seed=3, output_dir=str(tmp_path))
+    assert (args.num_train_epochs, args.weight_decay, args.learning_rate, args.seed) == (30.0, 0.1, 2e-3, 3)
+    assert mod_study.training_arguments(mod_study.StudyPlan(), 0, str(tmp_path)).weight_decay == 0.0
+
+
 @pytest.mark.slow
 def test_quick_study_writes_a_result_per_run_costs_beside_dense_and_resumes(tmp_path, monkeypatch):
     work, results = str(tmp_path / "work"), str(tmp_path / "results")
