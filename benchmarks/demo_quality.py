@@ -11,7 +11,8 @@
    precision / recall / F1 of events (a reply within 1 s that names the event), lag, content accuracy; the same
    baselines. Also from each video's first frame without the instruction, as `videollm-mod narrate` runs
    (`no_query`, against the generator's ground truth), and the live chats of the same videos: the answers to their
-   questions about what is on screen (which shapes, how many, which colour, what just happened), in all and by question, beside blind.
+   questions about what is on screen (which shapes, how many, which colour, what just happened), in all and by
+   question, beside blind.
 4. Counterfactuals (`recipes.counterfactuals`) on `--num-counterfactual` videos of their own seeds: black, an empty
    scene (the world's background with no shape), colours swapped, events shifted by 3 s.
 
