@@ -191,7 +191,7 @@ def score_predictions(records: list[dict], baselines: bool = False, seed: int = 
     scores = {name: [] for name in ("model", *(("never_speak", "random_same_rate", "periodic_same_rate", "blind")
                                                if baselines else ()))}  # fmt: skip
     num_frames = num_spontaneous = 0
-    by_question = {"model": {}, "blind": {}}  # {policy: {question: [right, asked]}}
+    by_question = {"model": {}, "blind": {}}  # {policy: {question: {"right": ..., "asked": ...}}}
     for record in records:
         events = [StreamEvent(*event) for event in record["events"]]
         times, questions = record["times"], [tuple(q) for q in record["questions"]]
@@ -213,17 +213,18 @@ def score_predictions(records: list[dict], baselines: bool = False, seed: int = 
     results["model"]["speak_rate"] = num_spontaneous / max(num_frames, 1)
     for name, tally in by_question.items():  # questions about the stream (`questions_of`), answered free-running
         if tally:
-            asked, right = sum(n for _, n in tally.values()), sum(r for r, _ in tally.values())
+            asked, right = (sum(counts[key] for counts in tally.values()) for key in ("asked", "right"))
             results[name]["questions"], results[name]["answer_accuracy"] = asked, right / asked
-            results[name]["answers_by_question"] = {q: {"right": r, "asked": n} for q, (r, n) in sorted(tally.items())}
+            results[name]["answers_by_question"] = dict(sorted(tally.items()))
     return results
 
 
-def tally_answers(tally: dict[str, list[int]], events: list[StreamEvent], questions: list[tuple[float, str, str]]):
-    """Add each question's answer to `tally[question] = [right, asked]`."""
+def tally_answers(tally: dict[str, dict], events: list[StreamEvent], questions: list[tuple[float, str, str]]):
+    """Count each question's answer into `tally[question] = {"right": ..., "asked": ...}`."""
     for (_, question, _), right in zip(questions, right_answers(events, questions), strict=True):
-        counts = tally.setdefault(question, [0, 0])
-        counts[0], counts[1] = counts[0] + right, counts[1] + 1
+        counts = tally.setdefault(question, {"right": 0, "asked": 0})
+        counts["right"] += right
+        counts["asked"] += 1
 
 
 def evaluate_free_running(
