@@ -18,7 +18,8 @@ Baselines on the same rows (`baselines=True`):
 
 Rows with questions (a user message after the instruction, answered at its time in the reference: the live-chat
 rows) also score the answers (`answer_accuracy`, `event_metrics.answer_matches`) of the model and of `blind`, in all
-and by question (`answers_by_question`).
+(with `answers_right` and the 95 % `answer_interval`, `event_metrics.wilson_interval`) and by question
+(`answers_by_question`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from modeling_videollm_mod import DEFAULT_THRESHOLD, StreamEvent, VideoLLMMoDBatchStreamSession, load_video
 
 from .blind import black_like
-from .event_metrics import aggregate_event_scores, answer_matches, score_events
+from .event_metrics import aggregate_event_scores, answer_matches, score_events, wilson_interval
 from .generation_settings import SENTENCE_TOKENS
 
 
@@ -215,6 +216,7 @@ def score_predictions(records: list[dict], baselines: bool = False, seed: int = 
         if tally:
             asked, right = (sum(counts[key] for counts in tally.values()) for key in ("asked", "right"))
             results[name]["questions"], results[name]["answer_accuracy"] = asked, right / asked
+            results[name]["answers_right"], results[name]["answer_interval"] = right, wilson_interval(right, asked)
             results[name]["answers_by_question"] = dict(sorted(tally.items()))
     return results
 

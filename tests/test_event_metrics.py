@@ -8,6 +8,7 @@ from videollm_mod.recipes.event_metrics import (
     content_words,
     names,
     score_events,
+    wilson_interval,
 )
 
 
@@ -81,3 +82,14 @@ def test_a_silent_policy_scores_zero():
 )
 def test_an_answer_matches_clause_by_clause_in_any_order(reply, reference, expected):
     assert answer_matches(reply, reference) is expected
+
+
+@pytest.mark.parametrize("right, asked", [(80, 104), (273, 326), (3, 4), (0, 10), (10, 10)])
+def test_the_wilson_interval_bounds_are_where_the_score_test_is_on_its_edge(right, asked):
+    # the bounds p solve (right / asked - p)^2 = z^2 p (1 - p) / asked; 0 and 1 are the bounds of 0 and all right
+    low, high = wilson_interval(right, asked)
+    for p in (low, high):
+        assert (right / asked - p) ** 2 == pytest.approx(1.96**2 * p * (1 - p) / asked, abs=1e-12)
+    assert low < right / asked < high or right in (0, asked)
+    assert wilson_interval(80, 104) == pytest.approx((0.6795, 0.8397), abs=1e-4)  # 80 of 104: 0.769, +- 0.08
+    assert wilson_interval(0, 0) == (0.0, 1.0)

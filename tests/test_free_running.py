@@ -210,4 +210,6 @@ def test_answers_are_counted_by_question_for_the_model_and_the_blind_one():
     }
     assert (results["model"]["questions"], results["model"]["answer_accuracy"]) == (4, 0.75)
     assert results["blind"]["answer_accuracy"] == 0.25
+    assert (results["model"]["answers_right"], results["blind"]["answers_right"]) == (3, 1)
+    assert results["model"]["answer_interval"] == pytest.approx((0.3006, 0.9544), abs=1e-4)  # Wilson, 3 of 4
     assert "answers_by_question" not in score_predictions([{**records[0], "questions": [], "events": []}])["model"]
