@@ -91,5 +91,8 @@ def test_the_wilson_interval_bounds_are_where_the_score_test_is_on_its_edge(righ
     for p in (low, high):
         assert (right / asked - p) ** 2 == pytest.approx(1.96**2 * p * (1 - p) / asked, abs=1e-12)
     assert low < right / asked < high or right in (0, asked)
-    assert wilson_interval(80, 104) == pytest.approx((0.6795, 0.8397), abs=1e-4)  # 80 of 104: 0.769, +- 0.08
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_the_wilson_interval_of_the_demos_answers_and_of_no_question():
+    assert wilson_interval(80, 104) == pytest.approx((0.6795, 0.8397), abs=1e-4)  # 0.769, +- 0.08
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # nothing asked: nothing known
