@@ -24,7 +24,7 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
     assert model.config.frame_token_pooled == [6, 6] and model.config.frame_num_tokens == 37  # the demo's 1 + 6 x 6
     metrics = json.loads((out / "demo_metrics.json").read_text())
     assert metrics["variant"] == "mod_even" and metrics["plan"]["eval_split"] == "val"
-    assert metrics["plan"]["epochs"] == 1.0 and metrics["training"]["steps"] > 0  # the smoke plan's, not the demo's 20
+    assert metrics["plan"]["epochs"] == 1.0 and metrics["training"]["steps"] > 0  # the smoke plan's, not the demo's 30
     # the demo's 90 quiet streams, and the seed the shipped demo was picked by
     assert metrics["plan"]["data"]["quiet_videos"] == 90 and metrics["seed"] == train_demo.DEMO_SEED
     card = ModelCard.load(out / "README.md")
@@ -43,8 +43,8 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
     # as kept before two settings existed, trained as their defaults train: reused
     [record] = work.glob("runs/demo-mod_even-seed*/training.json")
     kept = json.loads(record.read_text())
-    assert (kept["plan"]["reply_noise"], kept["plan"]["data"]["event_interval"]) == (0.0, 2.5)  # the defaults
-    del kept["plan"]["reply_noise"], kept["plan"]["data"]["event_interval"]
+    assert (kept["plan"]["weight_decay"], kept["plan"]["data"]["event_interval"]) == (0.0, 2.5)  # the defaults
+    del kept["plan"]["weight_decay"], kept["plan"]["data"]["event_interval"]
     record.write_text(json.dumps(kept))
     again = tmp_path / "again"
     assert train_demo.main(["--quick", "--work-dir", str(work), "--output-dir", str(again), "--set", "threads=1"]) == 0
