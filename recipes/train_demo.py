@@ -34,9 +34,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -102,6 +102,10 @@ def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
     card.save(os.path.join(folder, "README.md"))
 
 
+def kept_model_dir(work_dir: str, variant: str, seed: int) -> str:
+    return os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}", "model")
+
+
 def trained_model(plan, shared, variant: str, seed: int, work_dir: str):
     """The demo's training of the study's `variant` with `seed` on `plan`: trained now and kept in the work folder
     with its plan, or the one kept there already for the same recipe (`mod_study.recipe_of`: any thread count).
@@ -111,7 +115,7 @@ def trained_model(plan, shared, variant: str, seed: int, work_dir: str):
     from .mod_study import VARIANTS, recipe_of, train_variant
 
     run_dir = os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}")
-    model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
+    model_dir, record = kept_model_dir(work_dir, variant, seed), os.path.join(run_dir, "training.json")
     kept = read_json(record, "training record") if os.path.exists(record) else None
     if kept is not None and recipe_of(kept["plan"]) == recipe_of(plan.to_dict()):
         logger.info("using the model kept in %s", model_dir)
@@ -172,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation_seconds": time.perf_counter() - start,
         "command": "python -m videollm_mod.recipes.train_demo " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    model.save_pretrained(args.output_dir)
-    processor.save_pretrained(args.output_dir)
-    for code in Path(args.output_dir).glob("*.py"):  # the demo ships as data: its code is the installed package
-        code.unlink()
+    # the files as training saved them (a model loaded and saved again gains loading's keys, `dtype` and the
+    # tokenizer's `is_local`); the demo ships as data: its code is the installed package
+    kept = kept_model_dir(args.work_dir, args.variant, args.seed)
+    shutil.copytree(kept, args.output_dir, ignore=shutil.ignore_patterns("*.py"), dirs_exist_ok=True)
     with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     write_demo_card(args.output_dir, model.config, metrics)

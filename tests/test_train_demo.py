@@ -54,6 +54,10 @@ def test_quick_demo_is_the_studys_mod_even_run_packaged_with_its_figures_and_reu
         )
     reused = json.loads((again / "demo_metrics.json").read_text())["training"]
     assert reused == metrics["training"] and reused["threads"] == 2  # the threads it was trained with, not 1
+    # a reused run ships the very files a fresh one does (loading and saving again would add `dtype` and the
+    # tokenizer's `is_local`); only the figures' file (its command) and the card may differ
+    shipped = {f.name: f.read_bytes() for f in out.iterdir() if f.name not in ("demo_metrics.json", "README.md")}
+    assert shipped == {f.name: f.read_bytes() for f in again.iterdir() if f.name in shipped} and len(shipped) >= 7
     reloaded = VideoLLMMoDForCausalLM.from_pretrained(again)
     weights, reloaded_weights = model.state_dict(), reloaded.state_dict()
     assert weights.keys() == reloaded_weights.keys()
