@@ -13,9 +13,11 @@
 2. The study's training (`mod_study.train_variant`: a 4 x 128 decoder, MoD with r = 0.2 and learned routers, the
    recipe's `SFTTrainer`) of `--variant` and `--seed`, on the study's plan with `DEMO_SETTINGS`: 37 tokens per frame
    (the pooled token and a 6 x 6 grid; the study: 3 x 3), half of the training videos as live chats (the study: a
-   third), 20 epochs (the study: 10), two thirds of the narration streams without their instruction, as `narrate` and
-   `stream_generate` run a video when no query is given (trained only with it, a model narrates such streams in the
-   live chats' words and speaks about 1.5 times per event), each of those starting up to 8 frames before its first
+   third), 30 epochs (the study: 10), each learned reply swapped, with probability 0.15, for another of its stream
+   and then not learned (`reply_noise`: the model meets wrong replies of its own, as it makes them running free),
+   two thirds of the narration streams without their instruction, as `narrate` and `stream_generate` run a video
+   when no query is given (trained only with it, a model narrates such streams in the live chats' words and speaks
+   about 1.5 times per event), each of those starting up to 8 frames before its first
    narration, as `narrate` starts a video (else a model that first speaks a few frames in takes the live chats' voice),
    half of the narration streams with their video's live-chat questions (else a question asked in a narration stream
    may get a narration sentence), and 90 quiet streams, empty scenes and black videos narrated with silence (without

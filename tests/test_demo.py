@@ -191,8 +191,8 @@ def test_narrate_needs_a_video_or_demo(capsys):
 # counterfactuals: the same world with one thing changed (videos of their own seeds, narrated without a query)
 
 SEEDS = range(5000, 5004)
-# The issue's target for swapped colours: the demo names 33 of 33 right on these seeds (0.989 on the benchmark's 10
-# seeds), and none with the original colours.
+# The issue's target for swapped colours: the demo names 33 of 33 right on these seeds (86 of 86 on the benchmark's
+# 10 seeds), and none with the original colours.
 SWAPPED_RIGHT = 0.9
 
 
@@ -256,23 +256,25 @@ def test_demo_names_the_colours_of_a_colour_swapped_video(demo, tmp_path):
 
 def test_demo_replies_move_with_events_shifted_3_seconds_later(demo, originals, tmp_path):
     """The same events 3 s later: the replies that come again (same text) come 3 s later (median error <= 0.5 s, the
-    issue's target). Not every reply comes again word for word (32 of 33 here): the demo's wording of an event can
-    depend on what it said before, so the test asks for 80 %, not all."""
+    issue's target). Every reply comes again word for word here (33 of 33; 78 of 87 on the benchmark's 10 seeds): the
+    demo's wording of an event can depend on what it said before, so the test asks for 90 %, not all."""
     errors, total = [], 0
     for seed, (events, said) in originals.items():
         shifted = cf.replies(*demo, cf.render(str(tmp_path / f"{seed}.mp4"), cf.shift_events(events, 3.0), 23, seed))
         errors += cf.shift_errors(said, shifted, 3.0)
         total += len(said)
-    assert len(errors) >= 0.8 * total and cf.summary(errors) <= 0.5
+    assert len(errors) >= 0.9 * total and cf.summary(errors) <= 0.5
 
 
 def test_demo_answers_colour_questions_with_the_colours_on_screen_swapped_or_not(demo, tmp_path):
     """ "What colour is the circle?" asked mid-stream about a shape on screen (`cf.colour_questions`): the answer names
-    its colour, in the swapped video the swapped one. The demo answers 40 of these 42 right (21 and 19 of 21; both
-    misses name another colour, in a swapped video); a model that did not look would name the original colours of the
-    swapped videos as often as the swapped ones. Its recipe puts such questions into half of the narration streams
-    (`question_share`): without them the same recipe answered 34, the rest narration sentences ("C sees the red circle
-    turn yellow."); the previous demo 38. The issue's target of 0.8 is for the held-out live chats (0.837 on 120)."""
+    its colour, in the swapped video the swapped one. The demo answers 38 of these 42 right (19 and 19 of 21; the 4
+    misses are one triangle of seed 5002 asked about twice while a circle shares the screen, answered with the
+    circle's colours in both videos: the binding of colour to shape with two shapes on screen, its known weakness); a
+    model that did not look would name the original colours of the swapped videos as often as the swapped ones. Its
+    recipe puts such questions into half of the narration streams (`question_share`): without them an earlier recipe
+    answered 34, the rest narration sentences ("C sees the red circle turn yellow."); the previous demo 40, the one
+    before it 38. The issue's target of 0.8 is for the held-out live chats (0.840 on 120)."""
     right = asked = swapped_right = unswapped_named = 0
     for seed in SEEDS:
         original = cf.random_events(seed, 20)
