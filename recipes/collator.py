@@ -75,23 +75,29 @@ class VideoLLMMoDCollator:
         reply_noise: the probability that a reply of a row is replaced by another reply of the same row, not
             learned: the model then sees wrong replies of its own in its history, as it will when it streams
             free-running, and learns to name what the frames show rather than to continue what it said.
-        seed: of the replies replaced.
+        spurious_replies: the probability that a learned silent frame of a row is followed by a reply of the row that
+            is not due there, learned neither as the decision to speak nor as text: the model then sees the spurious
+            replies that free-running makes between events (which `reply_noise`, swapping replies where they are due,
+            never shows) and learns what follows them: silence, and answers about what the frames show.
+        seed: of the replies replaced and inserted.
     Returns (per call):
         `input_ids`, `attention_mask`, `labels` (B, L) right-padded, and `frame_features` (ΣT, F, D) or
         `pixel_values_videos` (ΣT, 3, S, S) with the frames of all rows in batch order.
     """
 
     def __init__(self, processor, video_root: str | None = None, features_dir: str | None = None, cache_videos=False,
-                 reply_noise: float = 0.0, seed: int = 0):  # fmt: skip
+                 reply_noise: float = 0.0, spurious_replies: float = 0.0, seed: int = 0):  # fmt: skip
         if video_root is None and features_dir is None:
             raise ValueError("give video_root (raw frames) or features_dir (pre-computed features)")
-        if not 0.0 <= reply_noise < 1.0:
-            raise ValueError(f"reply_noise={reply_noise} must lie in [0, 1)")
+        for name, value in (("reply_noise", reply_noise), ("spurious_replies", spurious_replies)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value} must lie in [0, 1)")
         self.processor = processor
         self.video_root = video_root
         self.features_dir = features_dir
         self.cache_videos = cache_videos
         self.reply_noise = reply_noise
+        self.spurious_replies = spurious_replies
         self.rng = random.Random(seed)
         self._videos: dict[str, torch.Tensor] = {}
 
@@ -111,6 +117,29 @@ class VideoLLMMoDCollator:
                 message = {**message, "content": other, "learn": 0}
             noisy.append(message)
         return {**row, "conversation": noisy}
+
+    def with_spurious_replies(self, row: dict) -> dict:
+        """The row with a reply of the row (not learned) inserted after each learned silent frame with probability
+        `spurious_replies`; that frame's decision is not learned either (its label would teach speaking there). The
+        stream is split around the reply; its frames and their other labels are unchanged, and so is the row."""
+        conversation = as_messages(row["conversation"])
+        replies = sorted({m["content"] for m in conversation if m["role"] == "assistant"})
+        if not replies:
+            return row
+        out = []
+        for message in conversation:
+            count = int(message.get("num_frames") or 0) if message["role"] == "stream" else 0
+            learn = message.get("learn", False)
+            learned = count if learn is True else int(learn or 0)
+            start = 0  # the first frame of the stream's piece still to write
+            for frame in range(min(learned, count - 1)):  # silent frames: the last one is followed by a turn
+                if self.rng.random() < self.spurious_replies:
+                    out.append({**message, "num_frames": frame + 1 - start, "learn": frame - start})
+                    out.append({"role": "assistant", "content": self.rng.choice(replies), "learn": 0, "num_frames": 0,
+                                "time": message.get("time")})  # fmt: skip
+                    start = frame + 1
+            out.append(message if not start else {**message, "num_frames": count - start, "learn": learned - start})
+        return {**row, "conversation": out}
 
     def frames_of(self, row: dict) -> dict:
         """Keyword arguments of `prepare_row` that give the row's frames: the whole video's features, the whole
@@ -132,6 +161,8 @@ class VideoLLMMoDCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.reply_noise:
             rows = [self.noisy(row) for row in rows]
+        if self.spurious_replies:
+            rows = [self.with_spurious_replies(row) for row in rows]
         items = [prepare_row(self.processor, row, **self.frames_of(row)) for row in rows]
         length = max(len(item["input_ids"]) for item in items)
         pad_id = self.processor.tokenizer.pad_token_id or 0

@@ -119,6 +119,7 @@ class StudyPlan:
     weight_decay: float = 0.0  # AdamW's (tried for the demo, to train longer without over-fitting the narration)
     batch_size: int = 8
     reply_noise: float = 0.0  # the collator's: replies swapped for another of the stream, not learned
+    spurious_replies: float = 0.0  # the collator's: replies not due inserted after silent frames, not learned
     livechat_share: float = 1 / 3  # of the training videos, seen as live chats with questions (the others narrated)
     unprompted_share: float = 0.0  # of the narration streams, without their instruction (the demo's: 0.67)
     lead_in_frames: int = 0  # an unprompted narration stream starts up to this many frames before its first narration
@@ -357,6 +358,7 @@ def train_variant(plan: StudyPlan, shared: SharedData, variant: Variant, seed: i
         VideoSFTScriptArguments(
             features_dir=shared.features["train"],
             reply_noise=plan.reply_noise,
+            spurious_replies=plan.spurious_replies,
             mod_capacity_warmup=variant.capacity_warmup,
         ),
     )

@@ -56,6 +56,11 @@ class VideoSFTScriptArguments(ScriptArguments):
         metadata={"help": "probability that a reply is replaced by another reply of its stream, not learned (the "
                   "model learns to name what it sees rather than continue its own mistakes)"},
     )  # fmt: skip
+    spurious_replies: float = field(
+        default=0.0,
+        metadata={"help": "probability that a silent frame is followed by a reply of its stream that is not due there, "
+                  "not learned (the model learns what follows the spurious replies it makes running free)"},
+    )  # fmt: skip
     stream_loss_weight: float | None = field(
         default=None, metadata={"help": "override config.stream_loss_weight (weight of the per-frame decisions)"}
     )
@@ -217,6 +222,7 @@ def build_trainer(
         features_dir=script_args.features_dir,
         cache_videos=script_args.cache_videos,
         reply_noise=script_args.reply_noise,
+        spurious_replies=script_args.spurious_replies,
         seed=training_args.seed,
     )
     if script_args.mod_capacity_warmup:

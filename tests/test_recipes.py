@@ -219,3 +219,47 @@ def test_reply_noise_swaps_replies_within_the_row_and_does_not_learn_them(setup)
     clean = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))([row])
     labels = VideoLLMMoDCollator(processor, features_dir=str(tmp_path), reply_noise=0.99, seed=1)([row])["labels"]
     assert (labels != -100).sum() < (clean["labels"] != -100).sum()  # swapped replies are not learned
+
+
+def test_spurious_replies_come_after_silent_frames_and_teach_only_what_follows_them(setup):
+    """A reply of the row inserted after the learned silent frame of `ROW` (seed 1 draws it): the stream split around
+    it, the frames unchanged; learned are the same labels but that frame's `,` (it would teach speaking there), and
+    none of the inserted reply's tokens."""
+    _, processor, _, _, tmp_path = setup
+    collator = VideoLLMMoDCollator(processor, features_dir=str(tmp_path), spurious_replies=0.99, seed=1)
+    spurious = collator.with_spurious_replies(ROW)["conversation"]
+    reply = "C sees a red circle appear."
+    assert [(m["role"], m["num_frames"], m["learn"]) for m in spurious] == [
+        ("stream", 1, 0), ("user", 0, 0), ("stream", 1, 0), ("assistant", 0, 0), ("stream", 1, 1), ("assistant", 0, 1)
+    ]  # fmt: skip
+    assert spurious[3]["content"] == reply and ROW["conversation"][2]["num_frames"] == 2  # the row is untouched
+    clean = VideoLLMMoDCollator(processor, features_dir=str(tmp_path))([ROW])
+    batch = collator([ROW])
+    assert torch.equal(batch["frame_features"], clean["frame_features"])
+    learned, clean_learned = batch["labels"][batch["labels"] != -100], clean["labels"][clean["labels"] != -100]
+    comma = processor.tokenizer.convert_tokens_to_ids(",")
+    assert clean_learned[0] == comma and torch.equal(learned, clean_learned[1:])
+    inserted = len(processor.tokenizer("\nAssistant: " + reply, add_special_tokens=False)["input_ids"]) + 1  # + eos
+    assert batch["input_ids"].shape[1] >= clean["input_ids"].shape[1] + inserted - 1
+
+
+def test_spurious_replies_come_at_their_rate_and_never_after_a_streams_last_frame(setup):
+    _, processor, _, _, tmp_path = setup
+    row = {**ROW, "conversation": [
+        {"role": "stream", "content": "", "time": 20.0, "learn": True, "num_frames": 41},
+        {"role": "assistant", "content": "C sees a red circle appear.", "time": 20.0, "learn": 1, "num_frames": 0},
+    ]}  # fmt: skip
+    collator = VideoLLMMoDCollator(processor, features_dir=str(tmp_path), spurious_replies=0.25, seed=0)
+    inserted = 0
+    for _ in range(20):
+        conversation = collator.with_spurious_replies(row)["conversation"]
+        streams = [m for m in conversation if m["role"] == "stream"]
+        assert sum(m["num_frames"] for m in streams) == 41 and conversation[-2:] == [
+            streams[-1],
+            row["conversation"][1],
+        ]
+        assert all(m["learn"] == m["num_frames"] - 1 for m in streams[:-1]) and streams[-1]["learn"] == (
+            streams[-1]["num_frames"] if len(streams) > 1 else True
+        )
+        inserted += len(streams) - 1
+    assert 150 <= inserted <= 250  # a quarter of the 40 silent frames, 20 times: 200
