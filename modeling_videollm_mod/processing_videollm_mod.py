@@ -189,6 +189,12 @@ def as_messages(conversation: list[dict] | dict[str, list]) -> list[dict]:
     return list(conversation)
 
 
+def learned_frames(message: dict) -> int:
+    """How many first frames of a stream message learn their decision: `learn` True is all of them, an int that many."""
+    learn = message.get("learn", False)
+    return int(message.get("num_frames") or 0) if learn is True else int(learn or 0)
+
+
 class VideoLLMMoDProcessor(ProcessorMixin):
     r"""
     Tokenizer + frame processor + the live1+ stream template of VideoLLM-MoD (see the module docstring).
@@ -314,7 +320,7 @@ class VideoLLMMoDProcessor(ProcessorMixin):
                     raise ValueError(f"message {index}: num_frames={count} must be >= 0")
                 if count == 0:
                     continue
-                learned = count if learn is True else int(learn or 0)
+                learned = learned_frames(message)
                 emit(STREAM_OPEN)
                 for f in range(count):
                     after = emit(frame)  # the `,` or `]` that follows the frame's last placeholder

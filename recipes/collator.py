@@ -14,7 +14,7 @@ import random
 import torch
 
 from modeling_videollm_mod import load_video
-from modeling_videollm_mod.processing_videollm_mod import as_messages
+from modeling_videollm_mod.processing_videollm_mod import as_messages, learned_frames
 
 IGNORE_INDEX = -100
 
@@ -104,8 +104,6 @@ class VideoLLMMoDCollator:
     def noisy(self, row: dict) -> dict:
         """The row with each learned reply replaced, with probability `reply_noise`, by another reply of the row
         (then not learned); the row itself is not changed."""
-        from modeling_videollm_mod.processing_videollm_mod import as_messages
-
         conversation = as_messages(row["conversation"])
         replies = sorted({m["content"] for m in conversation if m["role"] == "assistant"})
         if len(replies) < 2:
@@ -129,8 +127,7 @@ class VideoLLMMoDCollator:
         out = []
         for message in conversation:
             count = int(message.get("num_frames") or 0) if message["role"] == "stream" else 0
-            learn = message.get("learn", False)
-            learned = count if learn is True else int(learn or 0)
+            learned = learned_frames(message) if count else 0
             start = 0  # the first frame of the stream's piece still to write
             for frame in range(min(learned, count - 1)):  # silent frames: the last one is followed by a turn
                 if self.rng.random() < self.spurious_replies:

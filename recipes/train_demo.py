@@ -24,10 +24,10 @@
    them a model talks over a video in which nothing happens). The model is kept in
    `{work_dir}/runs/demo-{variant}-seed{seed}` with its plan and reused from there when the plan is the same
    (but for the thread count).
-3. The folder (weights, config, processor, tokenizer, model card; the demo ships as data, so the code files that
-   `save_pretrained` writes are removed) with `demo_metrics.json`: every quality measure of the study on the
-   validation split (`mod_study.evaluate_variant`), beside its baselines. The benchmark (`benchmarks/demo_quality.py`)
-   scores the demo on seeds that neither uses.
+3. The folder (weights, config, processor, tokenizer, model card; copied from the kept run as training saved it; the
+   demo ships as data, so the code files that `save_pretrained` writes are left out) with `demo_metrics.json`: every
+   quality measure of the study on the validation split (`mod_study.evaluate_variant`), beside its baselines. The
+   benchmark (`benchmarks/demo_quality.py`) scores the demo on seeds that neither uses.
 """
 
 from __future__ import annotations
@@ -104,31 +104,27 @@ def write_demo_card(folder: str, config, metrics: dict | None = None) -> None:
     card.save(os.path.join(folder, "README.md"))
 
 
-def kept_model_dir(work_dir: str, variant: str, seed: int) -> str:
-    return os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}", "model")
-
-
 def trained_model(plan, shared, variant: str, seed: int, work_dir: str):
     """The demo's training of the study's `variant` with `seed` on `plan`: trained now and kept in the work folder
     with its plan, or the one kept there already for the same recipe (`mod_study.recipe_of`: any thread count).
-    Returns the model, its processor and the training log."""
+    Returns the model, its processor, the training log and the folder the model was saved to."""
     from modeling_videollm_mod import VideoLLMMoDForCausalLM, VideoLLMMoDProcessor
 
     from .mod_study import VARIANTS, recipe_of, train_variant
 
     run_dir = os.path.join(work_dir, "runs", f"demo-{variant}-seed{seed}")
-    model_dir, record = kept_model_dir(work_dir, variant, seed), os.path.join(run_dir, "training.json")
+    model_dir, record = os.path.join(run_dir, "model"), os.path.join(run_dir, "training.json")
     kept = read_json(record, "training record") if os.path.exists(record) else None
     if kept is not None and recipe_of(kept["plan"]) == recipe_of(plan.to_dict()):
         logger.info("using the model kept in %s", model_dir)
         model = VideoLLMMoDForCausalLM.from_pretrained(model_dir).eval()
-        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), kept["training"]
+        return model, VideoLLMMoDProcessor.from_pretrained(model_dir), kept["training"], model_dir
     model, processor, training = train_variant(plan, shared, VARIANTS[variant], seed, run_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     with open(record, "w") as f:  # last: a stopped run leaves no record, and is trained again
         json.dump({"plan": plan.to_dict(), "training": training}, f, indent=1)
-    return model, processor, training
+    return model, processor, training, model_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    model, processor, training = trained_model(plan, shared, args.variant, args.seed, args.work_dir)
+    model, processor, training, model_dir = trained_model(plan, shared, args.variant, args.seed, args.work_dir)
 
     start = time.perf_counter()
     validation = evaluate_variant(model, processor, plan, shared)
@@ -180,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # the files as training saved them (a model loaded and saved again gains loading's keys, `dtype` and the
     # tokenizer's `is_local`); the demo ships as data: its code is the installed package
-    kept = kept_model_dir(args.work_dir, args.variant, args.seed)
-    shutil.copytree(kept, args.output_dir, ignore=shutil.ignore_patterns("*.py"), dirs_exist_ok=True)
+    shutil.copytree(model_dir, args.output_dir, ignore=shutil.ignore_patterns("*.py"), dirs_exist_ok=True)
     with open(os.path.join(args.output_dir, "demo_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     write_demo_card(args.output_dir, model.config, metrics)
